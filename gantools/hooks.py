@@ -1,0 +1,145 @@
+"""Forward hooks as context managers: retain a layer's output, edit it, or stop the forward pass.
+
+In the spirit of baukit's Trace/TraceDict:
+
+    with Trace(G, 3) as t:                      # retain layer3's output
+        G(z)
+    t.output                                    # N x C x H x W
+
+    with Trace(G, "layer3", edit_output=lambda x, name: x * mask):
+        G(z)                                    # layer3's output edited on the way through
+
+    with Trace(G, 3, stop=True) as t:
+        G(z)                                    # stops right after layer3 (no StopForward escapes)
+
+`resolve_layer` is the one place that turns "3", 3, "layer3" or a dotted module name into a module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .utils import GantoolsError
+
+EditFn = Callable[[torch.Tensor, str], torch.Tensor]
+
+
+def layer_name(model: nn.Module, layer: int | str) -> str:
+    """Canonical dotted name of a layer: 3, "3" -> "layer3"; dotted names are checked and returned."""
+    text = str(layer).strip()
+    name = f"layer{text}" if text.isdigit() else text
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return name
+    top = [n for n in modules if n and "." not in n]
+    numbered = [n[len("layer"):] for n in top if n.startswith("layer") and n[len("layer"):].isdigit()]
+    hint = f"a number ({', '.join(numbered)})" if numbered else "a module name"
+    raise GantoolsError(f"unknown layer {text!r}: use {hint} or a dotted module name ({', '.join(top)})")
+
+
+def resolve_layer(model: nn.Module, layer: int | str) -> tuple[str, nn.Module]:
+    """(canonical name, module) for a layer given by number or dotted name."""
+    name = layer_name(model, layer)
+    return name, dict(model.named_modules())[name]
+
+
+class StopForward(Exception):
+    """Raised inside a hook to end the forward pass early; Trace/TraceDict swallow it on exit."""
+
+
+class Trace(contextlib.AbstractContextManager):
+    """Hook one layer for the duration of a `with` block.
+
+    Args:
+        model: the network.
+        layer: number or dotted name of the layer.
+        retain_output: keep the (possibly edited) output in `self.output`.
+        detach: detach the retained output from the graph (set False to backpropagate through it).
+        edit_output: fn(output, layer_name) -> new output, applied on every forward.
+        stop: raise StopForward right after this layer, skipping the rest of the network.
+    """
+
+    def __init__(self, model: nn.Module, layer: int | str, retain_output: bool = True, detach: bool = True,
+                 edit_output: EditFn | None = None, stop: bool = False) -> None:
+        self.name, module = resolve_layer(model, layer)
+        self.output: torch.Tensor | None = None
+
+        def hook(_module: nn.Module, _inputs, output: torch.Tensor):
+            if edit_output is not None:
+                output = edit_output(output, self.name)
+            if retain_output:
+                self.output = output.detach() if detach else output
+            if stop:
+                raise StopForward()
+            return output
+
+        self._handle = module.register_forward_hook(hook)
+
+    def close(self) -> None:
+        self._handle.remove()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+
+class TraceDict(OrderedDict, contextlib.AbstractContextManager):
+    """Hook several layers at once; `td[name].output` holds each retained output.
+
+    Args:
+        model: the network.
+        layers: numbers or dotted names.
+        retain_output, detach, edit_output: as for Trace (edit_output receives the layer name).
+        stop: stop the forward pass after the last of `layers` in execution order.
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[int | str], retain_output: bool = True,
+                 detach: bool = True, edit_output: EditFn | None = None, stop: bool = False) -> None:
+        super().__init__()
+        names = [layer_name(model, layer) for layer in layers]
+        last = _last_in_execution_order(model, names) if stop else None
+        for name in names:
+            if name not in self:
+                self[name] = Trace(model, name, retain_output, detach, edit_output, stop=(name == last))
+
+    def close(self) -> None:
+        for trace in reversed(self.values()):
+            trace.close()
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+
+def _last_in_execution_order(model: nn.Module, names: Sequence[str]) -> str:
+    # named_modules() lists modules in registration order, which is execution order for our
+    # sequential generators; the caller may pass the layers in any order.
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    return max(names, key=order.__getitem__)
+
+
+def layer_output(model: nn.Module, layer: int | str, *inputs: torch.Tensor) -> torch.Tensor:
+    """Run the model up to `layer` (stopping early) and return that layer's output."""
+    with Trace(model, layer, stop=True) as t:
+        model(*inputs)
+    assert t.output is not None
+    return t.output
+
+
+def generate_from(generator: nn.Module, layer: int | str, features: torch.Tensor) -> torch.Tensor:
+    """Run a sequential generator from `layer`'s output onwards: replaces layer's output by `features`.
+
+    The layers before `layer` still run (on a dummy z of matching batch size) but their result is
+    discarded; for a DCGAN that is a small fraction of the cost.
+    """
+    nz = getattr(getattr(generator, "config", None), "nz", None)
+    if nz is None:
+        raise GantoolsError("generate_from needs a gantools Generator (with a config)")
+    z = torch.zeros(features.shape[0], nz, device=features.device, dtype=features.dtype)
+    with Trace(generator, layer, retain_output=False, edit_output=lambda _x, _n: features):
+        return generator(z)

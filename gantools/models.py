@@ -1,0 +1,318 @@
+"""DCGAN generator and discriminator, and the one model file format (safetensors + config metadata).
+
+The generator is a stack of named blocks `layer1 ... layerK` (transposed conv + BatchNorm + ReLU)
+followed by `output` (transposed conv + Tanh). Dissection, interventions and inversion address
+those blocks by number (`3` means `layer3`) through `gantools.hooks.resolve_layer`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .utils import GantoolsError, atomic_path, get_device
+
+SUPPORTED_SIZES = (16, 32, 64, 128)
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a DCGAN pair.
+
+    Args:
+        image_size: side of the square images, one of 16, 32, 64, 128.
+        nc: image channels, 1 (grayscale) or 3 (RGB).
+        nz: length of the latent vector z.
+        ngf: generator width (channels of its last hidden layer).
+        ndf: discriminator width (channels of its first layer).
+    """
+
+    image_size: int = 64
+    nc: int = 3
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+
+    def __post_init__(self) -> None:
+        if self.image_size not in SUPPORTED_SIZES:
+            raise GantoolsError(f"image size {self.image_size} is not supported: choose one of {SUPPORTED_SIZES}")
+        if self.nc not in (1, 3):
+            raise GantoolsError(f"nc={self.nc} is not supported: use 1 (grayscale) or 3 (RGB)")
+        for name in ("nz", "ngf", "ndf"):
+            if getattr(self, name) < 1:
+                raise GantoolsError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def num_layers(self) -> int:
+        """K, the number of hidden blocks: a 4x4 start doubled K-1 times, then the output doubles once more."""
+        return int(math.log2(self.image_size)) - 2
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN init: conv weights N(0, 0.02); BatchNorm weights N(1, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """DCGAN generator: z (N x nz) -> image (N x nc x S x S) in [-1, 1].
+
+    Block `layer1` maps z to a 4x4 map with ngf * 2**(K-1) channels; each following block doubles the
+    resolution and halves the channels, down to ngf at S/2; `output` doubles once more to nc channels.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        k = config.num_layers
+        channels = [config.ngf * 2 ** (k - 1 - i) for i in range(k)]
+        in_ch = config.nz
+        for i, out_ch in enumerate(channels):
+            stride, padding = (1, 0) if i == 0 else (2, 1)
+            block = nn.Sequential(
+                nn.ConvTranspose2d(in_ch, out_ch, 4, stride, padding, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=False),  # not in-place: hooks retain and edit these outputs
+            )
+            self.add_module(f"layer{i + 1}", block)
+            in_ch = out_ch
+        self.output = nn.Sequential(nn.ConvTranspose2d(in_ch, config.nc, 4, 2, 1, bias=False), nn.Tanh())
+        init_weights(self)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [f"layer{i + 1}" for i in range(self.config.num_layers)]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z.reshape(z.shape[0], -1, 1, 1)
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+        return self.output(x)
+
+    def sample_z(self, n: int, seed: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+        """n latent vectors from N(0, I), reproducible for a given seed whatever the device."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        z = torch.randn(n, self.config.nz, generator=gen)
+        return z.to(device if device is not None else next(self.parameters()).device)
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator: image -> one logit per image (train with BCE-with-logits).
+
+    `forward(x, return_features=True)` also returns the output of every block `layer1 ... layerK`,
+    which inversion uses as a perceptual loss.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        k = config.num_layers
+        in_ch = config.nc
+        for i in range(k):
+            out_ch = config.ndf * 2**i
+            layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False)]
+            if i > 0:  # no BatchNorm on D's input layer
+                layers.append(nn.BatchNorm2d(out_ch))
+            layers.append(nn.LeakyReLU(0.2, inplace=False))
+            self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
+            in_ch = out_ch
+        self.output = nn.Conv2d(in_ch, 1, 4, 1, 0, bias=False)
+        init_weights(self)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [f"layer{i + 1}" for i in range(self.config.num_layers)]
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        features = []
+        for name in self.layer_names:
+            x = getattr(self, name)(x)
+            features.append(x)
+        logits = self.output(x).flatten()
+        return (logits, features) if return_features else logits
+
+
+# ---------------------------------------------------------------------------------------------
+# The model file: one safetensors file with tensors prefixed by component name
+# ("generator.", "discriminator.") and the config as JSON in the metadata.
+
+
+def save_safetensors(path: str | os.PathLike, modules: dict[str, nn.Module], metadata: dict[str, Any],
+                     half: bool = False) -> Path:
+    """Write modules' state dicts into one safetensors file, atomically.
+
+    Args:
+        path: destination file.
+        modules: component name -> module; tensors are stored as "<name>.<param>".
+        metadata: JSON-serialisable values, stored as JSON strings in the safetensors header.
+        half: store floating-point tensors in float16 (halves the file; loading casts back).
+    """
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for prefix, module in modules.items():
+        for key, value in module.state_dict().items():
+            value = value.detach().cpu()
+            if half and value.is_floating_point():
+                value = value.half()
+            tensors[f"{prefix}.{key}"] = value.contiguous()
+    meta = {"format": "gantools", "format_version": FORMAT_VERSION}
+    meta.update({k: json.dumps(v) for k, v in metadata.items()})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file written by `save_safetensors`: (tensors, decoded metadata)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise GantoolsError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise GantoolsError(f"{path} is not a readable safetensors file ({e})") from e
+    meta: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            meta[k] = v
+    return tensors, meta
+
+
+def component_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of one component ("generator", "encoder"...) with the prefix stripped."""
+    p = prefix + "."
+    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load a state dict, casting half-precision files back to the module's dtypes."""
+    own = module.state_dict()
+    try:
+        module.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in state.items()})
+    except RuntimeError as e:
+        raise GantoolsError(f"the {what} weights do not fit its config: {str(e).splitlines()[0]}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and loading models: a .safetensors path, a run directory, or a pretrained name.
+
+MODEL_FILE = "model.safetensors"
+
+
+def pretrained_dir() -> Path:
+    """Where the shipped models live (override with GANTOOLS_PRETRAINED)."""
+    env = os.environ.get("GANTOOLS_PRETRAINED")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    root = pretrained_dir()
+    return sorted(p.name for p in root.iterdir() if (p / MODEL_FILE).is_file()) if root.is_dir() else []
+
+
+def resolve_model_path(spec: str | os.PathLike) -> Path:
+    """The model file for `spec`: a .safetensors file, a run directory, or a pretrained model name."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
+        raise GantoolsError(f"{path} holds no {MODEL_FILE}: run `gantools export {path}` first")
+    named = pretrained_dir() / str(spec) / MODEL_FILE
+    if named.is_file():
+        return named
+    names = ", ".join(pretrained_names()) or "none installed"
+    raise GantoolsError(f"no model {str(spec)!r}: give a .safetensors file, a run directory, "
+                        f"or a pretrained name ({names})")
+
+
+def companion_path(model_path: str | os.PathLike, component: str) -> Path:
+    """Files stored with a model sit beside it: <dir>/<component>.safetensors (encoder, segmenter, classifier)."""
+    return Path(model_path).parent / f"{component}.safetensors"
+
+
+@dataclass
+class GAN:
+    """A loaded model: generator, discriminator, config, and where it came from.
+
+    Companions stored beside the model file (an encoder, a segmenter, a classifier) are found with
+    `companion(name)`, which returns a path or None.
+    """
+
+    generator: Generator
+    discriminator: Discriminator
+    config: ModelConfig
+    path: Path | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def companion(self, component: str) -> Path | None:
+        if self.path is None:
+            return None
+        p = companion_path(self.path, component)
+        return p if p.is_file() else None
+
+    def to(self, device: torch.device | str) -> "GAN":
+        self.generator.to(device)
+        self.discriminator.to(device)
+        return self
+
+
+def save_model(path: str | os.PathLike, generator: Generator, discriminator: Discriminator,
+               extra_metadata: dict[str, Any] | None = None, half: bool = False) -> Path:
+    """Write G and D into one model.safetensors with the model config in its metadata."""
+    meta = {"config": generator.config.to_dict()}
+    meta.update(extra_metadata or {})
+    return save_safetensors(path, {"generator": generator, "discriminator": discriminator}, meta, half=half)
+
+
+def load_model(spec: str | os.PathLike = "scenes64", device: str | torch.device = "cpu") -> GAN:
+    """Load a model in eval mode.
+
+    Args:
+        spec: a .safetensors file, a run directory, or a pretrained name ("scenes64", "mnist32").
+        device: where to put it ("auto", "cpu", "cuda", ...).
+    """
+    path = resolve_model_path(spec)
+    tensors, meta = read_safetensors(path)
+    if "config" not in meta:
+        raise GantoolsError(f"{path} has no gantools model config in its metadata")
+    config = ModelConfig.from_dict(meta["config"])
+    g, d = Generator(config), Discriminator(config)
+    load_state(g, component_state(tensors, "generator"), "generator")
+    load_state(d, component_state(tensors, "discriminator"), "discriminator")
+    gan = GAN(g.eval(), d.eval(), config, path, meta)
+    return gan.to(get_device(device))

@@ -1,0 +1,188 @@
+"""Small shared helpers: the user-error type, the device helper, atomic writes, progress reporting.
+
+Everything here is used by several modules; look here before writing a helper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+if TYPE_CHECKING:  # torch is imported lazily so that `gantools --help` stays fast
+    import torch
+
+
+class GantoolsError(Exception):
+    """A user mistake (bad path, unknown layer, wrong image size...).
+
+    The CLI prints its message on one line and exits non-zero, without a traceback.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress reporting: library code never prints; it calls a callback that the CLI renders.
+
+
+@dataclass
+class Progress:
+    """One progress report.
+
+    Args:
+        task: short description of the work ("train", "dissect layer3", ...).
+        completed: units of work done so far.
+        total: units in all, or None when unknown.
+        metrics: numbers worth showing beside the bar (losses, img/s...).
+        message: an optional one-line notice (a warning, a path written).
+    """
+
+    task: str
+    completed: int = 0
+    total: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def report(callback: ProgressCallback | None, task: str, completed: int = 0, total: int | None = None,
+           message: str | None = None, **metrics: float) -> None:
+    """Send a progress report if there is a callback."""
+    if callback is not None:
+        callback(Progress(task, completed, total, dict(metrics), message))
+
+
+def notice(callback: ProgressCallback | None, message: str, task: str = "notice") -> None:
+    """Send a one-line notice (warnings the user should see) through the progress callback."""
+    report(callback, task, message=message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+
+
+def get_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """The one device helper: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
+    import torch
+
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise GantoolsError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GantoolsError(f"device {spec!r} asked for, but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GantoolsError(f"device {spec!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise GantoolsError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global RNGs and return a CPU generator seeded the same way."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic file writes: a kill at any moment leaves either the old file or the new one.
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write JSON atomically (indented, UTF-8, non-finite floats as null)."""
+    return write_text(path, json.dumps(_finite(obj), indent=2) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    # JSON has no NaN/Infinity; browsers and pandas choke on them, so write null instead.
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save atomically (temp file + rename)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel scales: models work in [-1, 1]; users speak in [0, 1] intensity (as scikit-image does).
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Model range [-1, 1] -> image range [0, 1] (clamped)."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def from_unit(x: torch.Tensor) -> torch.Tensor:
+    """Image range [0, 1] -> model range [-1, 1]."""
+    return x * 2 - 1
+
+
+def from_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images [0, 255] -> float model range [-1, 1]."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Model range [-1, 1] -> uint8 [0, 255] (rounded, clamped)."""
+    import torch
+
+    return ((x.detach().float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def parse_point(text: str) -> tuple[float, float]:
+    """Parse an 'x,y' position given as fractions of the image (0..1)."""
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError as e:
+        raise GantoolsError(f"position {text!r} must be 'x,y' with fractions of the image, e.g. 0.5,0.7") from e
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise GantoolsError(f"position {text!r} must lie inside the image: x and y between 0 and 1")
+    return x, y

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny seeded models and tiny image folders, so the suite runs on 2 CPU cores.
+
+Nothing here needs ../shared or the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gantools.models import Discriminator, Generator, ModelConfig, save_model
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def tiny_config() -> ModelConfig:
+    """16 px RGB, 8 channels: the smallest DCGAN the toolkit supports."""
+    return ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8)
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path: Path, tiny_config: ModelConfig) -> Path:
+    """An untrained tiny model written as model.safetensors (seeded, so always the same weights)."""
+    torch.manual_seed(1)
+    g, d = Generator(tiny_config), Discriminator(tiny_config)
+    return save_model(tmp_path / "tiny" / "model.safetensors", g.eval(), d.eval())
+
+
+def write_images(folder: Path, n: int, size: int = 20, mode: str = "RGB", seed: int = 0,
+                 classes: int = 0) -> list[Path]:
+    """Write n small random PNGs (in class subfolders when classes > 0); returns their paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        sub = folder / str(i % classes) if classes else folder
+        sub.mkdir(parents=True, exist_ok=True)
+        channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+        arr = rng.integers(0, 256, (size, size, channels), dtype=np.uint8)
+        img = Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode)
+        path = sub / f"img{i:03d}.png"
+        img.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """12 random 20x20 RGB PNGs in 3 class folders."""
+    root = tmp_path / "images"
+    write_images(root, 12, classes=3)
+    return root

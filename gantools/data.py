@@ -120,7 +120,11 @@ def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = 
 
 
 class ImageDataset(Protocol):
-    """What training and evaluation need: a length and uint8 images (nc x S x S) by index."""
+    """What training and evaluation need: a length and uint8 images (nc x S x S) by index.
+
+    `__getitem__` returns the image, or a tuple whose first element is the image (labelled datasets
+    such as scenes return (image, label)). Use `batch_images` rather than indexing by hand.
+    """
 
     image_size: int
     nc: int
@@ -190,6 +194,15 @@ class ImageFolder:
         if self.images is not None:
             return self.images[index]
         return load_image(self.files[index], self.nc, self.image_size)
+
+
+def batch_images(dataset: ImageDataset, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """uint8 images N x nc x S x S for the given indices (fast path for in-memory datasets)."""
+    images = getattr(dataset, "images", None)
+    if isinstance(images, torch.Tensor):
+        return images[torch.as_tensor(indices, dtype=torch.long)]
+    items = [dataset[int(i)] for i in indices]
+    return torch.stack([item[0] if isinstance(item, tuple) else item for item in items])
 
 
 @dataclass

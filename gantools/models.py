@@ -316,3 +316,14 @@ def load_model(spec: str | os.PathLike = "scenes64", device: str | torch.device 
     load_state(d, component_state(tensors, "discriminator"), "discriminator")
     gan = GAN(g.eval(), d.eval(), config, path, meta)
     return gan.to(get_device(device))
+
+
+def fingerprint(module: nn.Module) -> str:
+    """A short hash of a module's weights: reports record it so they can't be applied to another model."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

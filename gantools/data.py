@@ -224,14 +224,23 @@ def register_dataset(name: str, description: str, factory: Callable[..., ImageDa
 
 def _register_builtins() -> None:
     if "scenes" not in BUILTIN_DATASETS:
-        from . import scenes  # registers itself
+        import importlib
 
+        try:
+            scenes = importlib.import_module(f"{__package__}.scenes")  # registers itself
+        except ModuleNotFoundError as e:  # folders must keep working without the built-in datasets
+            if e.name != f"{__package__}.scenes":
+                raise
+            return
         assert "scenes" in BUILTIN_DATASETS, scenes
 
 
 def open_dataset(spec: str | os.PathLike, image_size: int = 64, nc: int = 3, n: int | None = None,
                  seed: int = 0, progress: ProgressCallback | None = None) -> ImageDataset:
-    """A built-in dataset by name ("scenes") or a folder of images by path.
+    """A built-in dataset by name ("scenes") or a folder by path.
+
+    A folder with images/, labels/ and concepts.json (as `gantools data scenes` writes it) opens as
+    a `LabeledFolder` of (image, label) pairs; any other folder as an `ImageFolder`.
 
     Args:
         spec: dataset name or folder path.
@@ -251,4 +260,173 @@ def open_dataset(spec: str | os.PathLike, image_size: int = 64, nc: int = 3, n: 
     if not path.exists():
         names = ", ".join(sorted(BUILTIN_DATASETS))
         raise GantoolsError(f"no dataset {text!r}: give a folder of images or a built-in name ({names})")
+    if is_labeled_folder(path):
+        return LabeledFolder(path, image_size, nc, progress=progress)
     return ImageFolder(path, image_size, nc, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Labelled folders (images/ + labels/ + concepts.json), the layout `gantools data scenes` writes
+
+
+def save_label(labels: torch.Tensor | np.ndarray, path: str | os.PathLike, num_concepts: int) -> Path:
+    """Save a label map (H x W concept ids) as a palette PNG whose pixel index is the concept id.
+
+    The palette is `reports.concept_palette`, so label files also look right in an image viewer.
+    """
+    from PIL import Image
+
+    from .reports import concept_palette
+
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.ndim != 2:
+        raise GantoolsError(f"a label map must be H x W, got shape {tuple(arr.shape)}")
+    if arr.size and (arr.min() < 0 or arr.max() >= min(num_concepts, 256)):
+        raise GantoolsError(f"label ids must lie in 0..{min(num_concepts, 256) - 1}, got {arr.min()}..{arr.max()}")
+    img = Image.fromarray(arr.astype(np.uint8), "P")
+    palette = concept_palette(max(num_concepts, 1)).reshape(-1).tolist()
+    img.putpalette(palette + [0] * (768 - len(palette)))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+def read_label(path: str | os.PathLike) -> torch.Tensor:
+    """Read an index PNG (palette 'P' or grayscale 'L'): int64 tensor H x W of concept ids."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("P", "L"):
+                raise GantoolsError(f"label {path} is a {img.mode} image: labels must be palette (P) or "
+                                    "grayscale (L) PNGs whose pixel value is the concept id")
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise GantoolsError(f"cannot read label {path}: {e}") from e
+    return torch.from_numpy(arr.astype(np.int64))
+
+
+def read_concepts(root: str | os.PathLike) -> list[str]:
+    """Concept names from `root/concepts.json` ({"concepts": [...]}, list index = id)."""
+    import json
+
+    path = Path(root) / "concepts.json"
+    if not path.is_file():
+        raise GantoolsError(f"{path} not found: a labelled folder needs concepts.json "
+                            '({"concepts": ["sky", ...]}, list index = concept id)')
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise GantoolsError(f"cannot read {path}: {e}") from e
+    concepts = data.get("concepts") if isinstance(data, dict) else None
+    if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) and c for c in concepts):
+        raise GantoolsError(f'{path} must hold {{"concepts": ["name", ...]}}: a non-empty list of names')
+    if len(set(concepts)) != len(concepts):
+        raise GantoolsError(f"{path} names a concept twice")
+    if len(concepts) > 256:
+        raise GantoolsError(f"{path} lists {len(concepts)} concepts: index PNGs hold at most 256")
+    return concepts
+
+
+def is_labeled_folder(path: str | os.PathLike) -> bool:
+    """Whether a folder has the labelled layout: images/, labels/ and concepts.json."""
+    p = Path(path)
+    return (p / "images").is_dir() and (p / "labels").is_dir() and (p / "concepts.json").is_file()
+
+
+def _crop_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize labels like `resize_center_crop` resizes images, but by nearest neighbour (ids stay ids)."""
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    h, w = labels.shape
+    if (h, w) == (size, size):
+        return labels
+    out = TF.resize(labels[None].to(torch.uint8), size, interpolation=InterpolationMode.NEAREST_EXACT,
+                    antialias=False)
+    return TF.center_crop(out, [size, size])[0].long()
+
+
+class LabeledFolder:
+    """Images with per-pixel concept labels: `root/images/*.png`, `root/labels/*.png`, `root/concepts.json`.
+
+    Labels are index PNGs (pixel value = concept id) matched to images by file stem. Everything is
+    decoded once and kept in memory: `images` (N x nc x S x S uint8) and `labels` (N x S x S uint8;
+    `__getitem__` returns them as int64).
+
+    Args:
+        root: the folder.
+        image_size: side to resize and center-crop to (images antialiased, labels nearest
+            neighbour); None keeps the files' own size, which must then be square and the same for all.
+        nc: channels (1 or 3).
+        progress: callback for decoding progress.
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int | None = None, nc: int = 3,
+                 progress: ProgressCallback | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise GantoolsError(f"data folder not found: {self.root}")
+        for sub in ("images", "labels"):
+            if not (self.root / sub).is_dir():
+                raise GantoolsError(f"{self.root} has no {sub}/ folder: a labelled folder holds images/, labels/ "
+                                    "and concepts.json (as `gantools data scenes` writes them)")
+        if nc not in (1, 3):
+            raise GantoolsError(f"nc={nc} is not supported: use 1 (grayscale) or 3 (RGB)")
+        self.concepts: list[str] = read_concepts(self.root)
+        self.nc = nc
+        image_files = find_images(self.root / "images")
+        label_files = {p.stem: p for p in find_images(self.root / "labels")}
+        if not image_files:
+            raise GantoolsError(f"no images in {self.root / 'images'}")
+        stems = [p.stem for p in image_files]
+        if len(set(stems)) != len(stems):
+            raise GantoolsError(f"{self.root / 'images'} has two images with the same name stem: "
+                                "labels are matched by stem")
+        missing = [s for s in stems if s not in label_files]
+        if missing:
+            raise GantoolsError(f"{len(missing)} image(s) have no label in {self.root / 'labels'}, "
+                                f"e.g. {missing[0]} (labels are matched to images by file stem)")
+        extra = sorted(set(label_files) - set(stems))
+        if extra:
+            raise GantoolsError(f"{len(extra)} label(s) have no image in {self.root / 'images'}, e.g. {extra[0]}")
+        self.files = image_files
+        self.label_files = [label_files[s] for s in stems]
+        images, labels = [], []
+        k = len(self.concepts)
+        for i, (ipath, lpath) in enumerate(zip(self.files, self.label_files)):
+            image = read_image(ipath, nc)
+            label = read_label(lpath)
+            if tuple(label.shape) != tuple(image.shape[1:]):
+                raise GantoolsError(f"label {lpath.name} is {label.shape[1]}x{label.shape[0]} but its image "
+                                    f"{ipath.name} is {image.shape[2]}x{image.shape[1]}: they must be the same size")
+            top = int(label.max())
+            if top >= k:
+                raise GantoolsError(f"label {lpath.name} uses concept id {top}, but concepts.json lists only "
+                                    f"{k} concepts (ids 0..{k - 1})")
+            if image_size is None:
+                if image.shape[1] != image.shape[2] or (images and image.shape != images[0].shape):
+                    raise GantoolsError(f"images in {self.root} differ in size or are not square "
+                                        f"({ipath.name} is {image.shape[2]}x{image.shape[1]}): give an image size")
+            else:
+                image = resize_center_crop(image, image_size)
+                label = _crop_labels(label, image_size)
+            images.append(image)
+            labels.append(label.to(torch.uint8))
+            if i % 256 == 0 or i == len(self.files) - 1:
+                report(progress, "decode labelled images", i + 1, len(self.files))
+        self.images: torch.Tensor = torch.stack(images)
+        self.labels: torch.Tensor = torch.stack(labels)
+        self.image_size: int = int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index].long()
+
+    def __repr__(self) -> str:
+        return f"LabeledFolder({str(self.root)!r}, {len(self)} images, {self.image_size}px, {len(self.concepts)} concepts)"

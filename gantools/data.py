@@ -142,6 +142,36 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def split_holdout(files: Sequence[Path], n: int) -> tuple[list[Path], list[Path]]:
+    """Split sorted image files into (training, held-out), holding out `n` images.
+
+    In a class-folder layout the held-out images are the last by sorted file name *within each
+    class folder*, in equal shares (remainder to the last classes), so every class stays in training
+    and in the held-out set; mnist4k's file names run class by class, so "the last n overall" would
+    hold out whole classes. In a flat folder they are simply the last n.
+    """
+    files = sorted(files)
+    if n <= 0:
+        return list(files), []
+    if n >= len(files):
+        raise GantoolsError(f"holding out {n} images leaves none to train on (the data has {len(files)})")
+    groups: dict[Path, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.parent, []).append(f)
+    if len(groups) == 1:
+        return files[:-n], files[-n:]
+    keys = sorted(groups)
+    share, extra = divmod(n, len(keys))
+    held: list[Path] = []
+    for i, key in enumerate(keys):
+        k = share + (1 if i >= len(keys) - extra else 0)
+        if k >= len(groups[key]):
+            raise GantoolsError(f"holding out {k} images of {key.name}/ leaves none of that class to train on")
+        held += groups[key][len(groups[key]) - k:] if k else []
+    held_set = set(held)
+    return [f for f in files if f not in held_set], held
+
+
 class ImageFolder:
     """A folder of images, decoded once to nc x S x S uint8 and kept in memory when it fits.
 
@@ -203,6 +233,45 @@ def batch_images(dataset: ImageDataset, indices: Sequence[int] | torch.Tensor) -
         return images[torch.as_tensor(indices, dtype=torch.long)]
     items = [dataset[int(i)] for i in indices]
     return torch.stack([item[0] if isinstance(item, tuple) else item for item in items])
+
+
+class Subset:
+    """Some images of a dataset by index, keeping its in-memory fast path and its file names."""
+
+    def __init__(self, dataset: ImageDataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+        self.image_size, self.nc = dataset.image_size, dataset.nc
+        images = getattr(dataset, "images", None)
+        self.images = images[torch.as_tensor(self.indices, dtype=torch.long)] if isinstance(images, torch.Tensor) else None
+        files = getattr(dataset, "files", None)
+        self.files = [files[i] for i in self.indices] if files is not None else None
+        if hasattr(dataset, "concepts"):
+            self.concepts = dataset.concepts
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.dataset[self.indices[index]]
+
+
+def split_dataset(dataset: ImageDataset, holdout: int) -> tuple[ImageDataset, ImageDataset]:
+    """(training, held-out) parts of a dataset; see `split_holdout` for which images are held out.
+
+    Datasets without files (generated ones) hold out their last `holdout` indices.
+    """
+    if holdout <= 0:
+        return dataset, Subset(dataset, [])
+    files = getattr(dataset, "files", None)
+    if files is None:
+        if holdout >= len(dataset):
+            raise GantoolsError(f"holding out {holdout} images leaves none to train on (the data has {len(dataset)})")
+        return Subset(dataset, range(len(dataset) - holdout)), Subset(dataset, range(len(dataset) - holdout, len(dataset)))
+    _, held = split_holdout(files, holdout)
+    held_set = set(held)
+    train_idx = [i for i, f in enumerate(files) if f not in held_set]
+    held_idx = [i for i, f in enumerate(files) if f in held_set]
+    return Subset(dataset, train_idx), Subset(dataset, held_idx)
 
 
 @dataclass

@@ -114,7 +114,11 @@ class Generator(nn.Module):
     def sample_z(self, n: int, seed: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
         """n latent vectors from N(0, I), reproducible for a given seed whatever the device."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        z = torch.randn(n, self.config.nz, generator=gen)
+        # Draw 16 values more than needed: torch's vectorised randn redraws the last (partial) block of
+        # 16, so without the margin the last latent of a batch depended on n. With it, latent i of a seed
+        # is the same for every n > i (a grid's image 5 is `sample_z(6, seed)[5]`).
+        nz = self.config.nz
+        z = torch.randn(n * nz + 16, generator=gen)[: n * nz].reshape(n, nz)
         return z.to(device if device is not None else next(self.parameters()).device)
 
 

@@ -1,0 +1,230 @@
+"""Drawing from a generator: sample grids, latent interpolation strips, and latent vector arithmetic.
+
+Latents are N(0, I) vectors; `Generator.sample_z(n, seed)` makes them reproducible on any device.
+Interpolation defaults to spherical (slerp): in high dimension a Gaussian latent lies near the sphere
+of radius sqrt(nz), and the straight line between two latents passes through lower-norm points the
+generator rarely saw in training; slerp stays at typical norms. `method="lerp"` gives the straight line.
+
+Latent arithmetic follows the DCGAN paper: the mean z of group A minus the mean z of group B plus the
+mean z of group C, decoded, plus a few variations with small uniform noise (±0.25 in the paper) added
+to the result vector. Groups are given as latent vectors or as indices into the sample grid of a
+seed, so you can pick them from `gantools sample --n 64 --seed S` (index = row * nrow + column).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+
+from .models import GAN, Generator, load_model
+from .utils import GantoolsError
+
+ModelLike = Union[GAN, Generator, str, os.PathLike]
+Group = Union[torch.Tensor, Sequence[int]]
+METHODS = ("slerp", "lerp")
+
+
+def _generator(model: ModelLike, device: str | torch.device | None = None) -> Generator:
+    if isinstance(model, GAN):
+        g = model.generator
+    elif isinstance(model, Generator):
+        g = model
+    else:
+        g = load_model(model, device=device or "cpu").generator
+    if device is not None:
+        from .utils import get_device
+
+        g = g.to(get_device(device))
+    return g
+
+
+@torch.no_grad()
+def generate(model: ModelLike, z: torch.Tensor, batch_size: int = 256,
+             device: str | torch.device | None = None) -> torch.Tensor:
+    """Images (N x C x H x W in [-1, 1], on the CPU) for latents z (N x nz), in eval mode, batched.
+
+    Args:
+        model: a GAN, a Generator, or a model spec (file, run directory, pretrained name).
+        z: latent vectors.
+        batch_size: latents per forward pass.
+        device: where to run (default: where the generator is).
+    """
+    g = _generator(model, device)
+    was_training = g.training
+    g.eval()
+    dev = next(g.parameters()).device
+    try:
+        out = [g(z[i:i + batch_size].to(dev)).float().cpu() for i in range(0, z.shape[0], batch_size)]
+    finally:
+        g.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, g.config.nc, g.config.image_size, g.config.image_size)
+
+
+def sample(model: ModelLike, n: int = 64, seed: int = 0, batch_size: int = 256,
+           device: str | torch.device | None = None) -> torch.Tensor:
+    """n images (N x C x H x W in [-1, 1], CPU) from the latents `sample_z(n, seed)`.
+
+    Args:
+        model: a GAN, a Generator, or a model spec.
+        n: number of images.
+        seed: latent seed; image i of seed s is the same for any n > i.
+        batch_size, device: as in `generate`.
+    """
+    if n < 1:
+        raise GantoolsError(f"n must be at least 1, got {n}")
+    g = _generator(model, device)
+    return generate(g, g.sample_z(n, seed, device="cpu"), batch_size=batch_size)
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """Spherical interpolation between latents (along the last dimension); falls back to lerp when parallel."""
+    t = torch.as_tensor(t, dtype=z0.dtype, device=z0.device)
+    n0, n1 = z0 / z0.norm(dim=-1, keepdim=True), z1 / z1.norm(dim=-1, keepdim=True)
+    omega = torch.arccos((n0 * n1).sum(-1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    lerped = (1 - t) * z0 + t * z1
+    safe = so.abs() > 1e-6
+    so = torch.where(safe, so, torch.ones_like(so))
+    slerped = torch.sin((1 - t) * omega) / so * z0 + torch.sin(t * omega) / so * z1
+    return torch.where(safe, slerped, lerped)
+
+
+def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10, method: str = "slerp") -> torch.Tensor:
+    """`steps` latents from z0 to z1 inclusive (steps x nz).
+
+    Args:
+        z0, z1: latent vectors (nz).
+        steps: points on the path, both ends included (at least 2).
+        method: "slerp" (spherical, default) or "lerp" (straight line).
+    """
+    if steps < 2:
+        raise GantoolsError(f"an interpolation needs at least 2 steps, got {steps}")
+    if method not in METHODS:
+        raise GantoolsError(f"unknown interpolation {method!r}: use {' or '.join(METHODS)}")
+    t = torch.linspace(0, 1, steps, dtype=z0.dtype).unsqueeze(1)
+    z0, z1 = z0.reshape(1, -1), z1.reshape(1, -1)
+    return slerp(z0, z1, t) if method == "slerp" else (1 - t) * z0 + t * z1
+
+
+def interpolate(model: ModelLike, seed: int = 0, seed2: int = 1, steps: int = 10, method: str = "slerp",
+                device: str | torch.device | None = None) -> torch.Tensor:
+    """Images along the latent path from the latent of `seed` to that of `seed2` (steps x C x H x W).
+
+    The ends are image 0 of `sample(model, seed=seed)` and of `sample(model, seed=seed2)`.
+
+    Args:
+        model: a GAN, a Generator, or a model spec.
+        seed, seed2: the two ends.
+        steps: images in the strip, both ends included.
+        method: "slerp" (default) or "lerp".
+    """
+    g = _generator(model, device)
+    z0, z1 = g.sample_z(1, seed, device="cpu")[0], g.sample_z(1, seed2, device="cpu")[0]
+    return generate(g, interpolate_latents(z0, z1, steps, method))
+
+
+@dataclass
+class ArithmeticResult:
+    """Latent vector arithmetic: mean(A) - mean(B) + mean(C).
+
+    Args:
+        groups: the latents of groups A, B and C (k x nz each).
+        means: the three group means (3 x nz).
+        z: the result vector (nz).
+        variations: the result plus small uniform noise (n x nz); row 0 is the result itself.
+        group_images: per group, its images (k x C x H x W).
+        mean_images: the images of the three group means (3 x C x H x W).
+        images: the images of `variations` (n x C x H x W).
+    """
+
+    groups: list[torch.Tensor]
+    means: torch.Tensor
+    z: torch.Tensor
+    variations: torch.Tensor
+    group_images: list[torch.Tensor]
+    mean_images: torch.Tensor
+    images: torch.Tensor
+
+    def grid(self) -> torch.Tensor:
+        """One figure as a batch for make_grid: a row per group (its images, then its mean's image),
+        then a row with the result and its variations. Empty cells are white."""
+        per_row = max(max(len(g) for g in self.group_images) + 1, len(self.images))
+        blank = torch.ones_like(self.images[0])
+        rows = []
+        for imgs, mean_img in zip(self.group_images, self.mean_images):
+            row = list(imgs) + [blank] * (per_row - 1 - len(imgs)) + [mean_img]
+            rows.extend(row)
+        rows.extend(list(self.images) + [blank] * (per_row - len(self.images)))
+        return torch.stack(rows)
+
+    @property
+    def nrow(self) -> int:
+        return max(max(len(g) for g in self.group_images) + 1, len(self.images))
+
+
+def _group_latents(g: Generator, group: Group, seed: int, name: str) -> torch.Tensor:
+    if isinstance(group, torch.Tensor):
+        z = group.detach().float().cpu()
+        z = z.reshape(1, -1) if z.dim() == 1 else z.reshape(z.shape[0], -1)
+    else:
+        indices = [int(i) for i in group]
+        if indices and min(indices) < 0:
+            raise GantoolsError(f"group {name}: sample indices must be 0 or more, got {min(indices)}")
+        z = g.sample_z(max(indices) + 1, seed, device="cpu")[indices] if indices else torch.empty(0)
+    if z.numel() == 0:
+        raise GantoolsError(f"group {name} is empty: give at least one latent or sample index")
+    if z.shape[-1] != g.config.nz:
+        raise GantoolsError(f"group {name}: latents have {z.shape[-1]} dimensions, the model's nz is {g.config.nz}")
+    return z
+
+
+def latent_arithmetic(model: ModelLike, a: Group, b: Group, c: Group, seed: int = 0, n: int = 8,
+                      noise: float = 0.25, device: str | torch.device | None = None) -> ArithmeticResult:
+    """mean z of A - mean z of B + mean z of C, decoded, with n - 1 noisy variations (DCGAN paper, fig. 7).
+
+    Args:
+        model: a GAN, a Generator, or a model spec.
+        a, b, c: each a tensor of latents (k x nz) or a list of indices into `sample(model, seed=seed)`.
+        seed: the latent seed that indices refer to; also seeds the variations' noise.
+        n: result images: the result vector itself, then n - 1 variations.
+        noise: half-width of the uniform noise added to the result for the variations.
+    """
+    if n < 1:
+        raise GantoolsError(f"n must be at least 1, got {n}")
+    g = _generator(model, device)
+    groups = [_group_latents(g, grp, seed, name) for grp, name in zip((a, b, c), "ABC")]
+    means = torch.stack([grp.mean(0) for grp in groups])
+    z = means[0] - means[1] + means[2]
+    gen = torch.Generator().manual_seed(seed + 1)
+    jitter = (torch.rand(n - 1, z.shape[0], generator=gen) * 2 - 1) * noise
+    variations = torch.cat([z.unsqueeze(0), z.unsqueeze(0) + jitter])
+    return ArithmeticResult(groups=groups, means=means, z=z, variations=variations,
+                            group_images=[generate(g, grp) for grp in groups],
+                            mean_images=generate(g, means), images=generate(g, variations))
+
+
+def parse_arithmetic(expr: str) -> tuple[list[int], list[int], list[int]]:
+    """Parse "A-B+C" where each group is comma-separated sample indices, e.g. "3,17,22-5,8+10,11,12"."""
+    text = expr.replace(" ", "")
+    try:
+        a, rest = text.split("-", 1)
+        b, c = rest.split("+", 1)
+        groups = tuple([int(v) for v in part.split(",") if v != ""] for part in (a, b, c))
+    except ValueError as e:
+        raise GantoolsError(f"arithmetic {expr!r} must read A-B+C with comma-separated sample indices, "
+                            f"e.g. 3,17,22-5,8,9+10,11,12") from e
+    for name, grp in zip("ABC", groups):
+        if not grp:
+            raise GantoolsError(f"arithmetic {expr!r}: group {name} is empty")
+    return groups  # type: ignore[return-value]
+
+
+def save_arithmetic(result: ArithmeticResult, path: str | os.PathLike) -> Path:
+    """Save the arithmetic figure (see ArithmeticResult.grid) as one PNG."""
+    from .data import save_grid
+
+    return save_grid(result.grid(), path, nrow=result.nrow)

@@ -1,0 +1,765 @@
+"""DCGAN training with real checkpoints: bit-exact resume, atomic writes, Ctrl-C and NaN safety.
+
+    from gantools import TrainConfig, train
+    result = train(TrainConfig(data="digits/", image_size=32, nc=1, steps=2000))
+    result = train(resume=result.run_dir, steps=4000)      # continue the same run
+
+A run directory holds `config.json`, `stats.jsonl` (one line per logged step), `samples/step_NNNNNN.png`
+(one fixed noise batch), `loss_curve.png`, `checkpoint.pt` (+ `best.pt` with --eval-every) and, at the
+end, `model.safetensors` (what every analysis command loads).
+
+Reproducibility: everything random is derived from the seed. The data order of epoch e is a
+permutation drawn from (seed, e), and batches are consecutive slices of the endless stream of epoch
+permutations, so the batch of any step follows from the step number alone. The noise comes from a
+dedicated generator whose state is checkpointed. So on CPU, N steps + resume + N steps gives the same
+weights, bit for bit, as 2N steps in one go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .models import MODEL_FILE, Discriminator, Generator, ModelConfig, save_model
+from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report, torch_save, write_json, \
+    write_text
+
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_FILE = "best.pt"
+STATS_FILE = "stats.jsonl"
+CONFIG_FILE = "config.json"
+CHECKPOINT_FORMAT = "gantools-checkpoint/1"
+LOSSES = ("nonsaturating", "minimax")
+# Materialise generated (built-in) datasets in memory up to this many bytes of uint8 pixels.
+MATERIALIZE_LIMIT = 4 * 1024**3
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in config.json and in the checkpoint).
+
+    Defaults follow the DCGAN paper: Adam lr 2e-4, betas (0.5, 0.999), batch 64.
+
+    Args:
+        data: a folder of images or a built-in dataset name ("scenes").
+        image_size: 16, 32, 64 or 128.
+        nc: image channels, 1 or 3.
+        nz, ngf, ndf: latent size and network widths.
+        batch_size: real images per discriminator step.
+        lr, beta1, beta2: Adam settings (both networks).
+        loss: generator loss, "nonsaturating" (maximise log D(G(z)), the default) or "minimax"
+            (minimise log(1 - D(G(z))), the original formulation).
+        d_steps: discriminator steps per generator step; each uses a fresh real batch.
+        steps: generator steps to train in all (counted from the start of the run, also on resume).
+        epochs: alternatively, passes over the data (converted to steps); default 5 when neither is set.
+        seed: seeds the weights, the data order, the noise and the fixed sample noise.
+        out: run directory; default runs/<nnnnn>-<data>.
+        device: auto, cpu, cuda or cuda:N.
+        amp: mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
+        data_n: number of images for generated datasets (scenes); ignored for folders.
+        data_seed: seed of generated datasets.
+        holdout: leave `holdout` images out of training, for evaluation: the last by sorted file name
+            within each class folder (see data.split_holdout), or the last ones of a flat or generated dataset.
+        log_every: steps between stats.jsonl lines (each line averages the steps since the last).
+        sample_every: steps between sample grids (0: only at the end).
+        checkpoint_every: steps between checkpoints (0: only at the end).
+        eval_every: steps between FID evaluations (0: never); keeps best.pt, the lowest FID so far.
+        eval_n: generated images per FID evaluation.
+        n_samples: images in the fixed-noise sample grids.
+    """
+
+    data: str = "scenes"
+    image_size: int = 64
+    nc: int = 3
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    batch_size: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "nonsaturating"
+    d_steps: int = 1
+    steps: int | None = None
+    epochs: float | None = None
+    seed: int = 0
+    out: str | None = None
+    device: str = "auto"
+    amp: bool = True
+    data_n: int | None = None
+    data_seed: int = 0
+    holdout: int = 0
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    eval_every: int = 0
+    eval_n: int = 1000
+    n_samples: int = 64
+
+    def __post_init__(self) -> None:
+        self.model_config()  # checks image_size, nc, nz, ngf, ndf
+        if self.loss not in LOSSES:
+            raise GantoolsError(f"unknown loss {self.loss!r}: use {' or '.join(LOSSES)}")
+        if self.steps is not None and self.epochs is not None:
+            raise GantoolsError("give --steps or --epochs, not both")
+        positive = {"batch_size": self.batch_size, "d_steps": self.d_steps, "log_every": self.log_every,
+                    "eval_n": self.eval_n, "n_samples": self.n_samples}
+        for name, value in positive.items():
+            if value < 1:
+                raise GantoolsError(f"{name} must be at least 1, got {value}")
+        for name in ("steps", "epochs"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise GantoolsError(f"{name} must be positive, got {value}")
+        for name in ("sample_every", "checkpoint_every", "eval_every", "holdout"):
+            if getattr(self, name) < 0:
+                raise GantoolsError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise GantoolsError(f"learning rate must be positive, got {self.lr}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise GantoolsError(f"Adam betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(self.image_size, self.nc, self.nz, self.ngf, self.ndf)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Fields that may change when a run is resumed: when and how long to train, not what to train.
+RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "log_every", "sample_every",
+                              "checkpoint_every", "eval_every", "eval_n"})
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Args:
+        run_dir: the run directory.
+        step: generator steps done (in all, including before a resume).
+        total_steps: the step the run was asked to reach.
+        stats: the last stats.jsonl line (losses, D outputs, img/s), empty if none was logged.
+        model_path: model.safetensors, or None when the run stopped without exporting.
+        checkpoint: checkpoint.pt.
+        best_fid: the lowest FID seen (with eval_every), else None.
+        interrupted: True when Ctrl-C stopped the run early (a checkpoint was saved).
+        elapsed: seconds of training in all.
+        samples: the last sample grid written, if any.
+    """
+
+    run_dir: Path
+    step: int
+    total_steps: int
+    stats: dict[str, float] = field(default_factory=dict)
+    model_path: Path | None = None
+    checkpoint: Path | None = None
+    best_fid: float | None = None
+    interrupted: bool = False
+    elapsed: float = 0.0
+    samples: Path | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (module-level so tests can hook them)
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits: real images labelled 1, generated images 0 (summed, as in the DCGAN example)."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """The generator's loss on D's logits for its images.
+
+    "nonsaturating": -log D(G(z)) (strong gradients early, when D rejects everything);
+    "minimax": log(1 - D(G(z))), the original game's objective.
+    """
+    if kind == "nonsaturating":
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if kind == "minimax":
+        return -F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    raise GantoolsError(f"unknown loss {kind!r}: use {' or '.join(LOSSES)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data order: an endless stream of per-epoch permutations, each derived from (seed, epoch).
+
+
+def _derived_seed(*values: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values]).generate_state(1, np.uint64)[0]
+               >> 1)
+
+
+class BatchStream:
+    """Indices of real batch b: the slice [b*B, (b+1)*B) of the concatenated epoch permutations.
+
+    Any batch follows from its number alone, so a resumed run sees exactly the batches it would have.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.pop(min(self._perms))
+            gen = torch.Generator().manual_seed(_derived_seed(self.seed, 1, epoch))
+            self._perms[epoch] = torch.randperm(self.n, generator=gen)
+        return self._perms[epoch]
+
+    def batch(self, index: int) -> torch.Tensor:
+        positions = torch.arange(index * self.batch_size, (index + 1) * self.batch_size)
+        epochs, offsets = positions // self.n, positions % self.n
+        out = torch.empty_like(positions)
+        for e in torch.unique(epochs).tolist():
+            sel = epochs == e
+            out[sel] = self.permutation(e)[offsets[sel]]
+        return out
+
+
+class _Images:
+    """Real images as uint8: one tensor (on the training device when it is CUDA) or a streamed dataset."""
+
+    def __init__(self, dataset: Any, n: int, device: torch.device, progress: ProgressCallback | None) -> None:
+        from .data import batch_images
+
+        self.dataset, self.n, self.device = dataset, n, device
+        images = getattr(dataset, "images", None)
+        if not isinstance(images, torch.Tensor):
+            size = n * dataset.nc * dataset.image_size**2
+            images = self._materialize(dataset, n, batch_images, progress) if size <= MATERIALIZE_LIMIT else None
+        if images is not None:
+            images = images[:n]
+            if device.type == "cuda":
+                images = images.to(device)  # resident on the GPU: no host transfer per batch
+        self.images = images
+
+    @staticmethod
+    def _materialize(dataset: Any, n: int, batch_images: Any, progress: ProgressCallback | None) -> torch.Tensor:
+        # Generated datasets (scenes) are rendered once instead of once per epoch.
+        chunks, chunk = [], 256
+        for start in range(0, n, chunk):
+            chunks.append(batch_images(dataset, range(start, min(n, start + chunk))))
+            report(progress, "load data", min(n, start + chunk), n)
+        return torch.cat(chunks)
+
+    def get(self, indices: torch.Tensor) -> torch.Tensor:
+        from .data import batch_images
+
+        if self.images is not None:
+            batch = self.images[indices.to(self.images.device)]
+        else:
+            batch = batch_images(self.dataset, indices)
+        return batch.to(self.device, non_blocking=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories and checkpoints
+
+
+def _data_name(data: str) -> str:
+    name = Path(str(data).rstrip("/\\")).name or "data"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def default_run_dir(data: str, root: str | os.PathLike = "runs") -> Path:
+    """runs/<nnnnn>-<data>: the next free run number under `root`."""
+    root = Path(root)
+    numbers = [int(p.name[:5]) for p in root.glob("*") if p.name[:5].isdigit()] if root.is_dir() else []
+    return root / f"{max(numbers, default=-1) + 1:05d}-{_data_name(data)}"
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint.pt (or best.pt, or a run directory's checkpoint) with weights_only=True."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise GantoolsError(f"no checkpoint at {path}: is this a gantools run directory?")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated or foreign files
+        raise GantoolsError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise GantoolsError(f"{path} is not a gantools checkpoint")
+    return ckpt
+
+
+def _rng_state(noise_gen: torch.Generator) -> dict[str, Any]:
+    state = {"noise": noise_gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any], noise_gen: torch.Generator) -> None:
+    noise_gen.set_state(state["noise"])
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _models_from_checkpoint(ckpt: dict[str, Any]) -> tuple[Generator, Discriminator, TrainConfig]:
+    config = TrainConfig.from_dict(ckpt["config"])
+    g, d = Generator(config.model_config()), Discriminator(config.model_config())
+    g.load_state_dict(ckpt["generator"])
+    d.load_state_dict(ckpt["discriminator"])
+    return g, d, config
+
+
+def export(run_dir: str | os.PathLike, best: bool = False, out: str | os.PathLike | None = None,
+           half: bool = False) -> Path:
+    """Write a run's model as one model.safetensors (G and D, config in the metadata).
+
+    Args:
+        run_dir: the run directory (or a checkpoint file).
+        best: export best.pt (lowest FID, with --eval-every) instead of the latest checkpoint.
+        out: destination; default <run_dir>/model.safetensors.
+        half: store weights in float16 (half the size).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir if run_dir.is_file() else run_dir / (BEST_FILE if best else CHECKPOINT_FILE)
+    if best and not path.is_file():
+        raise GantoolsError(f"{run_dir} has no {BEST_FILE}: it is written only by runs with --eval-every")
+    ckpt = load_checkpoint(path)
+    g, d, config = _models_from_checkpoint(ckpt)
+    out = Path(out) if out is not None else (run_dir.parent if run_dir.is_file() else run_dir) / MODEL_FILE
+    meta = {"training": {"step": int(ckpt["step"]), "data": config.data, "seed": config.seed,
+                         "loss": config.loss, "batch_size": config.batch_size, "lr": config.lr,
+                         "fid": ckpt.get("fid"), "checkpoint": path.name}}
+    return save_model(out, g.eval(), d.eval(), extra_metadata=meta, half=half)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+class _Stop:
+    """Defers Ctrl-C to the end of the current step, so the checkpoint holds a consistent state.
+
+    A second Ctrl-C interrupts at once (the checkpoint on disk stays the previous complete one).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_Stop":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _read_stats(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return rows
+
+
+def read_stats(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The logged stats of a run (stats.jsonl), one dict per logged step."""
+    return _read_stats(Path(run_dir) / STATS_FILE)
+
+
+def plot_losses(run_dir: str | os.PathLike) -> Path | None:
+    """Draw loss_curve.png (Loss_D and Loss_G against the step) from stats.jsonl; FID in fid_curve.png."""
+    from .reports import line_plot
+
+    run_dir = Path(run_dir)
+    rows = [r for r in read_stats(run_dir) if "Loss_D" in r]
+    if not rows:
+        return None
+    steps = [float(r["step"]) for r in rows]
+
+    def col(key: str) -> list[float]:
+        return [float("nan") if r.get(key) is None else float(r[key]) for r in rows]
+
+    path = line_plot({"Loss_D": (steps, col("Loss_D")), "Loss_G": (steps, col("Loss_G")),
+                      "D(x)": (steps, col("D(x)")), "D(G(z))": (steps, col("D(G(z))_before"))},
+                     run_dir / "loss_curve.png", title=f"{run_dir.name}: losses and D outputs",
+                     xlabel="step")
+    fids = [r for r in read_stats(run_dir) if r.get("fid") is not None]
+    if fids:
+        line_plot({"FID": ([float(r["step"]) for r in fids], [float(r["fid"]) for r in fids])},
+                  run_dir / "fid_curve.png", title=f"{run_dir.name}: FID", xlabel="step", ylabel="FID")
+    return path
+
+
+def _total_steps(config: TrainConfig, n: int) -> int:
+    if config.steps is not None:
+        return int(config.steps)
+    epochs = config.epochs if config.epochs is not None else 5
+    return max(1, math.ceil(epochs * n / (config.batch_size * config.d_steps)))
+
+
+def _training_fid():
+    try:
+        from .metrics import training_fid
+    except ImportError as e:
+        raise GantoolsError("--eval-every needs gantools.metrics.training_fid, which this install lacks") from e
+    return training_fid
+
+
+def train(config: TrainConfig | None = None, *, resume: str | os.PathLike | None = None,
+          progress: ProgressCallback | None = None, **overrides: Any) -> TrainResult:
+    """Train a DCGAN (or continue a run) and return what it produced.
+
+    Args:
+        config: the run's settings; omit it with `resume`.
+        resume: a run directory to continue from its checkpoint.pt; its stored config is used, and only
+            scheduling fields (steps, epochs, device, amp, *_every, eval_n) may be overridden.
+        progress: callback for progress reports (the CLI's Reporter).
+        **overrides: TrainConfig fields replacing those of `config` (or of the resumed run).
+    """
+    if resume is not None:
+        if config is not None:
+            raise GantoolsError("give a config or a run to resume, not both")
+        run_dir = Path(resume)
+        ckpt = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        stored = dict(ckpt["config"])
+        if overrides.get("data") is not None and Path(overrides["data"]).exists():
+            overrides["data"] = str(Path(overrides["data"]).resolve())  # stored resolved, see _Trainer
+        bad = sorted(k for k, v in overrides.items() if k not in RESUMABLE_FIELDS and v != stored.get(k))
+        if bad:
+            opts = ", ".join("--" + k.replace("_", "-") for k in bad)
+            raise GantoolsError(f"{opts} cannot change when resuming {run_dir} (only when and how long "
+                                f"to train can); start a new run instead")
+        if "steps" in overrides and overrides["steps"] is not None:
+            stored["epochs"] = None
+        if "epochs" in overrides and overrides["epochs"] is not None:
+            stored["steps"] = None
+        stored.update(overrides)
+        stored["out"] = str(run_dir)
+        config = TrainConfig.from_dict(stored)
+    else:
+        if config is None:
+            config = TrainConfig()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        ckpt = None
+    return _Trainer(config, ckpt, progress).run()
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, ckpt: dict[str, Any] | None, progress: ProgressCallback | None) -> None:
+        from .data import open_dataset, split_dataset
+        from .utils import seed_everything
+
+        self.progress = progress
+        self.device = get_device(config.device)
+        if Path(config.data).exists():  # stored absolute, so --resume works from any directory
+            config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
+        self.config = config
+        self.run_dir = Path(config.out) if config.out else default_run_dir(config.data)
+        config = self.config = dataclasses.replace(config, out=str(self.run_dir))
+        if ckpt is None and (self.run_dir / CHECKPOINT_FILE).exists():
+            raise GantoolsError(f"{self.run_dir} already holds a run: continue it with --resume {self.run_dir}, "
+                                f"or choose another --out")
+        self.eval_fn = _training_fid() if config.eval_every > 0 else None
+
+        dataset = open_dataset(config.data, config.image_size, config.nc, n=config.data_n,
+                               seed=config.data_seed, progress=progress)
+        dataset, _ = split_dataset(dataset, config.holdout)
+        n = len(dataset)
+        self.n = n
+        self.images = _Images(dataset, n, self.device, progress)
+        self.stream = BatchStream(n, config.batch_size, config.seed)
+        self.total = _total_steps(config, n)
+
+        # Weights: seeded here (new run) or loaded (resume). Built on CPU first so that the same seed
+        # gives the same initial weights on every device.
+        seed_everything(config.seed)
+        mc = config.model_config()
+        self.G, self.D = Generator(mc), Discriminator(mc)
+        self.noise_gen = torch.Generator().manual_seed(_derived_seed(config.seed, 2))
+        self.fixed_noise = self.G.sample_z(config.n_samples, seed=_derived_seed(config.seed, 3), device="cpu")
+        self.step, self.elapsed, self.best_fid = 0, 0.0, None
+        if ckpt is not None:
+            self.G.load_state_dict(ckpt["generator"])
+            self.D.load_state_dict(ckpt["discriminator"])
+            self.fixed_noise = ckpt["fixed_noise"]
+            self.step = int(ckpt["step"])
+            self.elapsed = float(ckpt.get("elapsed", 0.0))
+            self.best_fid = ckpt.get("best_fid")
+        cuda = self.device.type == "cuda"
+        memory_format = torch.channels_last if cuda else torch.contiguous_format
+        self.G.to(self.device, memory_format=memory_format)
+        self.D.to(self.device, memory_format=memory_format)
+        self.memory_format = memory_format
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
+        self.amp_dtype = None
+        if cuda and config.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            torch.backends.cudnn.benchmark = True
+        # Loss scaling only for float16 (bfloat16 has float32's range).
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if ckpt is not None:
+            self.opt_g.load_state_dict(ckpt["opt_g"])
+            self.opt_d.load_state_dict(ckpt["opt_d"])
+            if ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            _restore_rng(ckpt["rng"], self.noise_gen)
+        self.last_good_step: int | None = self.step if ckpt is not None else None
+        self.last_samples: Path | None = None
+        self.last_stats: dict[str, Any] = {}
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def checkpoint_state(self, fid: float | None = None) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "generator": {k: v.detach().cpu() for k, v in self.G.state_dict().items()},
+            "discriminator": {k: v.detach().cpu() for k, v in self.D.state_dict().items()},
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "fixed_noise": self.fixed_noise.cpu(),
+            "rng": _rng_state(self.noise_gen),
+            "elapsed": self.elapsed,
+            "best_fid": self.best_fid,
+            "fid": fid,
+        }
+
+    def save_checkpoint(self, name: str = CHECKPOINT_FILE, fid: float | None = None) -> Path:
+        path = torch_save(self.checkpoint_state(fid), self.run_dir / name)
+        if name == CHECKPOINT_FILE:
+            self.last_good_step = self.step
+        return path
+
+    def write_samples(self) -> Path:
+        from .data import save_grid
+
+        was_training = self.G.training
+        self.G.eval()  # the grids show what an exported (eval-mode) model draws
+        with torch.no_grad():
+            images = self.G(self.fixed_noise.to(self.device)).float()
+        self.G.train(was_training)
+        self.last_samples = save_grid(images, self.run_dir / "samples" / f"step_{self.step:06d}.png")
+        return self.last_samples
+
+    def evaluate(self) -> float:
+        c = self.config
+        report(self.progress, "evaluate FID", 0, 1)
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            fid = float(self.eval_fn(self.G, data=c.data, image_size=c.image_size, nc=c.nc, n=c.eval_n,
+                                     device=self.device))
+        finally:
+            self.G.train(was_training)
+        report(self.progress, "evaluate FID", 1, 1, FID=fid)
+        return fid
+
+    # -- one step ----------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _real_batch(self, batch_index: int) -> torch.Tensor:
+        x = from_uint8(self.images.get(self.stream.batch(batch_index)))
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _noise(self) -> torch.Tensor:
+        z = torch.randn(self.config.batch_size, self.config.nz, generator=self.noise_gen)
+        return z.to(self.device, non_blocking=True)
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One generator step after d_steps discriminator steps; returns detached metrics."""
+        c, G, D = self.config, self.G, self.D
+        for k in range(c.d_steps):
+            real = self._real_batch(self.step * c.d_steps + k)
+            z = self._noise()
+            last = k == c.d_steps - 1
+            with self._autocast():
+                if last:  # the generator step reuses this batch of fakes, so keep its graph
+                    fake = G(z)
+                else:
+                    with torch.no_grad():
+                        fake = G(z)
+                real_logits = D(real).float()
+                fake_logits = D(fake.detach()).float()
+                loss_d = discriminator_loss(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_d).backward()
+            self.scaler.step(self.opt_d)
+            self.scaler.update()
+        # Generator step against the updated D; D's weights need no gradients here.
+        D.requires_grad_(False)
+        try:
+            with self._autocast():
+                gen_logits = D(fake).float()
+                loss_g = generator_loss(gen_logits, c.loss)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_g).backward()
+            self.scaler.step(self.opt_g)
+            self.scaler.update()
+        finally:
+            D.requires_grad_(True)
+        with torch.no_grad():
+            return {"Loss_D": loss_d.detach(), "Loss_G": loss_g.detach(),
+                    "D(x)": torch.sigmoid(real_logits).mean(),
+                    "D(G(z))_before": torch.sigmoid(fake_logits).mean(),
+                    "D(G(z))_after": torch.sigmoid(gen_logits).mean()}
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _prepare_run_dir(self, resumed: bool) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        info = self.config.to_dict()
+        info["model"] = self.config.model_config().to_dict()
+        info["train_images"] = self.n
+        info["total_steps"] = self.total
+        write_json(self.run_dir / CONFIG_FILE, info)
+        stats = self.run_dir / STATS_FILE
+        if resumed:
+            # Drop lines logged after the checkpoint (a crash between checkpoints): they are redone.
+            rows = [r for r in _read_stats(stats) if int(r.get("step", 0)) <= self.step]
+            write_text(stats, "".join(json.dumps(r) + "\n" for r in rows))
+            fids = [r["fid"] for r in rows if r.get("fid") is not None]
+            self.last_stats = next((r for r in reversed(rows) if "Loss_D" in r), {})
+            if fids and self.best_fid is None:
+                self.best_fid = min(fids)
+        elif stats.exists():
+            stats.unlink()
+
+    def run(self) -> TrainResult:
+        c = self.config
+        resumed = self.last_good_step is not None
+        self._prepare_run_dir(resumed)
+        if resumed:
+            notice(self.progress, f"resuming {self.run_dir} at step {self.step} of {self.total}")
+        if self.step >= self.total:
+            notice(self.progress, f"{self.run_dir} has already trained {self.step} steps; "
+                                  f"pass a larger --steps to continue")
+            return self._finish(interrupted=False)
+        self.G.train()
+        self.D.train()
+        check_every = 1 if self.device.type == "cpu" else c.log_every  # a NaN check syncs the GPU
+        sums: dict[str, torch.Tensor] = {}
+        count, window_time = 0, 0.0  # img/s counts training steps only, not sampling/eval/checkpoints
+        shown: dict[str, float] = {}
+        with open(self.run_dir / STATS_FILE, "a", encoding="utf-8") as log, _Stop() as stop:
+            try:
+                while self.step < self.total:
+                    t0 = time.perf_counter()
+                    metrics = self.train_step()
+                    self.step += 1
+                    for k, v in metrics.items():
+                        sums[k] = sums[k] + v if k in sums else v.clone()
+                    count += 1
+                    boundary = self.step == self.total
+                    if self.step % check_every == 0 or self.step % c.log_every == 0 or boundary:
+                        self._check_finite(sums)  # on CUDA this syncs, so the time below is real
+                    dt = time.perf_counter() - t0
+                    self.elapsed += dt
+                    window_time += dt
+                    if self.step % c.log_every == 0 or boundary:
+                        shown = self._log_row(log, sums, count, window_time)
+                        sums, count, window_time = {}, 0, 0.0
+                    if c.sample_every and self.step % c.sample_every == 0:
+                        self.write_samples()
+                    if c.eval_every and self.step % c.eval_every == 0:
+                        self._check_finite(sums)
+                        fid = self.evaluate()
+                        log.write(json.dumps({"step": self.step, "fid": fid}) + "\n")
+                        log.flush()
+                        if self.best_fid is None or fid < self.best_fid:
+                            self.best_fid = fid
+                            self.save_checkpoint(BEST_FILE, fid=fid)
+                    if c.checkpoint_every and self.step % c.checkpoint_every == 0 and not boundary:
+                        self._check_finite(sums)
+                        self.save_checkpoint()
+                    report(self.progress, "train", self.step, self.total, **shown)
+                    if stop.requested:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                # Reached only at a step boundary (see _Stop) or from a callback: the state is consistent.
+                notice(self.progress, f"interrupted at step {self.step}: saving a checkpoint")
+                self._check_finite(sums)
+                if count:
+                    self._log_row(log, sums, count, window_time)
+                self.save_checkpoint()
+                return self._finish(interrupted=True)
+        self.save_checkpoint()
+        return self._finish(interrupted=False)
+
+    def _log_row(self, log: Any, sums: dict[str, torch.Tensor], count: int, seconds: float) -> dict[str, float]:
+        """Write one stats.jsonl line (means over the window) and return the progress bar's metrics."""
+        imgs_per_step = self.config.batch_size * self.config.d_steps
+        row = {"step": self.step, "epoch": round(self.step * imgs_per_step / self.n, 4)}
+        row.update({k: float(v) / count for k, v in sums.items()})
+        row["img/s"] = count * imgs_per_step / max(seconds, 1e-9)
+        row["time"] = round(self.elapsed, 3)
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        self.last_stats = row
+        return {"img/s": row["img/s"], "Loss_D": row["Loss_D"], "Loss_G": row["Loss_G"], "D(x)": row["D(x)"],
+                "D(G(z))": row["D(G(z))_before"]}
+
+    def _check_finite(self, sums: dict[str, torch.Tensor]) -> None:
+        if not sums:
+            return
+        losses = torch.stack([sums["Loss_D"], sums["Loss_G"]])
+        if bool(torch.isfinite(losses).all()):
+            return
+        kept = (f"the last good checkpoint (step {self.last_good_step}) is kept in {self.run_dir / CHECKPOINT_FILE}"
+                if self.last_good_step is not None else "no checkpoint had been saved yet")
+        raise GantoolsError(f"the loss became NaN or infinite by step {self.step} "
+                            f"(Loss_D {float(losses[0]):.4g}, Loss_G {float(losses[1]):.4g}); {kept}. "
+                            f"Try a lower --lr.")
+
+    def _finish(self, interrupted: bool) -> TrainResult:
+        if self.config.sample_every == 0 or self.step % self.config.sample_every != 0 or self.last_samples is None:
+            self.write_samples()
+        plot_losses(self.run_dir)
+        model_path = export(self.run_dir)
+        return TrainResult(run_dir=self.run_dir, step=self.step, total_steps=self.total, stats=self.last_stats,
+                           model_path=model_path, checkpoint=self.run_dir / CHECKPOINT_FILE,
+                           best_fid=self.best_fid, interrupted=interrupted, elapsed=self.elapsed,
+                           samples=self.last_samples)

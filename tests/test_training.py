@@ -1,0 +1,327 @@
+"""Training: the run directory, learning signals, bit-exact resume, Ctrl-C, NaN stops, atomic checkpoints,
+the FID hook and export. Tiny models (16 px, 8 channels) on tiny folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gantools
+from gantools import metrics, training
+from gantools.models import load_model, read_safetensors
+from gantools.training import TrainConfig, export, load_checkpoint, read_stats, train
+from gantools.utils import GantoolsError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from threads, and on a shared 2-core machine two spinning OpenMP threads
+    # per process make each step ~10x slower.
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="module")
+def easy_folder(tmp_path_factory) -> Path:
+    """An easy domain: a bright square at a random place on a dark background, 16x16."""
+    root = tmp_path_factory.mktemp("easy")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        arr = np.full((16, 16, 3), 30, np.uint8)
+        y, x = rng.integers(2, 10, 2)
+        arr[y:y + 6, x:x + 6] = (220, 200, 40)
+        Image.fromarray(arr).save(root / f"{i:02d}.png")
+    return root
+
+
+def tiny(folder: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(folder), image_size=16, nc=3, nz=8, ngf=8, ndf=8, batch_size=5, steps=6,
+                log_every=2, sample_every=3, checkpoint_every=0, seed=1, out=str(out))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def all_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    ck = load_checkpoint(run_dir)
+    out = {f"G.{k}": v for k, v in ck["generator"].items()}
+    out.update({f"D.{k}": v for k, v in ck["discriminator"].items()})
+    for name in ("opt_g", "opt_d"):
+        for pid, st in ck[name]["state"].items():
+            out.update({f"{name}.{pid}.{k}": v for k, v in st.items()})
+    out["noise_rng"] = ck["rng"]["noise"]
+    return out
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    sa, sb = all_state(a), all_state(b)
+    assert sa.keys() == sb.keys()
+    diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not diff, f"differ: {diff[:5]}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_validation() -> None:
+    c = TrainConfig()
+    assert (c.lr, c.beta1, c.beta2, c.batch_size, c.loss, c.d_steps) == (2e-4, 0.5, 0.999, 64, "nonsaturating", 1)
+    assert c.eval_every == 0 and c.eval_n == 1000
+    with pytest.raises(GantoolsError, match="nonsaturating or minimax"):
+        TrainConfig(loss="wasserstein")
+    with pytest.raises(GantoolsError, match="not both"):
+        TrainConfig(steps=3, epochs=1)
+    with pytest.raises(GantoolsError, match="16, 32, 64, 128"):
+        TrainConfig(image_size=20)
+    with pytest.raises(GantoolsError, match="d_steps"):
+        TrainConfig(d_steps=0)
+    assert TrainConfig.from_dict({**c.to_dict(), "unknown": 1}) == c
+
+
+def test_losses() -> None:
+    logits = torch.tensor([-2.0, 0.0, 3.0])
+    d = torch.sigmoid(logits)
+    ns = training.generator_loss(logits, "nonsaturating")
+    mm = training.generator_loss(logits, "minimax")
+    assert ns.item() == pytest.approx(-torch.log(d).mean().item(), rel=1e-5)
+    assert mm.item() == pytest.approx(torch.log(1 - d).mean().item(), rel=1e-5)
+    real, fake = torch.tensor([2.0, 1.0]), torch.tensor([-1.0, 0.5])
+    want = -torch.log(torch.sigmoid(real)).mean() - torch.log(1 - torch.sigmoid(fake)).mean()
+    assert training.discriminator_loss(real, fake).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_batch_stream_epochs_are_permutations() -> None:
+    s = training.BatchStream(n=7, batch_size=3, seed=0)
+    flat = torch.cat([s.batch(i) for i in range(7)])  # 21 positions = 3 epochs, batches cross epochs
+    for e in range(3):
+        assert sorted(flat[7 * e:7 * e + 7].tolist()) == list(range(7))
+    assert not torch.equal(flat[:7], flat[7:14])  # a new order each epoch
+    again = training.BatchStream(n=7, batch_size=3, seed=0)
+    assert torch.equal(again.batch(5), s.batch(5))  # any batch from its number alone
+    assert not torch.equal(training.BatchStream(7, 3, seed=1).batch(0), s.batch(0))
+
+
+def test_run_directory(easy_folder: Path, tmp_path: Path) -> None:
+    seen = []
+    result = train(tiny(easy_folder, tmp_path / "run"), progress=seen.append)
+    run = tmp_path / "run"
+    assert result.run_dir == run and result.step == 6 and not result.interrupted
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["lr"] == 2e-4 and cfg["model"]["ngf"] == 8 and cfg["train_images"] == 24
+    assert cfg["data"] == str(easy_folder.resolve())
+    rows = read_stats(run)
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    for r in rows:
+        assert {"Loss_D", "Loss_G", "D(x)", "D(G(z))_before", "D(G(z))_after", "img/s"} <= r.keys()
+        assert r["img/s"] > 0 and 0 < r["D(x)"] < 1
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
+    assert Image.open(run / "samples" / "step_000006.png").size == (8 * 18 + 2, 8 * 18 + 2)
+    assert (run / "loss_curve.png").is_file()
+    # the checkpoint loads with weights_only=True and holds everything a resume needs
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert {"generator", "discriminator", "opt_g", "opt_d", "step", "config", "fixed_noise", "rng"} <= ck.keys()
+    assert ck["step"] == 6 and ck["fixed_noise"].shape == (64, 8) and isinstance(ck["config"], dict)
+    # model.safetensors = the final G and D, in eval mode
+    gan = load_model(run)
+    assert result.model_path == run / "model.safetensors"
+    for k, v in gan.generator.state_dict().items():
+        assert torch.equal(v, ck["generator"][k])
+    _, meta = read_safetensors(result.model_path)
+    assert meta["training"]["step"] == 6 and meta["config"]["image_size"] == 16
+    # progress: the bar's metrics
+    bars = [p for p in seen if p.task == "train"]
+    assert bars[-1].completed == 6 and bars[-1].total == 6
+    assert {"img/s", "Loss_D", "Loss_G", "D(x)", "D(G(z))"} <= bars[-1].metrics.keys()
+    # a second run into the same directory is refused
+    with pytest.raises(GantoolsError, match="--resume"):
+        train(tiny(easy_folder, run))
+
+
+def test_learning_signals(easy_folder: Path, tmp_path: Path) -> None:
+    """On an easy domain, D quickly learns to tell real from fake: D(x) rises, Loss_D falls, and each
+    D update lowers D's output on the fakes it was trained on."""
+    train(tiny(easy_folder, tmp_path / "run", batch_size=8, steps=40, log_every=5, sample_every=0))
+    rows = read_stats(tmp_path / "run")
+    first, last = rows[0], rows[-1]
+    assert last["D(x)"] > first["D(x)"] + 0.1
+    assert last["Loss_D"] < first["Loss_D"] - 0.2
+    assert last["D(x)"] > last["D(G(z))_before"] + 0.1
+    assert all(r["D(G(z))_after"] < r["D(G(z))_before"] for r in rows)
+    assert first["Loss_D"] == pytest.approx(2 * math.log(2), abs=0.15)  # chance level at the start
+
+
+def test_minimax_and_d_steps(easy_folder: Path, tmp_path: Path) -> None:
+    r = train(tiny(easy_folder, tmp_path / "run", loss="minimax", d_steps=2, steps=4, sample_every=0))
+    rows = read_stats(tmp_path / "run")
+    assert all(row["Loss_G"] < 0 for row in rows)  # log(1 - D(G(z))) is negative
+    assert rows[-1]["epoch"] == pytest.approx(4 * 2 * 5 / 24, abs=1e-3)  # 2 real batches per step
+    assert r.step == 4
+
+
+def test_epochs_and_holdout(easy_folder: Path, tmp_path: Path) -> None:
+    r = train(tiny(easy_folder, tmp_path / "run", steps=None, epochs=2, holdout=4, sample_every=0))
+    assert r.total_steps == math.ceil(2 * 20 / 5) == r.step
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train_images"] == 20
+    with pytest.raises(GantoolsError, match="leaves none to train on"):
+        train(tiny(easy_folder, tmp_path / "run2", holdout=24))
+
+
+def test_bit_exact_resume(easy_folder: Path, tmp_path: Path) -> None:
+    # batch 5 over 24 images: batches cross epoch boundaries; d_steps 2 draws two real batches per step
+    kw = dict(d_steps=2, sample_every=0, checkpoint_every=2)
+    train(tiny(easy_folder, tmp_path / "straight", steps=8, **kw))
+    first = train(tiny(easy_folder, tmp_path / "resumed", steps=4, **kw))
+    assert first.step == 4
+    second = train(resume=tmp_path / "resumed", steps=8)
+    assert second.step == 8
+    assert_same_state(tmp_path / "straight", tmp_path / "resumed")
+    # the stats of the resumed run continue where they stopped
+    assert [r["step"] for r in read_stats(tmp_path / "resumed")] == [2, 4, 6, 8]
+    # only when/how long may change on resume
+    with pytest.raises(GantoolsError, match="--lr cannot change"):
+        train(resume=tmp_path / "resumed", steps=10, lr=1e-3)
+    done = train(resume=tmp_path / "resumed", steps=8)  # nothing left to do
+    assert done.step == 8
+
+
+def test_ctrl_c_saves_and_resumes_exactly(easy_folder: Path, tmp_path: Path) -> None:
+    train(tiny(easy_folder, tmp_path / "straight", steps=6, sample_every=0))
+
+    def interrupt_at_3(p):  # a real SIGINT, delivered in the middle of the run
+        if p.task == "train" and p.completed == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    r = train(tiny(easy_folder, tmp_path / "run", steps=6, sample_every=0), progress=interrupt_at_3)
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+    assert r.interrupted and r.step == 3
+    assert load_checkpoint(tmp_path / "run")["step"] == 3
+    assert r.model_path.is_file()
+    assert [row["step"] for row in read_stats(tmp_path / "run")] == [2, 3]  # the partial window is logged
+    r2 = train(resume=tmp_path / "run")
+    assert r2.step == 6 and not r2.interrupted
+    assert_same_state(tmp_path / "straight", tmp_path / "run")
+
+
+def test_keyboard_interrupt_from_callback(easy_folder: Path, tmp_path: Path) -> None:
+    def raise_at_2(p):
+        if p.task == "train" and p.completed == 2:
+            raise KeyboardInterrupt
+
+    r = train(tiny(easy_folder, tmp_path / "run", sample_every=0), progress=raise_at_2)
+    assert r.interrupted and r.step == 2 and load_checkpoint(tmp_path / "run")["step"] == 2
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(easy_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    real_loss = training.generator_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, kind="nonsaturating"):
+        calls["n"] += 1
+        loss = real_loss(logits, kind)
+        return loss * float("nan") if calls["n"] >= 5 else loss
+
+    monkeypatch.setattr(training, "generator_loss", poisoned)
+    with pytest.raises(GantoolsError) as e:
+        train(tiny(easy_folder, tmp_path / "run", steps=8, checkpoint_every=2, sample_every=0))
+    msg = str(e.value)
+    assert "NaN" in msg and "step 5" in msg and "step 4" in msg and "--lr" in msg
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ck["generator"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_absurd_learning_rate_stops_cleanly(easy_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(GantoolsError, match=r"NaN or infinite by step 1 .*no checkpoint had been saved yet"):
+        train(tiny(easy_folder, tmp_path / "run", lr=1e30, steps=4, checkpoint_every=1, sample_every=0))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_interrupted_checkpoint_write_keeps_old(easy_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    run = tmp_path / "run"
+    train(tiny(easy_folder, run, steps=2, sample_every=0))
+    old = all_state(run)
+
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):  # write half a file, then die (a kill or full disk mid-write)
+        real_save(obj, f, *a, **k)
+        with open(f, "r+b") as fh:
+            fh.truncate(os.path.getsize(f) // 2)
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="no space"):
+        train(resume=run, steps=4)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(run)["step"] == 2
+    now = all_state(run)
+    assert all(torch.equal(old[k], now[k]) for k in old)
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no temp files left behind
+
+
+def test_eval_hook_keeps_best(easy_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    scores = iter([5.0, 3.0, 4.0])
+    calls = []
+
+    def fake_fid(generator, data, image_size, nc, n, device):
+        calls.append(dict(data=data, image_size=image_size, nc=nc, n=n, device=str(device),
+                          training=generator.training))
+        return next(scores)
+
+    monkeypatch.setattr(metrics, "training_fid", fake_fid, raising=False)
+    r = train(tiny(easy_folder, tmp_path / "run", steps=6, eval_every=2, eval_n=10, sample_every=0))
+    assert calls[0] == dict(data=str(easy_folder.resolve()), image_size=16, nc=3, n=10, device="cpu",
+                            training=False)
+    assert len(calls) == 3 and r.best_fid == 3.0
+    fids = [(row["step"], row["fid"]) for row in read_stats(tmp_path / "run") if "fid" in row]
+    assert fids == [(2, 5.0), (4, 3.0), (6, 4.0)]
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["step"] == 4 and best["fid"] == 3.0
+    assert load_checkpoint(tmp_path / "run")["step"] == 6
+    path = export(tmp_path / "run", best=True, out=tmp_path / "best.safetensors")
+    _, meta = read_safetensors(path)
+    assert meta["training"]["step"] == 4 and meta["training"]["fid"] == 3.0
+    assert (tmp_path / "run" / "fid_curve.png").is_file()
+
+
+def test_eval_hook_missing_is_a_clear_error(easy_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delattr(metrics, "training_fid", raising=False)
+    with pytest.raises(GantoolsError, match="training_fid"):
+        train(tiny(easy_folder, tmp_path / "run", eval_every=2))
+
+
+def test_export_and_errors(easy_folder: Path, tmp_path: Path) -> None:
+    train(tiny(easy_folder, tmp_path / "run", steps=2, sample_every=0))
+    (tmp_path / "run" / "model.safetensors").unlink()
+    path = gantools.export(tmp_path / "run", half=True)
+    assert path == tmp_path / "run" / "model.safetensors" and load_model(path).config.ngf == 8
+    with pytest.raises(GantoolsError, match="best.pt"):
+        export(tmp_path / "run", best=True)
+    with pytest.raises(GantoolsError, match="run directory"):
+        export(tmp_path)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(GantoolsError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_default_run_dir(tmp_path: Path) -> None:
+    assert training.default_run_dir("scenes", tmp_path).name == "00000-scenes"
+    (tmp_path / "00007-x").mkdir()
+    assert training.default_run_dir("/data/my digits/", tmp_path).name == "00008-my_digits"
+
+
+def test_bad_data(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GantoolsError, match="no images"):
+        train(tiny(tmp_path / "empty", tmp_path / "run"))
+    with pytest.raises(GantoolsError, match="no dataset"):
+        train(tiny(tmp_path / "missing", tmp_path / "run"))

@@ -1,0 +1,491 @@
+"""A small CNN classifier for class-folder datasets (e.g. MNIST digits in folders 0/ ... 9/).
+
+`gantools eval` uses a model's companion classifier (`classifier.safetensors` beside the model) as
+its domain feature extractor (`features`, the penultimate layer) and to measure class coverage of
+generated samples (`predict_proba`). Images go in as N x nc x H x W floats in [-1, 1], like the
+generators' outputs; other sizes are resized to the classifier's own.
+
+File format: `save_safetensors(path, {"classifier": module}, {"classifier_config": {...}, "training": {...}})`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report
+
+CONFIDENT = 0.9  # the confidence threshold for "clearly a <class>" in coverage statistics
+
+
+def _natural_key(text: str) -> tuple:
+    # "2" before "10": class folders named by number sort as numbers.
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+@dataclass
+class ClassifierConfig:
+    """Architecture and input of a classifier.
+
+    Args:
+        classes: class names, in output order (the class folders' names).
+        image_size: side of the square input; other sizes are resized to it.
+        nc: input channels, 1 or 3.
+        width: channels of the first conv stage (then 2x, 4x).
+        feature_dim: length of the penultimate feature vector (`features`).
+    """
+
+    classes: list[str]
+    image_size: int = 32
+    nc: int = 1
+    width: int = 32
+    feature_dim: int = 128
+
+    def __post_init__(self) -> None:
+        if len(self.classes) < 2:
+            raise GantoolsError(f"a classifier needs at least 2 classes, got {self.classes}")
+        if self.nc not in (1, 3):
+            raise GantoolsError(f"nc={self.nc} is not supported: use 1 (grayscale) or 3 (RGB)")
+        if self.image_size < 8:
+            raise GantoolsError(f"image size {self.image_size} is too small for the classifier (at least 8)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClassifierConfig":
+        names = {"classes", "image_size", "nc", "width", "feature_dim"}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _stage(cin: int, cout: int, convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                   nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class Classifier(nn.Module):
+    """Three conv stages (two 2x poolings), global average pooling, a hidden layer, then the class logits.
+
+    `features(images)` returns the hidden layer (N x feature_dim), the penultimate layer that eval
+    uses for FID/KID/precision-recall; `predict_proba(images)` the class probabilities.
+    """
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.body = nn.Sequential(
+            _stage(config.nc, w, 2), nn.MaxPool2d(2),
+            _stage(w, 2 * w, 2), nn.MaxPool2d(2),
+            _stage(2 * w, 4 * w, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.hidden = nn.Sequential(nn.Linear(4 * w, config.feature_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(config.feature_dim, len(config.classes))
+
+    @property
+    def classes(self) -> list[str]:
+        return self.config.classes
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Float [-1, 1] (or uint8) images of any size -> this classifier's channels and size."""
+        if images.dtype == torch.uint8:
+            images = from_uint8(images)
+        images = images.to(next(self.parameters()).device, torch.float32)
+        if images.shape[1] != self.config.nc:
+            if self.config.nc == 1:  # RGB -> luma (ITU-R 601, as PIL's "L" conversion)
+                weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+                images = (images * weights).sum(1, keepdim=True)
+            elif images.shape[1] == 1:
+                images = images.expand(-1, 3, -1, -1)
+            else:
+                raise GantoolsError(f"images have {images.shape[1]} channels; the classifier takes {self.config.nc}")
+        s = self.config.image_size
+        if images.shape[-2:] != (s, s):
+            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits, N x classes."""
+        return self.head(self.dropout(self.hidden(self.body(self._prepare(images)))))
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features, N x feature_dim (float32, on the classifier's device)."""
+        return self.hidden(self.body(self._prepare(images)))
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities, N x classes (rows sum to 1)."""
+        return self.forward(images).softmax(dim=1)
+
+    @torch.no_grad()
+    def features_and_proba(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`features` and `predict_proba` from one forward pass (eval mode: dropout is off)."""
+        features = self.hidden(self.body(self._prepare(images)))
+        return features, self.head(self.dropout(features)).softmax(dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Class folders
+
+
+def class_folder_files(root: str | os.PathLike) -> tuple[list[Path], list[int], list[str]]:
+    """All images of a class-folder dataset: (files, class indices, class names).
+
+    The class of an image is its top-level subfolder under `root` (the layout torchvision's
+    ImageFolder reads); class names are the subfolder names in natural order ("2" before "10").
+    """
+    from .data import find_images
+
+    root = Path(root)
+    files = find_images(root)
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1},
+                     key=_natural_key)
+    if len(classes) < 2:
+        raise GantoolsError(f"{root} is not a class-folder dataset: put each class's images in its own "
+                            f"subfolder (e.g. {root}/0/*.png, {root}/1/*.png); found {len(classes)} class folder(s)")
+    index = {c: i for i, c in enumerate(classes)}
+    kept = [p for p in files if len(p.relative_to(root).parts) > 1]
+    return kept, [index[p.relative_to(root).parts[0]] for p in kept], classes
+
+
+def split_holdout(files: Sequence[Path], holdout: int) -> tuple[list[Path], list[Path]]:
+    """(kept, held out): the last `holdout` files in sorted path order are held out.
+
+    This is the order `gantools train --holdout` uses (the dataset's order: `data.find_images`), so a
+    GAN and its classifier leave out the same images. Note that in class folders the tail is the
+    last class(es): hold out a number that leaves every class some training images.
+    """
+    if holdout < 0:
+        raise GantoolsError(f"holdout must be >= 0, got {holdout}")
+    if holdout >= len(files):
+        raise GantoolsError(f"cannot hold out {holdout} of {len(files)} images: hold out fewer")
+    ordered = sorted(files)  # Path order, exactly as data.find_images sorts
+    cut = len(ordered) - holdout
+    return ordered[:cut], ordered[cut:]
+
+
+@dataclass
+class LabeledImages:
+    """Decoded class-folder images: uint8 N x nc x S x S, int64 labels, class names, files."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    files: list[Path]
+
+
+def load_class_folder(root: str | os.PathLike, image_size: int, nc: int, holdout: int = 0, part: str = "train",
+                      progress: ProgressCallback | None = None) -> LabeledImages:
+    """Decode a class-folder dataset, optionally only its training part or only its held-out part.
+
+    Args:
+        root: folder with one subfolder per class.
+        image_size, nc: size and channels the images are converted to.
+        holdout: the last `holdout` images in sorted path order form the held-out part.
+        part: "train" (all but the held-out images), "holdout" (only those) or "all".
+        progress: callback for decoding progress and skipped-file notices.
+    """
+    from .data import ImageFolder
+
+    files, labels, classes = class_folder_files(root)
+    label_of = dict(zip(files, labels))
+    if part not in ("train", "holdout", "all"):
+        raise GantoolsError(f"unknown part {part!r}: use train, holdout or all")
+    if holdout and part != "all":
+        train_files, held = split_holdout(files, holdout)
+        files = train_files if part == "train" else held
+    folder = ImageFolder(root, image_size, nc, files=files, progress=progress)
+    images = folder.images if folder.images is not None else torch.stack([folder[i] for i in range(len(folder))])
+    y = torch.tensor([label_of[p] for p in folder.files], dtype=torch.long)
+    return LabeledImages(images, y, classes, list(folder.files))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, saving, loading
+
+
+@dataclass
+class ClassifierTraining:
+    """What `train_classifier` returns: the classifier (eval mode) and how training went."""
+
+    classifier: Classifier
+    train_accuracy: float
+    val_accuracy: float | None
+    n_train: int
+    n_val: int
+    epochs: int
+    seconds: float
+    path: Path | None = None
+    per_class_counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "classifier"}
+        d["path"] = str(self.path) if self.path else None
+        d["classes"] = self.classifier.classes
+        return d
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Small random shifts (up to 1/10 of the side) and scalings (0.9-1.1): generated digits are not centred exactly."""
+    n = x.shape[0]
+    scale = 1 + (torch.rand(n, generator=gen) - 0.5) * 0.2
+    shift = (torch.rand(n, 2, generator=gen) - 0.5) * 0.2 * 2  # affine_grid units: the side is 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    # Pad with the background value (-1 in [-1, 1]) by shifting so that zeros padding means background.
+    return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1
+
+
+def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int = 1,
+                     out: str | os.PathLike | None = None, epochs: int = 10, batch_size: int = 64,
+                     lr: float = 2e-3, width: int = 32, feature_dim: int = 128, val_fraction: float = 0.1,
+                     holdout: int = 0, augment: bool = True, seed: int = 0, device: str | torch.device = "cpu",
+                     progress: ProgressCallback | None = None) -> ClassifierTraining:
+    """Train a classifier on a class-folder dataset; save it as safetensors when `out` is given.
+
+    Args:
+        data_dir: folder with one subfolder of images per class.
+        image_size, nc: input size and channels (use the GAN's, so generated images fit directly).
+        out: where to write classifier.safetensors (e.g. `models.companion_path(model, "classifier")`).
+        epochs, batch_size, lr: AdamW training settings (one-cycle learning-rate schedule).
+        width, feature_dim: network size (see ClassifierConfig).
+        val_fraction: a seeded random share of the training images kept aside to measure accuracy.
+        holdout: the last `holdout` images in sorted path order (as `gantools train --holdout`) are
+            not used at all (evaluate on them later with `evaluate_classifier(..., holdout=N)`).
+        augment: random small shifts and scalings during training.
+        seed: seeds the split, the initial weights and the batches.
+        device: "cpu", "cuda", "auto".
+        progress: callback (per-epoch loss and accuracy).
+    """
+    if epochs < 1 or batch_size < 1:
+        raise GantoolsError("epochs and batch size must be at least 1")
+    if not 0 <= val_fraction < 1:
+        raise GantoolsError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    dev = get_device(device)
+    data = load_class_folder(data_dir, image_size, nc, holdout=holdout, part="train", progress=progress)
+    counts = torch.bincount(data.labels, minlength=len(data.classes))
+    empty = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
+    if empty:
+        raise GantoolsError(f"class(es) {', '.join(empty)} have no training images"
+                            + (f" after holding out the last {holdout} files (sorted paths)" if holdout else ""))
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data.labels), generator=gen)
+    n_val = int(round(len(perm) * val_fraction))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    if len(train_idx) < 2:
+        raise GantoolsError(f"only {len(train_idx)} training image(s) in {data_dir}")
+
+    torch.manual_seed(seed)
+    config = ClassifierConfig(classes=data.classes, image_size=image_size, nc=nc, width=width,
+                              feature_dim=feature_dim)
+    model = Classifier(config).to(dev)
+    x_all = from_uint8(data.images)  # [-1, 1], kept on the CPU; batches move to the device
+    y_all = data.labels
+    steps_per_epoch = max(1, len(train_idx) // batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    start = time.monotonic()
+    train_acc = 0.0
+    for epoch in range(epochs):
+        model.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        correct = seen = 0
+        loss_sum = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            x, y = x_all[idx], y_all[idx]
+            if augment:
+                x = _augment(x, gen)
+            x, y = x.to(dev), y.to(dev)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            loss_sum += float(loss.detach()) * len(y)
+        train_acc = correct / max(seen, 1)
+        metrics = {"loss": loss_sum / max(seen, 1), "acc": train_acc}
+        if n_val and (epoch == epochs - 1 or epoch % 2 == 1):
+            model.eval()
+            metrics["val_acc"] = _accuracy(model, x_all[val_idx], y_all[val_idx], batch_size * 4)
+        report(progress, "train classifier", epoch + 1, epochs, **metrics)
+    model.eval()
+    val_acc = _accuracy(model, x_all[val_idx], y_all[val_idx], batch_size * 4) if n_val else None
+    result = ClassifierTraining(model, train_acc, val_acc, len(train_idx), n_val, epochs,
+                                time.monotonic() - start,
+                                per_class_counts={c: int(k) for c, k in zip(data.classes, counts.tolist())})
+    if out is not None:
+        training = {"data": str(Path(data_dir).resolve()), "holdout": holdout, "epochs": epochs,
+                    "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
+                    "n_train": len(train_idx), "n_val": n_val, "val_accuracy": val_acc,
+                    "train_accuracy": train_acc, "seconds": round(result.seconds, 1)}
+        result.path = save_classifier(model, out, training)
+        notice(progress, f"classifier written to {result.path}")
+    return result
+
+
+@torch.no_grad()
+def _accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    if len(y) == 0:
+        return float("nan")
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        correct += int((model(x[i:i + batch_size]).argmax(1).cpu() == y[i:i + batch_size]).sum())
+    return correct / len(y)
+
+
+def save_classifier(classifier: Classifier, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
+    """Write a classifier as safetensors with its config (classes, input size) in the metadata."""
+    from .models import save_safetensors
+
+    meta: dict[str, Any] = {"classifier_config": classifier.config.to_dict()}
+    if training:
+        meta["training"] = training
+    return save_safetensors(path, {"classifier": classifier}, meta)
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
+    """Load a classifier written by `train_classifier`/`save_classifier`, in eval mode."""
+    from .models import component_state, load_state, read_safetensors
+
+    tensors, meta = read_safetensors(path)
+    if "classifier_config" not in meta:
+        raise GantoolsError(f"{path} is not a gantools classifier (no classifier_config in its metadata)")
+    model = Classifier(ClassifierConfig.from_dict(meta["classifier_config"]))
+    load_state(model, component_state(tensors, "classifier"), "classifier")
+    model.training_info = meta.get("training", {})  # type: ignore[attr-defined]
+    return model.to(get_device(device)).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class ClassifierEvaluation:
+    """Accuracy of a classifier on a labelled folder, overall and per class."""
+
+    accuracy: float
+    n: int
+    per_class: dict[str, float]
+    counts: dict[str, int]
+    confusion: list[list[int]]
+    data: str
+    part: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: str | os.PathLike, holdout: int = 0,
+                        batch_size: int = 256, device: str | torch.device = "cpu",
+                        progress: ProgressCallback | None = None) -> ClassifierEvaluation:
+    """Accuracy on a class-folder dataset (only its last `holdout` files, sorted paths, when holdout > 0).
+
+    Class folders are matched to the classifier's classes by name; a folder the classifier does not
+    know is an error.
+    """
+    model = load_classifier(classifier, device) if isinstance(classifier, (str, os.PathLike)) else classifier
+    model.eval()
+    part = "holdout" if holdout else "all"
+    data = load_class_folder(data_dir, model.config.image_size, model.config.nc, holdout=holdout, part=part,
+                             progress=progress)
+    unknown = [c for c in data.classes if c not in model.classes]
+    if unknown:
+        raise GantoolsError(f"class folder(s) {', '.join(unknown)} are not classes of this classifier "
+                            f"({', '.join(model.classes)})")
+    to_model = torch.tensor([model.classes.index(c) for c in data.classes])
+    y = to_model[data.labels]
+    k = len(model.classes)
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    for i in range(0, len(y), batch_size):
+        pred = model(from_uint8(data.images[i:i + batch_size])).argmax(1).cpu()
+        confusion += torch.bincount(y[i:i + batch_size] * k + pred, minlength=k * k).view(k, k)
+        report(progress, "classify", min(i + batch_size, len(y)), len(y))
+    totals = confusion.sum(1)
+    per_class = {c: float(confusion[j, j] / totals[j]) for j, c in enumerate(model.classes) if totals[j] > 0}
+    return ClassifierEvaluation(float(confusion.diag().sum() / max(len(y), 1)), len(y), per_class,
+                                {c: int(totals[j]) for j, c in enumerate(model.classes)}, confusion.tolist(),
+                                str(data_dir), part)
+
+
+@dataclass
+class ClassCoverage:
+    """How generated samples spread over the classes, as a classifier sees them.
+
+    Args:
+        classes: class names.
+        fractions: per class, the share of samples whose most likely class it is (sums to 1).
+        confident_fraction: share of samples whose top class probability is >= threshold.
+        confident_per_class: per class, the share of all samples confidently classified as it.
+        threshold: the confidence threshold (0.9 by default).
+        n: number of samples.
+    """
+
+    classes: list[str]
+    fractions: list[float]
+    confident_fraction: float
+    confident_per_class: list[float]
+    threshold: float
+    n: int
+
+    @property
+    def min_fraction(self) -> float:
+        return min(self.fractions)
+
+    @property
+    def max_fraction(self) -> float:
+        return max(self.fractions)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(min_fraction=self.min_fraction, max_fraction=self.max_fraction)
+        return d
+
+
+@torch.no_grad()
+def class_coverage(classifier: Classifier, images: torch.Tensor, threshold: float = CONFIDENT,
+                   batch_size: int = 256) -> ClassCoverage:
+    """Class shares and confident share of a set of images (N x C x H x W in [-1, 1]).
+
+    Args:
+        classifier: the domain classifier.
+        images: generated (or real) images.
+        threshold: top-class probability that counts as confident.
+        batch_size: images per forward pass.
+    """
+    probs = torch.cat([classifier.predict_proba(images[i:i + batch_size]).cpu()
+                       for i in range(0, len(images), batch_size)])
+    return coverage_from_probs(probs, classifier.classes, threshold)
+
+
+def coverage_from_probs(probs: torch.Tensor, classes: list[str], threshold: float = CONFIDENT) -> ClassCoverage:
+    """ClassCoverage from an N x classes probability matrix."""
+    n, k = probs.shape
+    if n == 0:
+        raise GantoolsError("no images to measure class coverage on")
+    top, pred = probs.max(1)
+    fractions = torch.bincount(pred, minlength=k).double() / n
+    sure = top >= threshold
+    confident = torch.bincount(pred[sure], minlength=k).double() / n
+    return ClassCoverage(list(classes), fractions.tolist(), float(sure.double().mean()), confident.tolist(),
+                         threshold, n)

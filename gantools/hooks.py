@@ -71,9 +71,12 @@ class Trace(contextlib.AbstractContextManager):
 
         def hook(_module: nn.Module, _inputs, output: torch.Tensor):
             if edit_output is not None:
-                output = edit_output(output, self.name)
+                edited = edit_output(output, self.name)
+                # An edit that works in place and returns None keeps the (modified) output, as
+                # PyTorch's own forward hooks do.
+                output = output if edited is None else edited
             if retain_output:
-                self.output = output.detach() if detach else output
+                self.output = _detach(output) if detach else output
             if stop:
                 raise StopForward()
             return output
@@ -102,6 +105,8 @@ class TraceDict(OrderedDict, contextlib.AbstractContextManager):
                  detach: bool = True, edit_output: EditFn | None = None, stop: bool = False) -> None:
         super().__init__()
         names = [layer_name(model, layer) for layer in layers]
+        if not names:
+            raise GantoolsError("TraceDict needs at least one layer")
         last = _last_in_execution_order(model, names) if stop else None
         for name in names:
             if name not in self:
@@ -117,10 +122,30 @@ class TraceDict(OrderedDict, contextlib.AbstractContextManager):
 
 
 def _last_in_execution_order(model: nn.Module, names: Sequence[str]) -> str:
-    # named_modules() lists modules in registration order, which is execution order for our
-    # sequential generators; the caller may pass the layers in any order.
-    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    # A forward hook fires when its module's forward *finishes*. Children are registered in
+    # execution order in our sequential generators, and a parent finishes after all its children,
+    # so the hooks fire in post-order ("layer3.0" before "layer3"). Plain registration order
+    # (named_modules) would stop after "layer3.0" and never record "layer3".
+    order: dict[str, int] = {}
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for child_name, child in module.named_children():
+            visit(child, f"{prefix}.{child_name}" if prefix else child_name)
+        order.setdefault(prefix, len(order))
+
+    visit(model, "")
     return max(names, key=order.__getitem__)
+
+
+def _detach(output):
+    # Layers may return tuples/lists/dicts of tensors (e.g. attention blocks); detach each tensor.
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, (tuple, list)):
+        return type(output)(_detach(o) for o in output)
+    if isinstance(output, dict):
+        return {k: _detach(v) for k, v in output.items()}
+    return output
 
 
 def layer_output(model: nn.Module, layer: int | str, *inputs: torch.Tensor) -> torch.Tensor:
@@ -141,5 +166,12 @@ def generate_from(generator: nn.Module, layer: int | str, features: torch.Tensor
     if nz is None:
         raise GantoolsError("generate_from needs a gantools Generator (with a config)")
     z = torch.zeros(features.shape[0], nz, device=features.device, dtype=features.dtype)
-    with Trace(generator, layer, retain_output=False, edit_output=lambda _x, _n: features):
+
+    def replace(x: torch.Tensor, name: str) -> torch.Tensor:
+        if x.shape != features.shape:  # otherwise the next layer fails with a cryptic shape error
+            raise GantoolsError(f"features for {name} must have shape {tuple(x.shape)} "
+                                f"(batch x channels x height x width), got {tuple(features.shape)}")
+        return features
+
+    with Trace(generator, layer, retain_output=False, edit_output=replace):
         return generator(z)

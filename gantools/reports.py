@@ -148,3 +148,43 @@ def overlay(images: torch.Tensor, masks: torch.Tensor, color: tuple[int, int, in
     inside = (1 - alpha) * x + alpha * tint
     outside = x * (1 - dim)
     return torch.where(m, inside, outside).round().clamp(0, 255).to(torch.uint8)
+
+
+def image_row(images: torch.Tensor, gap: int = 2, fill: int = 255) -> torch.Tensor:
+    """Images (N x C x H x W uint8) side by side with `gap` columns of `fill` between them: C x H x W'."""
+    n, c, h, w = images.shape
+    out = torch.full((c, h, n * w + max(0, n - 1) * gap), fill, dtype=torch.uint8)
+    for i in range(n):
+        out[:, :, i * (w + gap):i * (w + gap) + w] = images[i]
+    return out
+
+
+def data_uri(image: torch.Tensor, fmt: str | None = None, quality: int = 88) -> str:
+    """An image (C x H x W uint8, C = 1 or 3) as a base64 data: URI for self-contained HTML.
+
+    Args:
+        image: the image.
+        fmt: "png" or "jpeg"; default PNG up to 32 px high (exact pixels), JPEG above (smaller files).
+        quality: JPEG quality.
+    """
+    import base64
+    import io
+
+    from PIL import Image
+
+    arr = image.detach().cpu()
+    if arr.dtype != torch.uint8:
+        raise ValueError(f"data_uri takes uint8 images, got {arr.dtype}")
+    arr = arr[0] if arr.shape[0] == 1 else arr.permute(1, 2, 0)
+    img = Image.fromarray(arr.contiguous().numpy())
+    fmt = (fmt or ("png" if image.shape[-2] <= 32 else "jpeg")).lower()
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+    elif fmt in ("jpeg", "jpg"):
+        img.save(buf, format="JPEG", quality=quality)
+        mime = "image/jpeg"
+    else:
+        raise ValueError(f"unknown image format {fmt!r}: use png or jpeg")
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")

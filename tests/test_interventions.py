@@ -1,0 +1,496 @@
+"""Interventions: the edit's arithmetic, composition, and effects measured against planted generators.
+
+The planted generator is a tiny DCGAN whose output layer reads only units 0 and 1 of layer2 (unit 0
+strongly, unit 1 weakly), and the "bright" segmenter labels pixels brighter than 0.5 (on [-1, 1]).
+So ablating units 0 and 1 makes every image exactly grey (tanh(0) = 0): the bright fraction drops to
+zero, and the average causal effect equals minus the mean bright fraction before, which the tests
+compute independently. Units 2..7 have no path to the image: their effects are exactly 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gantools.hooks import Trace, generate_from
+from gantools.interventions import (Intervention, InterventionEffect, ablate, curve_ks, feature_mask, insert,
+                                    intervene, parse_units, point_region, rank_units, unit_values)
+from gantools.models import GAN, Discriminator, Generator, ModelConfig
+from gantools.utils import GantoolsError
+
+N = 64
+
+
+class Bright:
+    """A segmenter defined here: 'bright' where the mean over channels exceeds 0.5, else 'dark'."""
+
+    concepts = ["dark", "bright"]
+    description = "bright pixels (test)"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.mean(1) > 0.5).long()
+
+
+def planted_gan() -> GAN:
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8)
+    g = Generator(cfg)
+    for m in g.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            nn.init.normal_(m.weight, 0.0, 0.5)
+    with torch.no_grad():
+        w = g.output[0].weight  # in (8) x out (3) x 4 x 4
+        w.zero_()
+        w[0] = 0.25  # unit 0 drives brightness strongly
+        w[1] = 0.06  # unit 1 weakly; units 2..7 not at all
+    return GAN(g.eval(), Discriminator(cfg).eval(), cfg)
+
+
+@pytest.fixture(scope="module")
+def gan() -> GAN:
+    return planted_gan()
+
+
+@pytest.fixture
+def z(gan: GAN) -> torch.Tensor:
+    return gan.generator.sample_z(6, seed=3)
+
+
+def layer2(gan: GAN, z: torch.Tensor, *interventions: Intervention) -> torch.Tensor:
+    with intervene(*interventions), Trace(gan.generator, 2) as t:  # Trace entered last sees the edits
+        gan.generator(z)
+    return t.output
+
+
+# ---------------------------------------------------------------------------------------------
+# The edit
+
+
+def test_ablation_zeroes_exactly_the_chosen_units(gan, z):
+    x = layer2(gan, z)
+    assert (x[:, [0, 3]] > 0).any()  # there was something to remove
+    y = layer2(gan, z, Intervention(gan.generator, 2, [0, 3]))
+    assert torch.equal(y[:, [0, 3]], torch.zeros_like(y[:, [0, 3]]))
+    others = [1, 2, 4, 5, 6, 7]
+    assert torch.equal(y[:, others], x[:, others])
+    # The image downstream is the generator run from the edited features.
+    with Intervention(gan, "layer2", [0, 3]):
+        images = gan.generator(z)
+    edited = x.clone()
+    edited[:, [0, 3]] = 0
+    assert torch.allclose(images, generate_from(gan.generator, 2, edited), atol=1e-6)
+
+
+def test_running_from_a_layer_matches_the_hooked_generator(gan, z):
+    from gantools.interventions import _run_from
+
+    edit = Intervention(gan.generator, 2, [1, 6], value=[0.5, 3.0])
+    with torch.no_grad():
+        with Trace(gan.generator, 2) as t:
+            gan.generator(z)
+        with edit:
+            hooked = gan.generator(z)
+        tail = _run_from(gan.generator, "layer2", edit.apply(t.output))
+        assert torch.allclose(tail, hooked, atol=1e-6)
+        assert torch.allclose(_run_from(gan.generator, "layer1", t.output.new_zeros(6, 16, 4, 4)),
+                              generate_from(gan.generator, 1, t.output.new_zeros(6, 16, 4, 4)), atol=1e-6)
+
+
+def test_alpha_half_goes_halfway_to_per_unit_values(gan, z):
+    x = layer2(gan, z)
+    y = layer2(gan, z, Intervention(gan.generator, 2, [5, 1], value=[2.0, -1.0], alpha=0.5))
+    assert torch.allclose(y[:, 5], 0.5 * x[:, 5] + 0.5 * 2.0, atol=1e-6)
+    assert torch.allclose(y[:, 1], 0.5 * x[:, 1] - 0.5, atol=1e-6)
+    assert torch.equal(y[:, [0, 2, 3, 4, 6, 7]], x[:, [0, 2, 3, 4, 6, 7]])
+    # alpha = 0 changes nothing
+    assert torch.equal(layer2(gan, z, Intervention(gan.generator, 2, [5], value=9.0, alpha=0.0)), x)
+
+
+def test_feature_region_restricts_the_edit(gan, z):
+    x = layer2(gan, z)
+    region = torch.zeros(8, 8, dtype=torch.bool)
+    region[2:4, 5:8] = True
+    y = layer2(gan, z, Intervention(gan.generator, 2, [4], value=7.0, region=region))
+    assert torch.all(y[:, 4][:, region] == 7.0)
+    assert torch.equal(y[:, 4][:, ~region], x[:, 4][:, ~region])
+    assert torch.equal(y[:, [0, 1, 2, 3, 5, 6, 7]], x[:, [0, 1, 2, 3, 5, 6, 7]])
+
+
+def test_image_mask_is_max_pooled_to_the_feature_map(gan, z):
+    image_mask = torch.zeros(16, 16, dtype=torch.bool)
+    image_mask[5, 9] = True  # one pixel -> feature cell (2, 4) of the 8 x 8 map
+    image_mask[12:16, 0:3] = True  # rows 12-15, cols 0-2 -> cells rows 6-7, cols 0-1
+    m = feature_mask(image_mask, (8, 8))[0, 0]
+    expected = torch.zeros(8, 8)
+    for i in range(8):
+        for j in range(8):
+            expected[i, j] = float(image_mask[2 * i:2 * i + 2, 2 * j:2 * j + 2].any())
+    assert torch.equal(m, expected)
+    assert m.sum() == 1 + 4
+    x = layer2(gan, z)
+    y = layer2(gan, z, Intervention(gan.generator, 2, [6], value=3.0, region=image_mask))
+    assert torch.all(y[:, 6][:, expected.bool()] == 3.0)
+    assert torch.equal(y[:, 6][:, ~expected.bool()], x[:, 6][:, ~expected.bool()])
+    # A soft mask weights alpha; per-sample masks edit each sample in its own place.
+    per_sample = torch.zeros(z.shape[0], 8, 8)
+    per_sample[0, 0, 0] = 0.5
+    y = layer2(gan, z, Intervention(gan.generator, 2, [6], value=3.0, region=per_sample))
+    assert torch.allclose(y[0, 6, 0, 0], 0.5 * x[0, 6, 0, 0] + 1.5)
+    assert torch.equal(y[1:], x[1:])
+
+
+def test_interventions_compose_in_either_order(gan, z):
+    G = gan.generator
+    x = layer2(gan, z)
+    expected = x.clone()
+    expected[:, 0] = 0
+    expected[:, 1] = 0.5 * x[:, 1] + 0.5 * 2.0
+    a = Intervention(G, 2, [0])
+    b = Intervention(G, 2, [1], value=2.0, alpha=0.5)
+    assert torch.allclose(layer2(gan, z, a, b), expected, atol=1e-6)
+    assert torch.allclose(layer2(gan, z, b, a), expected, atol=1e-6)
+    with a, b:  # plain nesting, around a full generator call
+        ab = G(z)
+    with b, a:
+        ba = G(z)
+    assert torch.allclose(ab, ba, atol=1e-6)
+    assert torch.allclose(ab, generate_from(G, 2, expected), atol=1e-5)
+    # Same unit: they apply in the order entered.
+    set2, halve = Intervention(G, 2, [3], value=2.0), Intervention(G, 2, [3], value=0.0, alpha=0.5)
+    assert torch.allclose(layer2(gan, z, set2, halve)[:, 3], torch.ones_like(x[:, 3]))
+    assert torch.equal(layer2(gan, z, halve, set2)[:, 3], torch.full_like(x[:, 3], 2.0))
+    # Leaving the block removes the hooks.
+    assert torch.equal(layer2(gan, z), x)
+
+
+def test_point_region_patch():
+    m = point_region((0.3, 0.7), (8, 8))  # x 0.3 -> column 2, y 0.7 -> row 5: a 3 x 3 patch around it
+    rows, cols = m.nonzero(as_tuple=True)
+    assert (rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()) == (4, 6, 1, 3)
+    assert m.sum() == 9
+    corner = point_region("1,1", (8, 8))  # shifted inwards at the border, still 3 x 3
+    assert corner[5:, 5:].all() and corner.sum() == 9
+    assert point_region((0.0, 0.0), (8, 8), patch=1).nonzero().tolist() == [[0, 0]]
+    assert point_region((0.5, 0.5), (4, 4), patch=2)[1:3, 1:3].all()
+    with pytest.raises(GantoolsError, match="between 0 and 1"):
+        point_region("1.2,0.5", (8, 8))
+    with pytest.raises(GantoolsError, match="between 0 and 1"):
+        point_region((0.5, -0.1), (8, 8))
+
+
+def test_intervention_errors(gan):
+    with pytest.raises(GantoolsError, match="numbered 0 to 7"):
+        Intervention(gan.generator, 2, [3, 8])
+    with pytest.raises(GantoolsError, match="unknown layer"):
+        Intervention(gan.generator, 9, [0])
+    with pytest.raises(GantoolsError, match="one per unit"):
+        Intervention(gan.generator, 2, [0, 1], value=[1.0, 2.0, 3.0])
+    with pytest.raises(GantoolsError, match="alpha"):
+        Intervention(gan.generator, 2, [0], alpha=1.5)
+    assert parse_units("4,17,33") == [4, 17, 33]
+    assert parse_units("0-3,9,2") == [0, 1, 2, 3, 9]
+    with pytest.raises(GantoolsError, match="unit numbers"):
+        parse_units("4,x")
+    with pytest.raises(GantoolsError, match="zero, mean, q99"):
+        unit_values("large", None, [0])
+    with pytest.raises(GantoolsError, match="dissection statistics"):
+        unit_values("q99", None, [0])
+
+
+def test_effect_statistics():
+    before = torch.tensor([0.5, 0.25, 0.75, 0.5])
+    after = torch.tensor([0.25, 0.25, 0.25, 0.0])
+    e = InterventionEffect.from_samples("x", before, after)
+    delta = after - before
+    assert e.mean == pytest.approx(float(delta.mean()))
+    half = 1.959963984540054 * float(delta.std()) / 2
+    assert (e.ci_low, e.ci_high) == (pytest.approx(e.mean - half), pytest.approx(e.mean + half))
+    assert (e.before, e.after, e.n) == (0.5, 0.1875, 4)
+    assert curve_ks(3) == [0, 1, 2, 3]
+    ks = curve_ks(100, points=11)
+    assert ks[0] == 0 and ks[-1] == 100 and len(ks) == 11
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements on the planted generator
+
+
+def bright_fractions(images: torch.Tensor) -> torch.Tensor:
+    return (images.mean(1) > 0.5).double().mean(dim=(1, 2))
+
+
+def test_ablation_effect_matches_planted_truth(gan, tmp_path):
+    G = gan.generator
+    with torch.no_grad():
+        before = bright_fractions(G(G.sample_z(N, seed=5)))
+    assert 0.05 < before.mean() < 0.95  # the planted images are neither all dark nor all bright
+    steps = []
+    result = ablate(gan, 2, [0, 1], concept="bright", segmenter=Bright(), n=N, seed=5, batch_size=24,
+                    progress=steps.append)
+    e = result.effect
+    # Ablating both units leaves exactly grey images: the effect is minus the bright fraction before.
+    assert e.mean == pytest.approx(-float(before.mean()), abs=1e-12)
+    assert e.sd == pytest.approx(float(before.std()), rel=1e-9)
+    assert e.ci_low < -float(before.mean()) < e.ci_high
+    assert e.after == 0.0 and e.n == N
+    assert result.effects["dark"].mean == pytest.approx(float(before.mean()), abs=1e-12)  # side effect
+    # Curve: k = 0 changes nothing; k = 1 (unit 0 alone) removes part; k = 2 removes everything.
+    assert result.ks == [0, 1, 2]
+    curve = [c.mean for c in result.curve["bright"]]
+    assert curve[0] == 0.0 and curve[2] == pytest.approx(e.mean)
+    assert e.mean < curve[1] < 0
+    assert steps[-1].completed == N and steps[-1].total == N
+    paths = result.save(tmp_path / "out")
+    names = sorted(p.name for p in paths)
+    assert names == ["before_after.png", "curve.json", "curve.png", "effect.json", "segmentation.png"]
+    saved = json.loads((tmp_path / "out" / "effect.json").read_text())
+    assert saved["effect"]["mean"] == pytest.approx(e.mean)
+    assert saved["units"] == [0, 1] and saved["layer"] == "layer2"
+    assert saved["curve"]["k"] == [0, 1, 2]
+    from gantools.data import load_image
+
+    grid = load_image(tmp_path / "out" / "before_after.png")
+    # two rows (before, after) of 8 samples, enlarged 16 -> 64 px, with 2 px padding
+    assert tuple(grid.shape[1:]) == (2 * 64 + 3 * 2, 8 * 64 + 9 * 2)
+
+
+def test_ablating_unconnected_units_has_no_effect(gan):
+    result = ablate(gan, 2, "2-7", segmenter=Bright(), n=16, seed=1, curve_points=3)
+    assert all(e.mean == 0.0 and e.sd == 0.0 for e in result.effects.values())
+    assert result.ks == [0, 3, 6]
+
+
+def test_mean_value_and_alpha(gan):
+    # Ablating to a fixed level v with alpha: compare with a hand-made edit.
+    G = gan.generator
+    z = G.sample_z(N, seed=2)
+    with torch.no_grad(), Trace(G, 2) as t:
+        before = bright_fractions(G(z))
+    edited = t.output.clone()
+    edited[:, 0] = 0.5 * edited[:, 0] + 0.5 * 0.3
+    with torch.no_grad():
+        after = bright_fractions(generate_from(G, 2, edited))
+    result = ablate(gan, 2, [0], value=0.3, alpha=0.5, concept="bright", segmenter=Bright(), n=N, seed=2)
+    assert result.effect.mean == pytest.approx(float((after - before).mean()), abs=1e-12)
+
+
+def test_rank_orders_units_by_planted_effect(gan):
+    steps = []
+    r = rank_units(gan, 2, "bright", segmenter=Bright(), n=48, seed=4, batch_size=16, max_images=64,
+                   progress=steps.append)
+    assert r.units[:2] == [0, 1]
+    assert r.ace[0] > r.ace[1] > 0
+    assert all(r.ace[u] == 0.0 for u in range(2, 8))
+    # Each single-unit ACE agrees with a separate ablation of that unit alone (batched = unbatched).
+    alone = ablate(gan, 2, [1], concept="bright", segmenter=Bright(), n=48, seed=4)
+    assert r.ace[1] == pytest.approx(-alone.effect.mean, abs=1e-12)
+    assert r.effects[1].sd == pytest.approx(alone.effect.sd, rel=1e-6)
+    assert r.ace_list()[:2] == [r.ace[0], r.ace[1]] and len(r.ace_list()) == 8
+    assert steps[-1].completed == steps[-1].total == 48 * 8
+    sub = rank_units(gan, 2, "bright", units=[3, 1], segmenter=Bright(), n=8, seed=4)
+    assert sub.units == [1, 3] and math.isnan(sub.ace_list()[0])
+
+
+def test_insertion_context_breakdown(gan, tmp_path):
+    G = gan.generator
+    result = insert(gan, 2, [0], concept="bright", at=(0.25, 0.75), value=6.0, segmenter=Bright(), n=N, seed=7,
+                    batch_size=20)
+    # Cells: x 0.25 -> column 2, y 0.75 -> row 6 of the 8 x 8 map; 3 x 3 patch -> rows 5-7, cols 1-3,
+    # i.e. image rows 10-15 and columns 2-7.
+    assert result.location["cells"] == [5, 8, 1, 4]
+    assert result.location["region_pixels"] == 36
+    region = torch.zeros(16, 16, dtype=torch.bool)
+    region[10:16, 2:8] = True
+    with torch.no_grad():
+        labels0 = Bright()(G(G.sample_z(N, seed=7)))
+    bright_in_region = labels0[:, region].double().mean(1)
+    expected_context = {"bright": int((bright_in_region > 0.5).sum()), "dark": int((bright_in_region <= 0.5).sum())}
+    counts = {c: ce.count for c, ce in result.by_context.items()}
+    assert sum(counts.values()) == N
+    assert counts == {c: k for c, k in expected_context.items() if k}
+    assert result.region_effect.mean > 0.2  # forcing unit 0 on brightens the region
+    assert result.region_effect.before == pytest.approx(float(bright_in_region.mean()))
+    assert result.effect.mean > 0
+    # Pixels are added in the region: whole-image change = region change x region share (only near it).
+    assert result.effect.mean <= result.region_effect.mean * 36 / 256 + 0.1
+    # the context subsets' effects average back to the overall one
+    total = sum(ce.count * ce.effect.mean for ce in result.by_context.values()) / N
+    assert total == pytest.approx(result.effect.mean, abs=1e-12)
+    paths = result.save(tmp_path / "ins")
+    assert sorted(p.name for p in paths) == ["before_after.png", "effect.json", "segmentation.png"]
+    saved = json.loads((tmp_path / "ins" / "effect.json").read_text())
+    assert sum(c["count"] for c in saved["by_context"]) == N
+
+
+def test_insertion_with_image_mask(gan, tmp_path):
+    from gantools.data import save_image
+
+    mask = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    mask[:, 0:4, 12:16] = 255
+    save_image(mask, tmp_path / "mask.png")
+    result = insert(gan, 2, [0], at=None, mask=tmp_path / "mask.png", value=6.0, segmenter=Bright(), n=16)
+    assert result.location["region_pixels"] == 16 and result.location["feature_cells"] == 4
+    assert result.concept == "bright"  # the concept that gained most
+    assert result.region_effect.mean > 0
+    with pytest.raises(GantoolsError, match="selects no pixels"):
+        insert(gan, 2, [0], mask=torch.zeros(16, 16), value=6.0, segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="not both"):
+        insert(gan, 2, [0], value=6.0, segmenter=Bright(), n=4)
+
+
+def test_measurement_errors(gan):
+    with pytest.raises(GantoolsError, match="dark, bright"):
+        ablate(gan, 2, [0], concept="tree", segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="numbered 0 to 7"):
+        ablate(gan, 2, [12], segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="unknown layer"):
+        rank_units(gan, "layer7", "bright", segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="say which units"):
+        ablate(gan, 2, segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="between 0 and 1"):
+        insert(gan, 2, [0], at="0.5,1.5", value=1.0, segmenter=Bright(), n=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# With dissection reports
+
+
+@pytest.fixture(scope="module")
+def report(gan):
+    from gantools.dissection import dissect
+
+    return dissect(gan, layers=(2,), segmenter=Bright(), n=48, seed=11, top_k=0)
+
+
+def test_units_from_a_report_and_mean_value(gan, report):
+    stats = report.layers["layer2"]
+    result = ablate(gan, 2, concept="bright", top=3, value="mean", dissection=report, segmenter=Bright(), n=32, seed=2)
+    assert result.units == stats.ranked_units("bright", "iou")[:3]
+    assert "top 3 by iou" in result.settings["units_from"]
+    # value "mean" sets each unit to its own mean activation from the report: check by hand.
+    G = gan.generator
+    with torch.no_grad(), Trace(G, 2) as t:
+        before = bright_fractions(G(G.sample_z(32, seed=2)))
+    edited = t.output.clone()
+    for u in result.units:
+        edited[:, u] = float(stats.mean[u])
+    with torch.no_grad():
+        after = bright_fractions(generate_from(G, 2, edited))
+    assert result.effect.mean == pytest.approx(float((after - before).mean()), abs=1e-12)
+    assert result.settings["value"] == "mean"
+    # insertion's default level is each unit's q99
+    v = unit_values("q99", stats, [1, 0])
+    assert torch.equal(v, torch.stack([stats.q99[1], stats.q99[0]]).float())
+
+
+def test_dissection_on_the_fly_when_no_report(gan):
+    steps = []
+    result = ablate(gan, 2, concept="bright", top=2, segmenter=Bright(), n=16, dissect_n=48, progress=steps.append)
+    assert any(s.message and "dissecting layer2 on 48 samples" in s.message for s in steps)
+    assert "on the fly" in result.settings["units_from"] and len(result.units) == 2
+
+
+def test_rank_stored_in_report_drives_top_ace(gan, report, tmp_path):
+    from gantools.dissection import load_report
+
+    r = rank_units(gan, 2, "bright", dissection=report, segmenter=Bright(), n=32, seed=4)
+    r.store(report)
+    report.save(tmp_path / "rep", html=False)
+    loaded = load_report(tmp_path / "rep")
+    assert loaded.layers["layer2"].ranked_units("bright", "ace")[:2] == [0, 1]
+    assert loaded.layers["layer2"].ace["bright"] == pytest.approx(r.ace_list())
+    result = ablate(gan, 2, concept="bright", top=2, rank="ace", dissection=tmp_path / "rep", segmenter=Bright(), n=8)
+    assert result.units == [0, 1]
+    with pytest.raises(GantoolsError, match="run gantools rank"):
+        ablate(gan, 2, concept="dark", top=2, rank="ace", dissection=loaded, segmenter=Bright(), n=8)
+
+
+def test_report_for_another_model_is_refused(report):
+    other = planted_gan()
+    with torch.no_grad():
+        other.generator.layer1[0].weight.mul_(1.01)
+    with pytest.raises(GantoolsError, match="another model"):
+        ablate(other, 2, concept="bright", top=2, dissection=report, segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="another model"):
+        rank_units(other, 2, "bright", dissection=report, segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="has no layer1"):
+        ablate(planted_gan(), 1, concept="bright", top=2, dissection=report, segmenter=Bright(), n=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line (the colour segmenter: planted images are grey where units 0 and 1 are off, white
+# where they are strongly on)
+
+
+@pytest.fixture(scope="module")
+def planted_file(tmp_path_factory, gan) -> Path:
+    from gantools.models import save_model
+
+    return save_model(tmp_path_factory.mktemp("planted") / "model.safetensors", gan.generator, gan.discriminator)
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from gantools.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_ablate_insert_rank(planted_file, tmp_path):
+    from gantools.dissection import dissect, load_report
+
+    common = ["--model", planted_file, "--layer", "2", "--segmenter", "color", "--device", "cpu", "--quiet"]
+    res = run_cli("ablate", *common, "--units", "0,1", "--concept", "white", "--n", "24", "--out", tmp_path / "abl")
+    assert res.exit_code == 0, res.output
+    effect = json.loads((tmp_path / "abl" / "effect.json").read_text())
+    assert effect["units"] == [0, 1] and effect["effect"]["mean"] < 0 and effect["effect"]["after"] == 0.0
+    assert effect["effects"]["gray"]["mean"] == pytest.approx(-effect["effect"]["mean"], abs=0.05)
+    assert (tmp_path / "abl" / "curve.png").is_file() and (tmp_path / "abl" / "before_after.png").is_file()
+    assert "white" in res.output
+
+    res = run_cli("insert", *common, "--units", "0", "--value", "6", "--at", "0.5,0.5", "--n", "16", "--json",
+                  "--out", tmp_path / "ins")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["concept"] == "white" and sum(c["count"] for c in out["by_context"]) == 16
+    assert (tmp_path / "ins" / "effect.json").is_file()
+
+    from gantools.models import load_model
+
+    dissect(load_model(planted_file), layers=(2,), segmenter="color", n=32, top_k=0).save(tmp_path / "rep", html=False)
+    res = run_cli("rank", *common, "--concept", "white", "--report", tmp_path / "rep", "--n", "16")
+    assert res.exit_code == 0, res.output
+    assert load_report(tmp_path / "rep").layers["layer2"].ranked_units("white", "ace")[0] == 0
+    res = run_cli("ablate", *common, "--concept", "white", "--top", "2", "--rank", "ace", "--report",
+                  tmp_path / "rep", "--n", "8", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["units"] == [0, 1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ablate", "--layer", "9", "--units", "0"], "unknown layer"),
+    (["ablate", "--layer", "2", "--units", "8"], "numbered 0 to 7"),
+    (["ablate", "--layer", "2", "--units", "0", "--concept", "tree"], "white, gray"),
+    (["insert", "--layer", "2", "--units", "0", "--value", "1", "--at", "0.5,1.2"], "between 0 and 1"),
+    (["rank", "--layer", "2", "--concept", "sky"], "white, gray"),
+])
+def test_cli_errors(planted_file, args, message):
+    res = run_cli(*args, "--model", planted_file, "--segmenter", "color", "--n", "2", "--device", "cpu")
+    assert res.exit_code == 1
+    assert message in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+def test_cli_report_for_another_model(planted_file, tiny_model_file, tmp_path):
+    from gantools.dissection import dissect
+
+    dissect(str(tiny_model_file), layers=(2,), segmenter="color", n=8, top_k=0).save(tmp_path / "rep", html=False)
+    res = run_cli("ablate", "--model", planted_file, "--layer", "2", "--concept", "white", "--report",
+                  tmp_path / "rep", "--segmenter", "color", "--n", "2", "--device", "cpu")
+    assert res.exit_code == 1 and "another model" in res.output

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import split_holdout
 from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report
 
 CONFIDENT = 0.9  # the confidence threshold for "clearly a <class>" in coverage statistics
@@ -161,22 +162,6 @@ def class_folder_files(root: str | os.PathLike) -> tuple[list[Path], list[int], 
     return kept, [index[p.relative_to(root).parts[0]] for p in kept], classes
 
 
-def split_holdout(files: Sequence[Path], holdout: int) -> tuple[list[Path], list[Path]]:
-    """(kept, held out): the last `holdout` files in sorted path order are held out.
-
-    This is the order `gantools train --holdout` uses (the dataset's order: `data.find_images`), so a
-    GAN and its classifier leave out the same images. Note that in class folders the tail is the
-    last class(es): hold out a number that leaves every class some training images.
-    """
-    if holdout < 0:
-        raise GantoolsError(f"holdout must be >= 0, got {holdout}")
-    if holdout >= len(files):
-        raise GantoolsError(f"cannot hold out {holdout} of {len(files)} images: hold out fewer")
-    ordered = sorted(files)  # Path order, exactly as data.find_images sorts
-    cut = len(ordered) - holdout
-    return ordered[:cut], ordered[cut:]
-
-
 @dataclass
 class LabeledImages:
     """Decoded class-folder images: uint8 N x nc x S x S, int64 labels, class names, files."""
@@ -194,7 +179,7 @@ def load_class_folder(root: str | os.PathLike, image_size: int, nc: int, holdout
     Args:
         root: folder with one subfolder per class.
         image_size, nc: size and channels the images are converted to.
-        holdout: the last `holdout` images in sorted path order form the held-out part.
+        holdout: images held out as `data.split_holdout` picks them (as `gantools train --holdout`).
         part: "train" (all but the held-out images), "holdout" (only those) or "all".
         progress: callback for decoding progress and skipped-file notices.
     """
@@ -265,7 +250,7 @@ def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int 
         epochs, batch_size, lr: AdamW training settings (one-cycle learning-rate schedule).
         width, feature_dim: network size (see ClassifierConfig).
         val_fraction: a seeded random share of the training images kept aside to measure accuracy.
-        holdout: the last `holdout` images in sorted path order (as `gantools train --holdout`) are
+        holdout: images held out as `data.split_holdout` picks them (as `gantools train --holdout`) are
             not used at all (evaluate on them later with `evaluate_classifier(..., holdout=N)`).
         augment: random small shifts and scalings during training.
         seed: seeds the split, the initial weights and the batches.
@@ -282,7 +267,7 @@ def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int 
     empty = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
     if empty:
         raise GantoolsError(f"class(es) {', '.join(empty)} have no training images"
-                            + (f" after holding out the last {holdout} files (sorted paths)" if holdout else ""))
+                            + (f" after holding out {holdout} files (the last of each class)" if holdout else ""))
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(data.labels), generator=gen)
     n_val = int(round(len(perm) * val_fraction))
@@ -399,7 +384,7 @@ class ClassifierEvaluation:
 def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: str | os.PathLike, holdout: int = 0,
                         batch_size: int = 256, device: str | torch.device = "cpu",
                         progress: ProgressCallback | None = None) -> ClassifierEvaluation:
-    """Accuracy on a class-folder dataset (only its last `holdout` files, sorted paths, when holdout > 0).
+    """Accuracy on a class-folder dataset (only its held-out files, as `data.split_holdout` picks them, when holdout > 0).
 
     Class folders are matched to the classifier's classes by name; a folder the classifier does not
     know is an error.

@@ -157,21 +157,43 @@ def layer_output(model: nn.Module, layer: int | str, *inputs: torch.Tensor) -> t
 
 
 def generate_from(generator: nn.Module, layer: int | str, features: torch.Tensor) -> torch.Tensor:
-    """Run a sequential generator from `layer`'s output onwards: replaces layer's output by `features`.
+    """The generator's output when `layer` outputs `features` (layer-wise inversion, interventions).
 
-    The layers before `layer` still run (on a dummy z of matching batch size) but their result is
-    discarded; for a DCGAN that is a small fraction of the cost.
+    For a gantools Generator and one of its blocks `layerK`, only the blocks after it run. For any
+    other layer (a dotted sub-module) the whole network runs on a dummy z, with the layer's output
+    replaced by `features` through a hook.
     """
-    nz = getattr(getattr(generator, "config", None), "nz", None)
+    config = getattr(generator, "config", None)
+    nz = getattr(config, "nz", None)
     if nz is None:
         raise GantoolsError("generate_from needs a gantools Generator (with a config)")
+    name = layer_name(generator, layer)
+    names = list(getattr(generator, "layer_names", []))
+    if name in names and hasattr(generator, "output"):
+        expected = _block_output_shape(generator, name, features.shape[0])
+        if tuple(features.shape) != expected:
+            raise GantoolsError(f"features for {name} must have shape {expected} "
+                                f"(batch x channels x height x width), got {tuple(features.shape)}")
+        x = features
+        for later in names[names.index(name) + 1:]:
+            x = getattr(generator, later)(x)
+        return generator.output(x)
+
     z = torch.zeros(features.shape[0], nz, device=features.device, dtype=features.dtype)
 
-    def replace(x: torch.Tensor, name: str) -> torch.Tensor:
+    def replace(x: torch.Tensor, layer_name_: str) -> torch.Tensor:
         if x.shape != features.shape:  # otherwise the next layer fails with a cryptic shape error
-            raise GantoolsError(f"features for {name} must have shape {tuple(x.shape)} "
+            raise GantoolsError(f"features for {layer_name_} must have shape {tuple(x.shape)} "
                                 f"(batch x channels x height x width), got {tuple(features.shape)}")
         return features
 
-    with Trace(generator, layer, retain_output=False, edit_output=replace):
+    with Trace(generator, name, retain_output=False, edit_output=replace):
         return generator(z)
+
+
+def _block_output_shape(generator: nn.Module, name: str, batch: int) -> tuple[int, ...]:
+    # Block k of a DCGAN generator outputs ngf * 2**(K-k) channels at 4 * 2**(k-1) pixels.
+    config = generator.config
+    k, total = int(name[len("layer"):]), config.num_layers
+    side = 4 * 2 ** (k - 1)
+    return (batch, config.ngf * 2 ** (total - k), side, side)

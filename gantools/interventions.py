@@ -564,24 +564,6 @@ def check_concept(concept: str, concepts: Sequence[str], where: str = "the segme
     return list(concepts).index(concept)
 
 
-def _run_from(generator: nn.Module, layer: str, features: torch.Tensor) -> torch.Tensor:
-    """The generator's output when `layer` outputs `features`: only the blocks after it run.
-
-    hooks.generate_from also runs the blocks before `layer` (on a dummy z) and discards them; in a
-    DCGAN every block costs about the same, so for single-unit rankings (thousands of edited
-    batches) running only the tail is up to twice as fast. Other generators use generate_from.
-    """
-    from .models import Generator
-
-    names = generator.layer_names if type(generator) is Generator else []
-    if layer not in names:
-        return generate_from(generator, layer, features)
-    x = features
-    for name in names[names.index(layer) + 1:]:
-        x = getattr(generator, name)(x)
-    return generator.output(x)
-
-
 def _fractions(labels: torch.Tensor, num_concepts: int) -> torch.Tensor:
     """N x H x W labels (ids 0..num_concepts-1) -> N x C pixel fractions (float64, CPU)."""
     n = labels.shape[0]
@@ -779,7 +761,7 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
             last = (images0, labels0)
             for k in ks[1:]:
                 # Same as running G(z) inside `with edits[k]:`, without recomputing the earlier blocks.
-                images = _run_from(G, name, edits[k].apply(t.output))
+                images = generate_from(G, name, edits[k].apply(t.output))
                 labels = _segment(seg, images)
                 after[k].append(_fractions(labels, nc))
                 last = (images, labels)
@@ -894,7 +876,7 @@ def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
             with Trace(G, name) as t:
                 images0 = G(z)
             labels0 = _segment(seg, images0)
-            images1 = _run_from(G, name, edit.apply(t.output))
+            images1 = generate_from(G, name, edit.apply(t.output))
             labels1 = _segment(seg, images1)
             f0s.append(_fractions(labels0, nc))
             f1s.append(_fractions(labels1, nc))
@@ -998,7 +980,7 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
                 for j, k in enumerate(idx):
                     unit = torch.tensor([todo[k]], device=dev)
                     x[j * b:(j + 1) * b] = _edit_units(x[j * b:(j + 1) * b], unit, v_all[k].to(dev, x.dtype), alpha)
-                images = _run_from(G, name, x)
+                images = generate_from(G, name, x)
                 f1 = _fractions(_segment(seg, images), len(concepts))[:, ci].view(len(idx), b)
                 delta = f1 - f0.view(1, b)
                 sums[idx] += delta.sum(1)

@@ -504,7 +504,7 @@ def cache_dir() -> Path:
 
 
 def _holdout_files(root: Path, holdout: int) -> list[Path]:
-    from .classifier import split_holdout
+    from .data import split_holdout
     from .data import find_images
 
     return split_holdout(find_images(root), holdout)[1]
@@ -659,7 +659,7 @@ def reference_features(data: str | os.PathLike, extractor: FeatureExtractor, ima
         image_size, nc: the images' size and channels (the model's).
         n: reference images (a seeded subset when the data holds more).
         seed: seed of a built-in dataset.
-        holdout: for folders, use only the last `holdout` images (sorted paths), e.g. a held-out tail.
+        holdout: for folders, use only the `holdout` held-out images (as `data.split_holdout` picks them).
         batch_size: images per forward pass.
         use_cache: read and write the cache (GANTOOLS_CACHE).
         progress: callback.

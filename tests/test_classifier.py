@@ -114,15 +114,17 @@ def test_coverage_from_probs_exact():
     assert cov.min_fraction == 0.5 and cov.to_dict()["max_fraction"] == 0.5
 
 
-def test_holdout_is_the_tail_in_sorted_path_order(colours, trained):
+def test_holdout_is_stratified_like_training(colours, trained):
+    # the same split as `gantools train --holdout`: the last files of each class folder
     files, labels, classes = class_folder_files(colours)
-    kept, held = split_holdout(files, 5)
-    assert len(kept) == 43 and held == sorted(files)[-5:]
-    assert all(p.parent.name == "red" for p in held)  # the tail is the last class folder
-    ev = evaluate_classifier(trained.classifier, colours, holdout=5)
-    assert ev.n == 5 and ev.part == "holdout" and ev.counts["red"] == 5
-    with pytest.raises(GantoolsError, match="no training images"):
-        train_classifier(colours, image_size=16, nc=3, holdout=16, epochs=1, width=8)
+    k = len(classes)
+    kept, held = split_holdout(files, 2 * k)
+    assert len(held) == 2 * k and len(kept) == len(files) - 2 * k
+    assert sorted(p.parent.name for p in held) == sorted(classes * 2)
+    ev = evaluate_classifier(trained.classifier, colours, holdout=2 * k)
+    assert ev.n == 2 * k and ev.part == "holdout" and all(ev.counts[c] == 2 for c in classes)
+    with pytest.raises(GantoolsError, match="leaves none"):
+        train_classifier(colours, image_size=16, nc=3, holdout=len(files) - 1, epochs=1, width=8)
 
 
 def test_flat_folder_and_bad_config_are_user_errors(tmp_path):

@@ -1,0 +1,153 @@
+"""Encoders for inversion: training reduces the errors, files round-trip beside the model, invert
+starts from E(x), and the CLI writes encoder.safetensors where invert finds it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gantools.models import ModelConfig, companion_path, save_model
+from gantools.utils import GantoolsError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_inversion import calibrated_gan, planted  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(_deterministic):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def gan():
+    return calibrated_gan(ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8))
+
+
+@pytest.fixture(scope="module")
+def trained(gan):
+    from gantools.encoder import train_encoder
+
+    torch.set_num_threads(1)  # module fixtures run before the function-scoped thread setting
+    return train_encoder(gan, steps=150, batch_size=32, width=16, lr=2e-3, seed=0)
+
+
+def test_training_reduces_latent_and_pixel_error(gan, trained):
+    from gantools.encoder import Encoder, EncoderConfig, encoder_errors
+
+    torch.manual_seed(0)
+    untrained = Encoder(EncoderConfig(16, 3, 8, width=16)).eval()
+    before, after = encoder_errors(untrained, gan), encoder_errors(trained.encoder, gan)
+    assert after["latent"] < 0.6 * before["latent"], (before, after)
+    assert after["pixel"] < 0.6 * before["pixel"], (before, after)
+    assert trained.history[0]["step"] == 1 and trained.history[-1]["step"] == 150
+    assert trained.history[-1]["latent"] < trained.history[0]["latent"]
+
+
+def test_save_load_roundtrip_and_checks(gan, trained, tmp_path):
+    from gantools.encoder import load_encoder, save_encoder
+    from gantools.models import load_model, read_safetensors
+
+    model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
+    enc_path = save_encoder(trained.encoder, companion_path(model_path, "encoder"), gan, trained.settings)
+    assert enc_path == model_path.parent / "encoder.safetensors"
+    tensors, meta = read_safetensors(enc_path)
+    assert all(k.startswith("encoder.") for k in tensors)
+    assert meta["encoder_config"] == {"image_size": 16, "nc": 3, "nz": 8, "width": 16}
+    loaded_gan = load_model(model_path)
+    assert loaded_gan.companion("encoder") == enc_path
+    enc = load_encoder(loaded_gan)
+    x = planted(gan, n=4)[1]
+    with torch.no_grad():
+        assert torch.allclose(enc(x), trained.encoder(x), atol=1e-6)
+
+    other = calibrated_gan(ModelConfig(image_size=16, nc=3, nz=6, ngf=8, ndf=8))
+    with pytest.raises(GantoolsError, match="nz=8 but the model is 16px, nc=3, nz=6"):
+        load_encoder(enc_path, other)
+    notes = []
+    retrained = calibrated_gan(ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8), seed=5)
+    load_encoder(enc_path, retrained, progress=lambda p: notes.append(p.message))
+    assert any("other generator weights" in (m or "") for m in notes)
+    with pytest.raises(GantoolsError, match="no encoder"):
+        load_encoder(calibrated_gan(ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8)))
+    bad = tmp_path / "notenc.safetensors"
+    save_model(bad, gan.generator, gan.discriminator)
+    with pytest.raises(GantoolsError, match="not a gantools encoder"):
+        load_encoder(bad)
+
+
+def test_invert_starts_from_encoder(gan, trained, tmp_path):
+    from gantools.encoder import save_encoder
+    from gantools.inversion import invert
+    from gantools.models import load_model
+
+    model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
+    save_encoder(trained.encoder, companion_path(model_path, "encoder"), gan)
+    loaded = load_model(model_path)
+    _, target = planted(gan, n=6, seed=31)
+    kw = dict(steps=1, restarts=1, init_samples=1, lr=0.0)
+    with_enc = invert(loaded, target, **kw)  # encoder="auto" finds encoder.safetensors
+    without = invert(loaded, target, encoder=None, **kw)
+    assert with_enc.settings["encoder"] and with_enc.record(0)["init"] == "encoder"
+    assert not without.settings["encoder"] and without.record(0)["init"] == "random"
+    assert with_enc.init_loss.mean() < without.init_loss.mean()
+    with torch.no_grad():
+        assert torch.allclose(with_enc.z, trained.encoder(with_enc.seen), atol=1e-5)
+    # degraded inputs: the encoder sees the mean-filled image
+    missing = torch.zeros(16, 16)
+    missing[:, 8:] = 1
+    inp = invert(loaded, target * (1 - missing), "inpaint", mask=missing, restarts=2, steps=1, lr=0.0)
+    assert inp.init == ["encoder", "random"]
+    assert torch.allclose(inp.seen[:, :, :, 8:], inp.seen[:, :, :, 8:9].expand(-1, -1, -1, 8))
+
+
+def test_training_on_real_images_and_augmentation(gan, image_folder):
+    from gantools.data import ImageFolder
+    from gantools.encoder import _degrade_for_encoder, train_encoder
+
+    x = planted(gan, n=64)[1]
+    aug = _degrade_for_encoder(x, torch.Generator().manual_seed(0), p=0.5)
+    changed = (aug - x).flatten(1).abs().amax(1) > 1e-6
+    assert aug.shape == x.shape and 16 < int(changed.sum()) < 48
+    assert aug.min() >= -1 and aug.max() <= 1
+    res = train_encoder(gan, steps=6, batch_size=4, width=8, data=ImageFolder(image_folder, 16, 3), seed=1)
+    assert "real_pixel" in res.history[-1]
+    res = train_encoder(gan, steps=2, batch_size=4, width=8, data=str(image_folder), seed=1)
+    assert res.settings["data"] == str(image_folder)
+    with pytest.raises(GantoolsError, match="1 channel"):
+        train_encoder(gan, steps=1, batch_size=4, data=ImageFolder(image_folder, 16, 1))
+
+
+def test_cli_encoder_train_then_invert(gan, tmp_path, image_folder):
+    from typer.testing import CliRunner
+
+    from gantools.cli import app
+    from gantools.data import save_image
+
+    model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
+    runner = CliRunner()
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--steps", "30", "--batch-size", "16",
+                              "--width", "8", "--device", "cpu", "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["out"] == str(model_path.parent / "encoder.safetensors")
+    assert summary["latent_mse"] < summary["untrained_latent_mse"]
+    assert (model_path.parent / "encoder.safetensors").is_file()
+
+    img = save_image(planted(gan, n=1)[1][0], tmp_path / "x.png")
+    res = runner.invoke(app, ["invert", str(img), "--model", str(model_path), "--steps", "2", "--restarts", "2",
+                              "--out", str(tmp_path / "o"), "--json", "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["restart_losses"] and "encoder" in (tmp_path / "m" / "encoder.safetensors").name
+
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--data", str(image_folder),
+                              "--holdout", "4", "--steps", "2", "--batch-size", "4", "--width", "8",
+                              "--out", str(tmp_path / "e2.safetensors"), "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "e2.safetensors").is_file() and "trained" in res.stdout
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--data", str(image_folder),
+                              "--holdout", "99", "--steps", "2", "--device", "cpu", "--quiet"])
+    assert res.exit_code == 1 and "leaves none" in res.output

@@ -21,8 +21,10 @@ from .utils import GantoolsError, Progress
 
 def _error(message: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: one line however long (paths); escape: brackets in paths or lists are not markup.
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 class _Group(TyperGroup):
@@ -141,17 +143,1090 @@ def print_json(obj: Any) -> None:
 
 # === training, export, sampling (gantools.training, gantools.sampling) ===
 
+
+class GanLoss(str, Enum):
+    nonsaturating = "nonsaturating"
+    minimax = "minimax"
+
+
+class InterpMethod(str, Enum):
+    slerp = "slerp"
+    lerp = "lerp"
+
+
+def _opt(*names: str, help: str) -> Any:
+    return typer.Option(*names, help=help, show_default=False)
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Optional[str], _opt("--data", "-d", help="Folder of images (searched recursively) or a "
+                                        "built-in dataset name (scenes). (default: scenes)")] = None,
+    image_size: Annotated[Optional[int], _opt("--image-size", help="Image side: 16, 32, 64 or 128. (default: 64)")] = None,
+    nc: Annotated[Optional[int], _opt("--nc", help="Channels: 1 (grayscale) or 3 (RGB). (default: 3)")] = None,
+    nz: Annotated[Optional[int], _opt("--nz", help="Latent size. (default: 100)")] = None,
+    ngf: Annotated[Optional[int], _opt("--ngf", help="Generator width. (default: 64)")] = None,
+    ndf: Annotated[Optional[int], _opt("--ndf", help="Discriminator width. (default: 64)")] = None,
+    batch_size: Annotated[Optional[int], _opt("--batch-size", "-b", help="Batch size. (default: 64)")] = None,
+    lr: Annotated[Optional[float], _opt("--lr", help="Adam learning rate, both nets. (default: 0.0002)")] = None,
+    beta1: Annotated[Optional[float], _opt("--beta1", help="Adam beta1. (default: 0.5)")] = None,
+    loss: Annotated[Optional[GanLoss], _opt("--loss", help="Generator loss: nonsaturating (maximise log D(G(z))) "
+                                            "or minimax (minimise log(1-D(G(z)))). (default: nonsaturating)")] = None,
+    d_steps: Annotated[Optional[int], _opt("--d-steps", help="Discriminator steps per generator step. (default: 1)")] = None,
+    steps: Annotated[Optional[int], _opt("--steps", help="Stop after this many generator steps in all.")] = None,
+    epochs: Annotated[Optional[float], _opt("--epochs", help="Stop after this many passes over the data "
+                                            "(default 5 when --steps is not given).")] = None,
+    seed: Annotated[Optional[int], _opt("--seed", help="Seed of weights, data order and noise. (default: 0)")] = None,
+    out: Annotated[Optional[Path], _opt("--out", "-o", help="Run directory. (default: runs/<nnnnn>-<data>)")] = None,
+    device: Annotated[Optional[str], _opt("--device", help="auto (CUDA when present), cpu, cuda or cuda:N. "
+                                          "(default: auto)")] = None,
+    resume: Annotated[Optional[Path], _opt("--resume", help="Continue this run directory from its checkpoint "
+                                           "(give a larger --steps or --epochs to train longer).")] = None,
+    sample_every: Annotated[Optional[int], _opt("--sample-every", help="Steps between sample grids; 0: at the "
+                                                "end only. (default: 500)")] = None,
+    checkpoint_every: Annotated[Optional[int], _opt("--checkpoint-every", help="Steps between checkpoints; 0: at "
+                                                    "the end only. (default: 500)")] = None,
+    log_every: Annotated[Optional[int], _opt("--log-every", help="Steps per stats.jsonl line. (default: 10)")] = None,
+    eval_every: Annotated[Optional[int], _opt("--eval-every", help="Steps between FID evaluations; keeps best.pt "
+                                              "(lowest FID). 0: never. (default: 0)")] = None,
+    eval_n: Annotated[Optional[int], _opt("--eval-n", help="Generated images per FID evaluation. (default: 1000)")] = None,
+    holdout: Annotated[Optional[int], _opt("--holdout", help="Leave N images out of training: the last by sorted "
+                                           "file name in each class folder (equal shares). (default: 0)")] = None,
+    data_n: Annotated[Optional[int], _opt("--data-n", help="Images of a generated dataset (scenes).")] = None,
+    amp: Annotated[Optional[bool], _opt("--amp/--no-amp", help="Mixed precision on CUDA. (default: on)")] = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a DCGAN on a folder of images or a built-in dataset (Ctrl-C saves and stops)."""
+    from .training import TrainConfig, train
+
+    given = {k: v for k, v in dict(
+        data=data, image_size=image_size, nc=nc, nz=nz, ngf=ngf, ndf=ndf, batch_size=batch_size, lr=lr,
+        beta1=beta1, loss=loss.value if loss else None, d_steps=d_steps, steps=steps, epochs=epochs, seed=seed,
+        device=device, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
+        eval_every=eval_every, eval_n=eval_n, holdout=holdout, data_n=data_n, amp=amp).items() if v is not None}
+    with Reporter(quiet) as rep:
+        if resume is not None:
+            if out is not None:
+                raise typer.BadParameter("--resume continues in the run directory itself; drop --out")
+            result = train(resume=resume, progress=rep, **given)
+        else:
+            result = train(TrainConfig(out=str(out) if out else None, **given), progress=rep)
+    summary = {"run_dir": str(result.run_dir), "step": result.step, "total_steps": result.total_steps,
+               "interrupted": result.interrupted, "model": str(result.model_path) if result.model_path else None,
+               "best_fid": result.best_fid, "seconds": round(result.elapsed, 1), **result.stats}
+    if json_out:
+        print_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="training interrupted (checkpoint saved)" if result.interrupted else "training done",
+                  show_header=False)
+    for key in ("run_dir", "step", "Loss_D", "Loss_G", "D(x)", "D(G(z))_before", "D(G(z))_after", "img/s",
+                "best_fid", "model"):
+        if summary.get(key) is not None:
+            v = summary[key]
+            table.add_row(key, _fmt(v) if isinstance(v, float) else str(v))
+    Console().print(table)
+    if result.interrupted:
+        Console(stderr=True).print(f"continue with: gantools train --resume {result.run_dir}", highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (or a checkpoint file).")],
+    best: Annotated[bool, typer.Option("--best", help="Export best.pt (lowest FID) instead of the latest checkpoint.")] = False,
+    half: Annotated[bool, typer.Option("--half", help="Store weights in float16 (half the file size).")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file. (default: RUN_DIR/model.safetensors)",
+                                                show_default=False)] = None,
+) -> None:
+    """Write a run's model.safetensors (G, D and config) for the analysis commands."""
+    from .training import export
+
+    path = export(run_dir, best=best, out=out, half=half)
+    typer.echo(str(path))
+
+
+@app.command("sample")
+def sample_cmd(
+    model: ModelOpt = DEFAULT_MODEL,
+    n: Annotated[int, typer.Option("--n", "-n", help="Images in the grid.")] = 64,
+    seed: SeedOpt = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write. (default: samples.png, "
+                                                "interpolation.png or arithmetic.png)", show_default=False)] = None,
+    nrow: Annotated[Optional[int], typer.Option("--nrow", help="Images per row (default: a square grid).",
+                                                show_default=False)] = None,
+    interpolate: Annotated[bool, typer.Option("--interpolate", help="Write a strip from the latent of --seed to "
+                                              "that of --seed2 instead of a grid.")] = False,
+    seed2: Annotated[Optional[int], typer.Option("--seed2", help="Other end of --interpolate. (default: seed + 1)",
+                                                 show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Images in the --interpolate strip.")] = 10,
+    method: Annotated[InterpMethod, typer.Option("--method", help="slerp (spherical) or lerp (straight line).")]
+    = InterpMethod.slerp,
+    arithmetic: Annotated[Optional[str], typer.Option(
+        "--arithmetic", help="Latent arithmetic A-B+C on indices of this seed's grid (index = row * nrow + "
+        "column), e.g. '3,17,22-5,8,9+10,11,12'. Writes a row per group with its mean, then the result and "
+        "variations.", show_default=False)] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Draw samples from a model: a grid, an interpolation strip, or latent vector arithmetic."""
+    from .data import save_grid
+    from .models import load_model
+    from . import sampling
+
+    if interpolate and arithmetic:
+        raise typer.BadParameter("choose --interpolate or --arithmetic, not both")
+    gan = load_model(model, device=device)
+    if interpolate:
+        images = sampling.interpolate(gan, seed, seed + 1 if seed2 is None else seed2, steps, method.value)
+        path = save_grid(images, out or Path("interpolation.png"), nrow=steps)
+    elif arithmetic:
+        a, b, c = sampling.parse_arithmetic(arithmetic)
+        result = sampling.latent_arithmetic(gan, a, b, c, seed=seed)
+        path = sampling.save_arithmetic(result, out or Path("arithmetic.png"))
+    else:
+        path = save_grid(sampling.sample(gan, n, seed), out or Path("samples.png"), nrow=nrow)
+    typer.echo(str(path))
+
 # === built-in data (gantools.scenes) ===
+
+
+@data_app.command("scenes")
+def data_scenes_cmd(
+    out: Annotated[Path, typer.Argument(help="Output folder: images/, labels/, concepts.json, preview.png.")],
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of scenes.")] = 1000,
+    size: Annotated[int, typer.Option("--size", "--image-size", min=8, max=1024,
+                                      help="Image side in pixels (16 to 128 recommended).")] = 64,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Dataset seed: scene i of a seed is always the same.")] = 0,
+    nc: Annotated[int, typer.Option("--nc", help="Channels: 3 (RGB) or 1 (luminance).")] = 3,
+    preview: Annotated[int, typer.Option("--preview", min=1, help="Scenes shown in preview.png.")] = 16,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write procedural scenes with per-pixel concept labels (palette PNGs) and print concept frequencies."""
+    from .scenes import write_scenes
+
+    if nc not in (1, 3):
+        raise typer.BadParameter("--nc must be 1 (luminance) or 3 (RGB)")
+    with Reporter(quiet) as rep:
+        result = write_scenes(out, n=n, image_size=size, seed=seed, nc=nc, preview=min(preview, n), progress=rep)
+    if json_out:
+        print_json({"out": str(result.out), "n": result.n, "image_size": result.image_size, "nc": result.nc,
+                    "seed": result.seed, "preview": str(result.preview), "concepts": result.concepts,
+                    "frequencies": result.frequencies})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{n} scenes ({size}x{size}, seed {seed}) in {result.out}")
+    table.add_column("id", justify="right")
+    table.add_column("concept")
+    table.add_column("images with it", justify="right")
+    table.add_column("pixels", justify="right")
+    for i, name in enumerate(result.concepts):
+        f = result.frequencies[name]
+        table.add_row(str(i), name, f"{100 * f['image_frequency']:.1f}%", f"{100 * f['pixel_frequency']:.2f}%")
+    console = Console()
+    console.print(table)
+    console.print(f"preview: {result.preview}", highlight=False)
 
 # === segmenters (gantools.segmenters) ===
 
+
+class SegArch(str, Enum):
+    """segmentation-models-pytorch architectures (gantools.segmenters.architectures())."""
+
+    unet = "unet"
+    unetplusplus = "unetplusplus"
+    manet = "manet"
+    linknet = "linknet"
+    fpn = "fpn"
+    pspnet = "pspnet"
+    deeplabv3 = "deeplabv3"
+    deeplabv3plus = "deeplabv3plus"
+    pan = "pan"
+    upernet = "upernet"
+    segformer = "segformer"
+    dpt = "dpt"
+
+
+# Kept in step with gantools.segmenters.DEFAULT_* (not imported here so `--help` stays fast).
+_SEG_ENCODER = "tu-regnetx_002"
+_SEG_DECODER = "64,32,16,16"
+
+
+def _segmenter_table(result: Any, title: str) -> None:
+    """Per-concept IoU of a SegmenterEval as a rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("id", justify="right")
+    table.add_column("concept")
+    table.add_column("IoU", justify="right")
+    table.add_column("pixels", justify="right")
+    total = max(sum(result.support), 1)
+    for i, (name, iou) in enumerate(zip(result.concepts, result.iou)):
+        table.add_row(str(i), name, "-" if iou is None else f"{iou:.4f}", f"{100 * result.support[i] / total:.2f}%")
+    table.add_section()
+    table.add_row("", "[bold]mIoU[/]", f"[bold]{result.miou:.4f}[/]", "")
+    table.add_row("", "pixel accuracy", f"{result.pixel_accuracy:.4f}", "")
+    Console().print(table)
+
+
+def _eval_dict(result: Any) -> dict[str, Any]:
+    return {"miou": result.miou, "pixel_accuracy": result.pixel_accuracy, "n": result.n,
+            "segmenter": result.segmenter, "iou": result.per_concept(),
+            "concepts": result.concepts, "intersection": result.intersection, "union": result.union,
+            "support": result.support}
+
+
+@segmenter_app.command("train")
+def segmenter_train_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Segmenter file to write (.safetensors).")],
+    data: Annotated[str, typer.Option("--data", help="'scenes', or a folder with images/, labels/ and "
+                                      "concepts.json (as `gantools data scenes` writes).")] = "scenes",
+    arch: Annotated[SegArch, typer.Option("--arch", help="segmentation-models-pytorch architecture.")] = SegArch.unet,
+    encoder: Annotated[str, typer.Option("--encoder", help="smp encoder name, or tu-<timm model> "
+                                         "(e.g. tu-regnetx_002, tu-mobilenetv3_small_050, resnet18).")] = _SEG_ENCODER,
+    encoder_weights: Annotated[Optional[Path], typer.Option(
+        "--encoder-weights", help="Local encoder weights file (safetensors or torch state dict); nothing is "
+        "ever downloaded. Default: start from scratch.")] = None,
+    encoder_depth: Annotated[int, typer.Option("--encoder-depth", min=1, max=5,
+                                               help="Encoder stages (image size must divide by 2**depth).")] = 4,
+    decoder_channels: Annotated[str, typer.Option(
+        "--decoder-channels", help="Unet-family decoder widths, comma-separated, one per encoder stage; "
+        "'default' for the architecture's own.")] = _SEG_DECODER,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimisation steps (default 3000).")] = None,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", min=0.0, help="Passes over the training images "
+                                                    "(instead of --steps).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per step.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine decay).")] = 6e-3,
+    n: Annotated[int, typer.Option("--n", "-n", min=2, help="Training scenes (folders use all their images).")] = 10000,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", min=8, help="Training resolution "
+                                                      "(default: 64 for scenes, a folder's own size).")] = None,
+    nc: Annotated[int, typer.Option("--nc", help="Channels: 3 (RGB) or 1 (grayscale).")] = 3,
+    val_n: Annotated[int, typer.Option("--val-n", min=1, help="Held-out scenes (from another seed).")] = 500,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=0.9,
+                                                help="Held-out fraction of a folder.")] = 0.1,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Augment with horizontal flips.")] = True,
+    half: Annotated[bool, typer.Option("--half/--full", help="Store weights in float16 (half the file).")] = True,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a segmenter (segmentation-models-pytorch) on labelled images; report held-out IoU."""
+    from .segmenters import train_segmenter
+
+    if steps is not None and epochs is not None:
+        raise typer.BadParameter("give --steps or --epochs, not both")
+    if nc not in (1, 3):
+        raise typer.BadParameter("--nc must be 1 (grayscale) or 3 (RGB)")
+    if decoder_channels.strip().lower() == "default":
+        channels = None
+    else:
+        try:
+            channels = [int(c) for c in decoder_channels.split(",") if c.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"--decoder-channels {decoder_channels!r}: give integers like 64,32,16,16") from None
+        if len(channels) != encoder_depth or min(channels) < 1:
+            raise typer.BadParameter(f"--decoder-channels needs {encoder_depth} positive widths "
+                                     f"(one per encoder stage), got {decoder_channels!r}")
+    if data == "scenes" and image_size is None:
+        image_size = 64
+    with Reporter(quiet) as rep:
+        result = train_segmenter(data, out, arch=arch.value, encoder=encoder, encoder_weights=encoder_weights,
+                                 encoder_depth=encoder_depth, decoder_channels=channels, image_size=image_size,
+                                 nc=nc, n=n, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, val_n=val_n,
+                                 val_fraction=val_fraction, flip=flip, seed=seed, half=half, device=device,
+                                 progress=rep)
+    summary = {"out": str(result.path), "file_bytes": result.file_bytes, "steps": result.steps,
+               "train_seconds": round(result.seconds, 1), "train_images": result.train_images,
+               "val_images": result.val_images, "validation": _eval_dict(result.validation)}
+    if json_out:
+        print_json(summary)
+        return
+    _segmenter_table(result.validation, f"held-out IoU ({result.val_images} images)")
+    from rich.console import Console
+
+    Console().print(f"wrote {result.path} ({result.file_bytes / 1e6:.2f} MB); {result.steps} steps in "
+                    f"{result.seconds / 60:.1f} min", highlight=False)
+
+
+@segmenter_app.command("eval")
+def segmenter_eval_cmd(
+    segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="'color', a segmenter .safetensors file, "
+                                           "a folder holding segmenter.safetensors, or a pretrained model name "
+                                           "that ships one (scenes64).")],
+    data: Annotated[str, typer.Option("--data", help="'scenes', or a folder with images/, labels/ and "
+                                      "concepts.json.")] = "scenes",
+    n: Annotated[Optional[int], typer.Option("--n", "-n", min=1, help="Images to evaluate "
+                                             "(default: 1000 scenes, or all of a folder).")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Scenes seed; pick one the segmenter was not "
+                                      "trained on (training uses 0 by default).")] = 1,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", min=8, help="Image size (default: the "
+                                                      "segmenter's training size, or 64).")] = None,
+    nc: Annotated[Optional[int], typer.Option("--nc", help="Channels (default: the segmenter's, or 3).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")] = 64,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Per-concept IoU and mIoU of a segmenter on labelled images (scenes or a labelled folder)."""
+    from .segmenters import evaluate_segmenter, load_segmenter, open_labelled
+    from .utils import notice
+
+    seg = load_segmenter(segmenter, device=device)
+    config = getattr(seg, "config", None)
+    size = image_size or (config.image_size if config is not None else None)
+    channels = nc or (config.nc if config is not None else 3)
+    if channels not in (1, 3):
+        raise typer.BadParameter("--nc must be 1 (grayscale) or 3 (RGB)")
+    is_scenes = data == "scenes" and not Path(data).exists()
+    if is_scenes:
+        size = size or 64
+        n = n or 1000
+    with Reporter(quiet) as rep:
+        training = (getattr(seg, "metadata", None) or {}).get("training") or {}
+        if is_scenes and seed in (training.get("seed"), training.get("validation_seed")):
+            notice(rep, f"warning: seed {seed} is one this segmenter was trained or validated on; "
+                        "use another --seed for an unbiased score")
+        dataset = open_labelled(data, image_size=size, nc=channels, n=n, seed=seed, progress=rep)
+        result = evaluate_segmenter(seg, dataset, n=n, batch_size=batch_size, device=device, progress=rep)
+    if json_out:
+        print_json(_eval_dict(result))
+        return
+    where = f"scenes seed {seed}" if is_scenes else data
+    _segmenter_table(result, f"{result.segmenter} on {result.n} images ({where})")
+
+
 # === dissection (gantools.dissection) ===
+
+
+class ThresholdMethod(str, Enum):
+    quantile = "quantile"
+    iqr = "iqr"
+
+
+def _model_label(spec: str) -> str:
+    """A short name for a model spec, for default output folders: scenes64, a run's folder name, a file stem."""
+    p = Path(spec)
+    if p.suffix == ".safetensors":
+        return p.parent.name if p.name == "model.safetensors" and p.parent.name else p.stem
+    return p.name or str(spec)
+
+
+def _dissection_table(result: Any, limit: int = 8) -> Any:
+    """Interpretable units per concept (rows) and layer (columns): count, then the best units with their IoU."""
+    from rich.table import Table
+
+    summary = result.summary()
+    table = Table(title=f"interpretable units per concept (IoU >= {result.settings['min_iou']:g}, "
+                        f"N={result.settings['n']})", title_justify="left")
+    table.add_column("concept")
+    for name in result.layers:
+        table.add_column(f"{name}", justify="right")
+        table.add_column("best units (IoU)")
+    concepts = sorted({c for per in summary.values() for c in per},
+                      key=lambda c: (-sum(len(per.get(c, [])) for per in summary.values()), c))
+    for c in concepts:
+        row = [c]
+        for name, layer in result.layers.items():
+            units = summary[name].get(c, [])
+            k = layer.concepts.index(c)
+            shown = ", ".join(f"{u} ({float(layer.iou[u, k]):.2f})" for u in units[:limit])
+            row += [str(len(units)) if units else "-", shown + (", ..." if len(units) > limit else "")]
+        table.add_row(*row)
+    if not concepts:
+        table.add_row("[dim](none)[/]", *[""] * (2 * len(result.layers)))
+    table.add_section()
+    totals = ["[bold]interpretable[/]"]
+    for layer in result.layers.values():
+        totals += [f"[bold]{len(layer.interpretable)}/{layer.units}[/]", ""]
+    table.add_row(*totals)
+    return table
+
+
+@app.command("dissect")
+def dissect_cmd(
+    layer: Annotated[Optional[list[str]], typer.Option(
+        "--layer", "-l", help="Layer: a number (3 = layer3) or a dotted module name. Repeat for several "
+        "layers (dissected in one pass). [default: 3]", show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Generated samples.")] = 2000,
+    quantile: Annotated[float, typer.Option("--quantile", min=0.0, max=1.0, help="Threshold each unit at the "
+                                            "level exceeded by this top fraction of its upsampled activations.")] = 0.01,
+    threshold: Annotated[ThresholdMethod, typer.Option(
+        "--threshold", help="quantile (--quantile), or iqr: the level maximising the information quality ratio "
+        "with the unit's best concept, chosen on n other samples.")] = ThresholdMethod.quantile,
+    min_iou: Annotated[float, typer.Option("--min-iou", min=0.0, max=1.0,
+                                           help="A unit is interpretable when its best IoU reaches this.")] = 0.04,
+    segmenter: Annotated[Optional[str], typer.Option(
+        "--segmenter", "-s", help="color, or a segmenter .safetensors file. [default: the model's own segmenter, "
+        "else color]", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch.")] = 64,
+    strip: Annotated[int, typer.Option("--strip", min=0, help="Top-activating images per unit in the HTML "
+                                       "report.")] = 6,
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory. [default: "
+                                                "dissect/<model>-<layers>]", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Dissect generator layers: which units match which concepts (IoU of thresholded unit maps with
+    segmentations, over N generated samples).
+
+    Writes report.json, units.csv and a self-contained report.html (offline; open it from disk).
+    """
+    from .dissection import dissect
+
+    layers = layer or ["3"]
+    with Reporter(quiet) as rep:
+        result = dissect(model, layers=layers, segmenter=segmenter, n=n, seed=seed, quantile=quantile,
+                         threshold=threshold.value, min_iou=min_iou, batch_size=batch_size, device=device,
+                         progress=rep, top_k=strip)
+        folder = out if out is not None else Path("dissect") / f"{_model_label(model)}-{'-'.join(result.layers)}"
+        paths = result.save(folder)
+    if json_out:
+        print_json({"out": str(folder), **{k: str(v) for k, v in paths.items()}, "settings": result.settings,
+                    "layers": {name: {"units": ld.units, "interpretable": len(ld.interpretable),
+                                      "concepts": result.summary()[name]} for name, ld in result.layers.items()}})
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(_dissection_table(result))
+    console.print(f"report: {paths['html']}  (also {paths['json'].name}, {paths['csv'].name})", highlight=False)
 
 # === interventions (gantools.interventions) ===
 
+
+class UnitRanking(str, Enum):
+    iou = "iou"
+    ace = "ace"
+
+
+_IV_LAYER = typer.Option("--layer", "-l", help="Layer: a number (3 = layer3) or a dotted module name.")
+_IV_UNITS = typer.Option("--units", "-u", help="Units to edit, e.g. 4,17,33 or 0-7 (instead of --concept/--top).",
+                         show_default=False)
+_IV_CONCEPT = typer.Option("--concept", "-c", help="Target concept; with no --units, edit its --top units.",
+                           show_default=False)
+_IV_TOP = typer.Option("--top", "-k", min=1, help="How many of the concept's top-ranked units to edit.")
+_IV_RANK = typer.Option("--rank", help="Rank units by dissection IoU, or by causal effect (ace, from `gantools rank`).")
+_IV_REPORT = typer.Option("--report", "-r", help="Dissection report (directory or report.json) to rank units and "
+                          "read unit levels from. [default: dissect on the fly]", show_default=False)
+_IV_DISSECT_N = typer.Option("--dissect-n", min=1, help="Samples for a dissection computed on the fly (no --report).")
+_IV_ALPHA = typer.Option("--alpha", min=0.0, max=1.0, help="Edit strength: x' = (1-alpha)*x + alpha*v.")
+_IV_SEGMENTER = typer.Option("--segmenter", "-s", help="color, or a segmenter .safetensors file. [default: the "
+                             "model's own segmenter, else color]", show_default=False)
+_IV_BATCH = typer.Option("--batch-size", "-b", min=1, help="Latents per batch.")
+_IV_GRID = typer.Option("--grid", min=0, help="Before/after pairs in the picture.")
+
+
+def _iv_effects_table(title: str, effects: dict[str, Any], target: str, limit: int = 12) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("concept", "before", "after", "change", "95% CI"):
+        table.add_column(col, justify="left" if col == "concept" else "right")
+    ordered = [target] + sorted((c for c in effects if c != target), key=lambda c: -abs(effects[c].mean))
+    for c in ordered[:limit]:
+        e = effects[c]
+        if c != target and e.mean == 0 and e.before == 0:
+            continue
+        table.add_row(f"[bold]{c}[/]" if c == target else c, f"{e.before:.4f}", f"{e.after:.4f}",
+                      f"{e.mean:+.4f}", f"[{e.ci_low:+.4f}, {e.ci_high:+.4f}]")
+    return table
+
+
+def _iv_written(paths: list[Path]) -> None:
+    from rich.console import Console
+
+    if paths:
+        Console(stderr=True).print(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent}", highlight=False)
+
+
+def _iv_selection(units: Optional[str], concept: Optional[str]) -> None:
+    if units is None and concept is None:
+        raise typer.BadParameter("say which units: --units 4,17,33, or --concept NAME (with --top K)")
+
+
+@app.command("ablate")
+def ablate_cmd(
+    layer: Annotated[str, _IV_LAYER],
+    units: Annotated[Optional[str], _IV_UNITS] = None,
+    concept: Annotated[Optional[str], _IV_CONCEPT] = None,
+    top: Annotated[int, _IV_TOP] = 10,
+    rank: Annotated[UnitRanking, _IV_RANK] = UnitRanking.iou,
+    report_dir: Annotated[Optional[Path], _IV_REPORT] = None,
+    value: Annotated[str, typer.Option("--value", help="Level the units are set to: zero, mean (each unit's mean "
+                                       "activation, from the dissection) or a number.")] = "zero",
+    alpha: Annotated[float, _IV_ALPHA] = 1.0,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples measured.")] = 500,
+    curve_points: Annotated[int, typer.Option("--curve-points", min=2, help="At most this many k values on the "
+                                              "curve of the effect against units ablated.")] = 21,
+    dissect_n: Annotated[int, _IV_DISSECT_N] = 1000,
+    segmenter: Annotated[Optional[str], _IV_SEGMENTER] = None,
+    batch_size: Annotated[int, _IV_BATCH] = 50,
+    grid: Annotated[int, _IV_GRID] = 8,
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ablate units and measure the average causal effect on every concept (with 95% CIs).
+
+    Writes effect.json, curve.json, curve.png (effect against k units ablated) and before/after pictures to --out.
+    """
+    from .interventions import ablate
+
+    _iv_selection(units, concept)
+    with Reporter(quiet) as rep:
+        result = ablate(model, layer, units, concept=concept, top=top, rank=rank.value, value=value, alpha=alpha,
+                        dissection=report_dir, segmenter=segmenter, n=n, seed=seed, batch_size=batch_size,
+                        curve_points=curve_points, grid=grid, dissect_n=dissect_n, device=device, progress=rep)
+    paths = result.save(out) if out is not None else []
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        from rich.console import Console
+
+        e = result.effect
+        console = Console()
+        console.print(f"ablated {len(result.units)} unit(s) of {result.layer}: {_iv_unit_list(result.units)}",
+                      highlight=False)
+        console.print(_iv_effects_table(f"effect on pixel fractions, N={e.n}", result.effects, result.concept))
+        curve = result.curve[result.concept]
+        console.print("k units ablated -> change in " + result.concept + ": " + ", ".join(
+            f"{k}: {c.mean:+.4f}" for k, c in zip(result.ks, curve)), highlight=False)
+    _iv_written(paths)
+
+
+def _iv_unit_list(units: list[int], limit: int = 24) -> str:
+    text = ", ".join(str(u) for u in units[:limit])
+    return text + (f", ... ({len(units)} in all)" if len(units) > limit else "")
+
+
+@app.command("insert")
+def insert_cmd(
+    layer: Annotated[str, _IV_LAYER],
+    at: Annotated[Optional[str], typer.Option("--at", help="Where to insert: x,y as fractions of the image "
+                                              "(0,0 top left), e.g. 0.5,0.7.", show_default=False)] = None,
+    mask: Annotated[Optional[Path], typer.Option("--mask", help="Where to insert: a mask PNG (white = inside), "
+                                                 "instead of --at.", show_default=False)] = None,
+    patch: Annotated[int, typer.Option("--patch", min=1, help="With --at: edit a patch x patch block of "
+                                       "feature-map cells centred on the point.")] = 3,
+    units: Annotated[Optional[str], _IV_UNITS] = None,
+    concept: Annotated[Optional[str], _IV_CONCEPT] = None,
+    top: Annotated[int, _IV_TOP] = 10,
+    rank: Annotated[UnitRanking, _IV_RANK] = UnitRanking.iou,
+    report_dir: Annotated[Optional[Path], _IV_REPORT] = None,
+    value: Annotated[str, typer.Option("--value", help="Level the units are set to: q99 (each unit's 0.99 "
+                                       "quantile, from the dissection), mean, or a number.")] = "q99",
+    alpha: Annotated[float, _IV_ALPHA] = 1.0,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples measured.")] = 500,
+    dissect_n: Annotated[int, _IV_DISSECT_N] = 1000,
+    segmenter: Annotated[Optional[str], _IV_SEGMENTER] = None,
+    batch_size: Annotated[int, _IV_BATCH] = 50,
+    grid: Annotated[int, _IV_GRID] = 8,
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Force units on at a place and measure the concept pixels added, by what was there before.
+
+    Writes effect.json and before/after pictures (the region highlighted) to --out.
+    """
+    from .interventions import insert
+    from .utils import parse_point
+
+    _iv_selection(units, concept)
+    if (at is None) == (mask is None):
+        raise typer.BadParameter("say where to insert: --at x,y or --mask PNG (one of them)")
+    point = parse_point(at) if at is not None else None
+    with Reporter(quiet) as rep:
+        result = insert(model, layer, units, concept=concept, top=top, rank=rank.value, at=point, mask=mask,
+                        patch=patch, value=value, alpha=alpha, dissection=report_dir, segmenter=segmenter, n=n,
+                        seed=seed, batch_size=batch_size, grid=grid, dissect_n=dissect_n, device=device,
+                        progress=rep)
+    paths = result.save(out) if out is not None else []
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        where = f"at {at}" if at is not None else f"inside {mask}"
+        console.print(f"inserted {len(result.units)} unit(s) of {result.layer} {where} "
+                      f"({result.location['region_pixels']} pixels): {_iv_unit_list(result.units)}", highlight=False)
+        r = result.region_effect
+        console.print(f"{result.concept} inside the region: {r.before:.4f} -> {r.after:.4f} ({r.mean:+.4f}, "
+                      f"95% CI [{r.ci_low:+.4f}, {r.ci_high:+.4f}])", highlight=False)
+        table = Table(title=f"{result.concept} added, by what the region showed before (context)", title_justify="left")
+        for col in ("context", "samples", "in region", "95% CI", "whole image", "95% CI "):
+            table.add_column(col, justify="left" if col == "context" else "right")
+        for ce in result.by_context.values():
+            table.add_row(ce.context, str(ce.count), f"{ce.region.mean:+.4f}",
+                          f"[{ce.region.ci_low:+.4f}, {ce.region.ci_high:+.4f}]", f"{ce.effect.mean:+.4f}",
+                          f"[{ce.effect.ci_low:+.4f}, {ce.effect.ci_high:+.4f}]")
+        console.print(table)
+        console.print(_iv_effects_table(f"whole-image pixel fractions, N={r.n}", result.effects, result.concept))
+    _iv_written(paths)
+
+
+@app.command("rank")
+def rank_cmd(
+    layer: Annotated[str, _IV_LAYER],
+    concept: Annotated[str, typer.Option("--concept", "-c", help="Concept whose pixels are measured.")],
+    report_dir: Annotated[Optional[Path], typer.Option(
+        "--report", "-r", help="Dissection report (directory or report.json): the ranking is stored in it as "
+        "ace[concept], so --rank ace works in ablate/insert.", show_default=False)] = None,
+    units: Annotated[Optional[str], typer.Option("--units", "-u", help="Only these units, e.g. 0-63. "
+                                                 "[default: all]", show_default=False)] = None,
+    value: Annotated[str, typer.Option("--value", help="Ablation level: zero, mean (needs --report) or a number.")]
+    = "zero",
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples per unit.")] = 200,
+    show: Annotated[int, typer.Option("--show", min=1, help="Units listed in the table.")] = 20,
+    segmenter: Annotated[Optional[str], _IV_SEGMENTER] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Latents per batch (each batch is "
+                                            "repeated once per unit measured with it).")] = 32,
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rank a layer's units by the causal effect on a concept of ablating each one alone."""
+    from .interventions import rank_units
+    from .models import load_model
+
+    dissection = None
+    if report_dir is not None:
+        from .dissection import HTML_FILE, load_report
+
+        dissection = load_report(report_dir)
+        report_dir = report_dir.parent if report_dir.is_file() else report_dir
+    gan = load_model(model, device=device)
+    with Reporter(quiet) as rep:
+        result = rank_units(gan, layer, concept, units=units, value=value, dissection=dissection,
+                            segmenter=segmenter, n=n, seed=seed, batch_size=batch_size, progress=rep)
+        paths = result.save(out) if out is not None else []
+        if dissection is not None:
+            result.store(dissection)
+            # Rewrite report.html only where there was one; gan: its image strips are regenerated.
+            dissection.save(report_dir, html=(report_dir / HTML_FILE).is_file(), gan=gan)
+            rep.print(f"stored ace[{concept}] for {result.layer} in {report_dir / 'report.json'}")
+        elif not quiet:
+            rep.print("not stored in a report: give --report DIR to make --rank ace available to ablate/insert")
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        stats = dissection.layers.get(result.layer) if dissection is not None else None
+        table = Table(title=f"units of {result.layer} by causal effect on {concept} (N={n}; ACE = pixel fraction "
+                      "lost when the unit alone is ablated)", title_justify="left")
+        for col in ("rank", "unit", "ACE", "95% CI") + (("IoU label", "IoU") if stats is not None else ()):
+            table.add_column(col, justify="right")
+        for i, u in enumerate(result.units[:show]):
+            e = result.effects[u]
+            # The ACE is minus the signed effect, so its CI is the effect's CI mirrored (0.0 - x: no "-0").
+            row = [str(i + 1), str(u), f"{result.ace[u]:+.4f}", f"[{0.0 - e.ci_high:+.4f}, {0.0 - e.ci_low:+.4f}]"]
+            if stats is not None:
+                row += [str(stats.label[u]), f"{float(stats.best_iou[u]):.3f}"]
+            table.add_row(*row)
+        Console().print(table)
+    _iv_written(paths)
+
+
 # === inversion and encoders (gantools.inversion) ===
 
+
+class InvertTask(str, Enum):
+    reconstruct = "reconstruct"
+    inpaint = "inpaint"
+    colorize = "colorize"
+    denoise = "denoise"
+    superres = "superres"
+
+
+@app.command("invert")
+def invert_cmd(
+    images: Annotated[list[Path], typer.Argument(help="The real degraded images (any size, mode and common "
+                                                 "format; superres: exactly the generator's size / --scale).")],
+    model: ModelOpt = DEFAULT_MODEL,
+    task: Annotated[InvertTask, typer.Option("--task", "-t", help="What the input lacks: reconstruct (nothing), "
+                                             "inpaint (--mask), colorize (colour), denoise (Gaussian noise), "
+                                             "superres (resolution).")] = InvertTask.reconstruct,
+    mask: Annotated[Optional[Path], typer.Option("--mask", help="inpaint: PNG of the input's size whose nonzero "
+                                                 "pixels are missing.", show_default=False)] = None,
+    scale: Annotated[Optional[int], typer.Option("--scale", help="superres: the input is the generator's size "
+                                                 "divided by this. [default: 4]", show_default=False)] = None,
+    noise_sigma: Annotated[Optional[float], typer.Option(
+        "--noise-sigma", help="denoise: noise std on the [0,1] scale (e.g. 0.1). [default: estimated per image]",
+        show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Adam steps per image.")] = 300,
+    restarts: Annotated[int, typer.Option("--restarts", min=1, help="Starting points per image, optimised "
+                                          "together; the lowest final loss wins.")] = 4,
+    layerwise: Annotated[Optional[str], typer.Option(
+        "--layerwise", help="Also optimise this generator layer's features (number or name) to reach details "
+        "outside the generator's range; both results are reported.", show_default=False)] = None,
+    layer_steps: Annotated[Optional[int], typer.Option("--layer-steps", min=1, help="Steps of the layer-wise "
+                                                       "refinement. [default: --steps]", show_default=False)] = None,
+    composite: Annotated[bool, typer.Option("--composite/--no-composite", help="inpaint: paste the known pixels "
+                                            "back; colorize: keep the input's luminance. --no-composite keeps "
+                                            "the raw generator output.")] = True,
+    encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder file to start from. [default: the "
+                                                    "model's encoder.safetensors, when present]",
+                                                    show_default=False)] = None,
+    no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Start from random latents only.")] = False,
+    target: Annotated[Optional[Path], typer.Option(
+        "--target", help="Clean image (one input) or a folder of clean images named like the inputs: reports "
+        "PSNR and SSIM.", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images inverted together.")] = 16,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: <stem>.png, <stem>_compare.png, "
+                                      "<stem>.latent.pt.")] = Path("inverted"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per image (losses, metrics, "
+                                           "paths) instead of a table.")] = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Invert real images into the GAN and restore what they lack (GAN-prior restoration)."""
+    from .inversion import invert, save_outputs
+    from .models import load_model
+
+    t = task.value
+    if mask is not None and t != "inpaint":
+        raise typer.BadParameter("--mask is for --task inpaint")
+    if t == "inpaint" and mask is None:
+        raise typer.BadParameter("--task inpaint needs --mask MASK.png (nonzero pixels = missing)")
+    if noise_sigma is not None and t != "denoise":
+        raise typer.BadParameter("--noise-sigma is for --task denoise")
+    if noise_sigma is not None and not 0 < noise_sigma < 1:
+        raise typer.BadParameter("--noise-sigma is on the [0,1] scale: give a value between 0 and 1, e.g. 0.1")
+    if scale is not None and t != "superres":
+        raise typer.BadParameter("--scale is for --task superres")
+    if encoder is not None and no_encoder:
+        raise typer.BadParameter("give --encoder or --no-encoder, not both")
+    with Reporter(quiet) as rep:
+        gan = load_model(model, device=device)
+        result = invert(gan, images, t, mask=mask, scale=scale or 4, noise_sigma=noise_sigma, steps=steps,
+                        restarts=restarts, layerwise=layerwise, layer_steps=layer_steps, composite=composite,
+                        encoder=None if no_encoder else (encoder if encoder is not None else "auto"),
+                        targets=target, batch_size=batch_size, seed=seed, progress=rep)
+        paths = save_outputs(result, out)
+    records = []
+    for i, p in enumerate(paths):
+        rec = result.record(i)
+        rec.update(input=str(images[i]), **p)
+        records.append(rec)
+    if json_out:
+        for rec in records:
+            print_json(rec)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    lw = result.layer is not None
+    has_metrics = any(r.get("psnr") is not None for r in records)
+    table = Table(title=f"invert --task {t}")
+    for col in ["image", "result", "loss", "mse"] + (["psnr", "ssim"] if has_metrics else []):
+        table.add_column(col, justify="left" if col in ("image", "result") else "right")
+    for r in records:
+        results = [("z-only", r)] + ([(f"layer-wise {result.layer}", r["layerwise"])] if lw else [])
+        for j, (label, v) in enumerate(results):
+            row = [r["name"] if j == 0 else "", label, f"{v['total_loss']:.3f}", f"{v['mse']:.2e}"]
+            if has_metrics:
+                row += [_opt_num(v.get("psnr"), ".2f"), _opt_num(v.get("ssim"), ".3f")]
+            table.add_row(*row)
+    Console().print(table)
+    Console().print(f"wrote {len(records)} result(s) to {out}/ (<stem>.png, <stem>_compare.png, <stem>.latent.pt)",
+                    highlight=False)
+
+
+def _opt_num(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+@encoder_app.command("train")
+def encoder_train_cmd(
+    model: ModelOpt = DEFAULT_MODEL,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Also train on real images: a folder "
+                                                "(searched recursively) or a built-in dataset name (scenes).",
+                                                show_default=False)] = None,
+    holdout: Annotated[int, typer.Option("--holdout", min=0, help="With a folder: leave N images out, split as "
+                                         "`gantools train --holdout` does (the last by sorted file name, per "
+                                         "class folder).")] = 0,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2, help="Images per step.")] = 64,
+    width: Annotated[int, typer.Option("--width", min=4, help="Channels of the first conv block.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine decay).")] = 1e-3,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file. [default: encoder.safetensors "
+                                                "beside the model, where invert finds it]",
+                                                show_default=False)] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train an encoder E(x) -> z for a model; `gantools invert` starts from E(x) when it exists."""
+    from .encoder import Encoder, EncoderConfig, encoder_errors, train_encoder
+    from .models import companion_path, load_model
+
+    gan = load_model(model, device=device)
+    if out is None:
+        if gan.path is None:
+            raise typer.BadParameter("give --out: the model has no file to store the encoder beside")
+        out = companion_path(gan.path, "encoder")
+    with Reporter(quiet) as rep:
+        dataset = None
+        if data is not None:
+            dataset = _encoder_data(data, gan.config.image_size, gan.config.nc, holdout, seed, rep)
+        elif holdout:
+            raise typer.BadParameter("--holdout needs --data FOLDER")
+        result = train_encoder(gan, steps=steps, batch_size=batch_size, data=dataset, width=width, lr=lr,
+                               out=out, device=device, seed=seed, progress=rep)
+    untrained = Encoder(EncoderConfig(gan.config.image_size, gan.config.nc, gan.config.nz, width)).to(gan.device)
+    before, after = encoder_errors(untrained, gan), encoder_errors(result.encoder, gan)
+    summary = {"out": str(result.path), "steps": steps, "seconds": result.settings["seconds"],
+               "data": data, "latent_mse": after["latent"], "pixel_mse": after["pixel"],
+               "untrained_latent_mse": before["latent"], "untrained_pixel_mse": before["pixel"]}
+    if json_out:
+        print_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="encoder on 256 fresh generated samples")
+    for col in ("", "latent MSE", "pixel MSE [0,1]"):
+        table.add_column(col, justify="right")
+    table.add_row("untrained", f"{before['latent']:.4f}", f"{before['pixel']:.5f}")
+    table.add_row("trained", f"{after['latent']:.4f}", f"{after['pixel']:.5f}")
+    Console().print(table)
+    Console().print(f"wrote {result.path} ({steps} steps in {result.settings['seconds']:.0f} s)", highlight=False)
+
+
+def _encoder_data(data: str, image_size: int, nc: int, holdout: int, seed: int, progress: Any) -> Any:
+    from .data import ImageFolder, find_images, open_dataset, split_holdout
+
+    path = Path(data)
+    if path.is_dir():
+        files, _ = split_holdout(find_images(path), holdout)  # the same split as `gantools train --holdout`
+        return ImageFolder(path, image_size, nc, files=files, progress=progress)
+    if holdout:
+        raise typer.BadParameter("--holdout is for a folder of images")
+    return open_dataset(data, image_size, nc, seed=seed + 1, progress=progress)
+
 # === evaluation (gantools.metrics) ===
+
+classifier_app = typer.Typer(help="Domain classifiers: eval's feature extractor and class-coverage judge.",
+                             no_args_is_help=True)
+app.add_typer(classifier_app, name="classifier")
+
+
+def _eval_table(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ex = result.extractor
+    console.print(f"{result.model} vs {result.data}: {result.n_generated} generated, {result.n_real} real images",
+                  highlight=False)
+    if result.metrics:
+        table = Table(show_header=True)
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        m = result.metrics
+        if "fid" in m:
+            table.add_row("FID", f"{m['fid']:.4g}")
+        if "kid" in m:
+            table.add_row("KID (x1000)", f"{1000 * m['kid']:.4g} ± {1000 * m['kid_std']:.2g}")
+        if "precision" in m:
+            table.add_row(f"precision (k={result.settings['k']})", f"{m['precision']:.3f}")
+            table.add_row(f"recall (k={result.settings['k']})", f"{m['recall']:.3f}")
+        console.print(table)
+        console.print(f"extractor: {ex['description']}  [fingerprint {ex['fingerprint']}, {ex['dim']} features] "
+                      "- compare scores only between results with the same extractor fingerprint", highlight=False)
+    cov = result.class_coverage
+    if cov is not None:
+        table = Table(title=f"class coverage: {100 * cov.confident_fraction:.1f}% of samples classified with "
+                            f"confidence >= {cov.threshold:g}")
+        table.add_column("class")
+        table.add_column("share of samples", justify="right")
+        table.add_column("confident", justify="right")
+        for c, f, s in zip(cov.classes, cov.fractions, cov.confident_per_class):
+            table.add_row(c, f"{100 * f:.1f}%", f"{100 * s:.1f}%")
+        console.print(table)
+    con = result.concepts
+    if con is not None:
+        table = Table(title=f"concept pixel frequencies ({con.segmenter}); total variation distance "
+                            f"{con.tv_distance:.3f}")
+        table.add_column("concept")
+        table.add_column("real", justify="right")
+        table.add_column("generated", justify="right")
+        table.add_column("relative difference", justify="right")
+        for c, r, g in zip(con.concepts, con.real, con.generated):
+            rel = f"{100 * (g - r) / r:+.0f}%" if r > 0.01 else ""
+            table.add_row(c, f"{100 * r:.2f}%", f"{100 * g:.2f}%", rel)
+        console.print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: ModelOpt = DEFAULT_MODEL,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Real images: a folder or a built-in dataset "
+                                                "(scenes). Default: the data the model was trained on, when its "
+                                                "file records it.", show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Generated images (and at most this many real ones).")] = 5000,
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated: fid, kid, pr (precision/recall), classes "
+                                         "(class coverage), concepts (concept pixel frequencies); auto = fid,kid,pr "
+                                         "plus classes/concepts when the model has a classifier/segmenter beside "
+                                         "it; all.")] = "auto",
+    extractor: Annotated[str, typer.Option("--extractor", help="Features for FID/KID/PR: auto, classifier (the "
+                                           "model's classifier.safetensors), segmenter (its learned segmenter's "
+                                           "encoder), inception (needs --inception-weights), random (seeded untrained "
+                                           "CNN), or a classifier/segmenter .safetensors or inception .pth file.")]
+    = "auto",
+    inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", help="Local torchvision "
+                                                              "Inception-v3 weights (.pth); never downloaded.",
+                                                              show_default=False)] = None,
+    holdout: Annotated[int, typer.Option("--holdout", help="Compare with only the last N images of the --data "
+                                         "folder (sorted paths), e.g. those held out of training.")] = 0,
+    k: Annotated[int, typer.Option("--k", help="Nearest neighbours for precision/recall.")] = 3,
+    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Random subsets for KID.")] = 100,
+    kid_subset_size: Annotated[int, typer.Option("--kid-subset-size", help="Images per KID subset.")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 100,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the reference statistics (cached in "
+                                           "$GANTOOLS_CACHE/stats, default ~/.cache/gantools/stats).")] = False,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Sample quality: FID, KID, precision/recall, class coverage and concept frequencies, offline."""
+    from .metrics import evaluate
+
+    if n < 2:
+        raise typer.BadParameter("--n must be at least 2")
+    with Reporter(quiet) as rep:
+        result = evaluate(model, data=data, n=n, metrics=metrics, extractor=extractor,
+                          inception_weights=inception_weights, seed=seed, holdout=holdout, k=k,
+                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, batch_size=batch_size,
+                          use_cache=not no_cache, device=device, progress=rep)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        _eval_table(result)
+
+
+@classifier_app.command("train")
+def classifier_train_cmd(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Class-folder dataset: one subfolder of images per class.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: classifier.safetensors "
+                                                "beside --model, else ./classifier.safetensors).", show_default=False)]
+    = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Train for this model: its image size and "
+                                                 "channels, and --out beside it (where eval finds it).",
+                                                 show_default=False)] = None,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input side (default: the model's, "
+                                                      "else 32).", show_default=False)] = None,
+    nc: Annotated[Optional[int], typer.Option("--nc", help="Channels, 1 or 3 (default: the model's, else 1).",
+                                              show_default=False)] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training images.")] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (one-cycle schedule).")] = 2e-3,
+    width: Annotated[int, typer.Option("--width", help="Channels of the first conv stage.")] = 32,
+    feature_dim: Annotated[int, typer.Option("--feature-dim", help="Length of the feature vector eval uses.")] = 128,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of training images kept aside to "
+                                                "measure accuracy.")] = 0.1,
+    holdout: Annotated[int, typer.Option("--holdout", help="Leave out the last N images (sorted paths, as "
+                                         "`gantools train --holdout`); evaluate on them with `classifier eval "
+                                         "--holdout N`.")] = 0,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random small shifts and scalings.")] = True,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a small CNN classifier on class folders (e.g. digits in 0/ ... 9/)."""
+    from .classifier import train_classifier
+
+    if model is not None:
+        from .models import companion_path, load_model
+
+        gan = load_model(model)
+        image_size = image_size or gan.config.image_size
+        nc = nc or gan.config.nc
+        out = out or companion_path(gan.path, "classifier")
+    with Reporter(quiet) as rep:
+        result = train_classifier(data, image_size=image_size or 32, nc=nc or 1,
+                                  out=out or Path("classifier.safetensors"), epochs=epochs, batch_size=batch_size,
+                                  lr=lr, width=width, feature_dim=feature_dim, val_fraction=val_fraction,
+                                  holdout=holdout, augment=augment, seed=seed, device=device, progress=rep)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    val = f"{100 * result.val_accuracy:.2f}%" if result.val_accuracy is not None else "n/a"
+    typer.echo(f"{result.path}  ({len(result.classifier.classes)} classes, {result.n_train} training images, "
+               f"validation accuracy {val}, {result.seconds:.0f} s)")
+
+
+@classifier_app.command("eval")
+def classifier_eval_cmd(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Class-folder dataset to classify.")],
+    classifier: Annotated[Optional[Path], typer.Option("--classifier", "-c", help="Classifier .safetensors "
+                                                       "(default: the one beside --model).", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Use this model's classifier.safetensors.",
+                                                 show_default=False)] = None,
+    holdout: Annotated[int, typer.Option("--holdout", help="Classify only the last N images (sorted paths).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 256,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Accuracy of a classifier on a class-folder dataset, overall and per class."""
+    from .classifier import evaluate_classifier
+
+    if classifier is None:
+        if model is None:
+            raise typer.BadParameter("give --classifier PATH or --model M (whose classifier.safetensors is used)")
+        from .models import companion_path, resolve_model_path
+
+        classifier = companion_path(resolve_model_path(model), "classifier")
+        if not classifier.is_file():
+            raise GantoolsError(f"model {model} has no {classifier.name} beside it: give --classifier PATH")
+    elif model is not None:
+        raise typer.BadParameter("give --classifier or --model, not both")
+    with Reporter(quiet) as rep:
+        result = evaluate_classifier(classifier, data, holdout=holdout, batch_size=batch_size, device=device,
+                                     progress=rep)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"accuracy {100 * result.accuracy:.2f}% on {result.n} images of {result.data}"
+                        + (f" (last {holdout})" if holdout else ""))
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    table.add_column("accuracy", justify="right")
+    for c, acc in result.per_class.items():
+        table.add_row(c, str(result.counts[c]), f"{100 * acc:.1f}%")
+    Console().print(table)
+
 
 # === editing (gantools.editing) ===
 

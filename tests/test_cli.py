@@ -1,0 +1,130 @@
+"""The CLI through typer's CliRunner (train, export, sample), plus the real console script's --help speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import write_images
+from gantools.cli import app
+from gantools.training import load_checkpoint
+
+runner = CliRunner()
+TINY = ["--image-size", "16", "--nz", "8", "--ngf", "8", "--ndf", "8", "--batch-size", "4"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared machine
+    yield
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 1, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert text.startswith("error:")
+    for f in fragments:
+        assert f in text, text
+
+
+def test_help_lists_commands_fast() -> None:
+    times = []
+    for _ in range(2):  # best of two: the machine may be shared
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "gantools", "--help"], capture_output=True, text=True,
+                             timeout=60)
+        times.append(time.perf_counter() - t)
+    elapsed = min(times)
+    assert out.returncode == 0
+    for cmd in ("train", "export", "sample"):
+        assert cmd in out.stdout
+    assert elapsed < 1.5, f"gantools --help took {elapsed:.2f}s"
+    # and torch is not imported by --help
+    probe = "import sys; from gantools.cli import app; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_command_help() -> None:
+    r = run("train", "--help")
+    assert r.exit_code == 0
+    for opt in ("--data", "--steps", "--epochs", "--resume", "--loss", "--d-steps", "--eval-every", "--device"):
+        assert opt in r.output
+    assert "--interpolate" in run("sample", "--help").output
+
+
+def test_train_resume_export_sample(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = run("train", "--data", image_folder, *TINY, "--steps", "3", "--out", out, "--quiet", "--json",
+            "--log-every", "1")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 3 and summary["run_dir"] == str(out) and summary["Loss_D"] > 0
+    assert (out / "model.safetensors").is_file() and (out / "stats.jsonl").is_file()
+    assert "train: 3/3" in r.stderr  # --quiet: plain log lines
+    # resume to 5 steps (table output)
+    r = run("train", "--resume", out, "--steps", "5", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "training done" in r.stdout and load_checkpoint(out)["step"] == 5
+    # resume cannot change what is trained
+    assert_one_line_error(run("train", "--resume", out, "--steps", "6", "--nz", "16"), "--nz cannot change")
+    assert run("train", "--resume", out, "--out", tmp_path / "x").exit_code == 2
+    # export
+    (out / "model.safetensors").unlink()
+    r = run("export", out)
+    assert r.exit_code == 0 and r.stdout.strip() == str(out / "model.safetensors")
+    # sample: grid, interpolation, arithmetic
+    r = run("sample", "--model", out, "--n", "6", "--nrow", "3", "--seed", "2", "--out", tmp_path / "g.png")
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "g.png").size == (2 + 3 * 18, 2 + 2 * 18)
+    r = run("sample", "-m", out, "--interpolate", "--seed2", "5", "--steps", "4", "-o", tmp_path / "i.png")
+    assert r.exit_code == 0 and Image.open(tmp_path / "i.png").size == (2 + 4 * 18, 20)
+    r = run("sample", "-m", out, "--arithmetic", "0,1-2+3", "-o", tmp_path / "a.png")
+    assert r.exit_code == 0 and (tmp_path / "a.png").is_file()
+    assert run("sample", "-m", out, "--interpolate", "--arithmetic", "0-1+2").exit_code == 2
+    assert_one_line_error(run("sample", "-m", out, "--arithmetic", "0,1+2", "-o", tmp_path / "b.png"), "A-B+C")
+
+
+def test_train_bad_folders(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run("train", "--data", tmp_path / "empty", *TINY, "--steps", "1", "--out", tmp_path / "r"),
+                          "no images in")
+    assert_one_line_error(run("train", "--data", tmp_path / "nowhere", "--steps", "1"), "no dataset")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"junk")
+    assert_one_line_error(run("train", "--data", broken, *TINY, "--steps", "1", "--out", tmp_path / "r"),
+                          "no readable images")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_warns_once_about_corrupt_files(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_images(data, 6, size=16)
+    for i in range(2):
+        (data / f"bad{i}.jpg").write_bytes(b"\xff\xd8 broken")
+    r = run("train", "--data", data, *TINY, "--steps", "1", "--out", tmp_path / "r", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("skipped 2 unreadable") == 1
+
+
+def test_bad_options(image_folder: Path, tmp_path: Path) -> None:
+    assert_one_line_error(run("train", "--data", image_folder, "--image-size", "20"), "16, 32, 64, 128")
+    assert_one_line_error(run("train", "--data", image_folder, "--steps", "2", "--epochs", "1"), "not both")
+    assert run("train", "--loss", "hinge").exit_code == 2  # enum choices, checked by typer
+    assert_one_line_error(run("export", tmp_path), "no checkpoint")
+    assert_one_line_error(run("sample", "--model", tmp_path / "missing.safetensors"), "no model")
+    assert_one_line_error(run("train", "--data", image_folder, *TINY, "--steps", "1", "--device", "tpu"),
+                          "unknown device")

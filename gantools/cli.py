@@ -576,8 +576,10 @@ def dissect_cmd(
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Dissect generator layers: which units match which concepts (IoU of thresholded unit maps with
-    segmentations, over N generated samples).
+    """Dissect generator layers: which units match which concepts (unit-mask IoU over N samples).
+
+    Each unit's map is upsampled, thresholded at its top --quantile (or --threshold iqr), and compared
+    with the segmentation of every generated image.
 
     Writes report.json, units.csv and a self-contained report.html (offline; open it from disk).
     """

@@ -14,11 +14,15 @@ import torch
 from gantools.models import Discriminator, Generator, ModelConfig, save_model
 
 
+# One thread for the whole session (module-scoped fixtures included): the models are tiny, and on a
+# loaded 2-core machine two OpenMP threads per process thrash (10x slower).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
-    # One thread: on a loaded 2-core machine two threads per test process thrash (10x slower).
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # a test may have changed it
     yield
 
 

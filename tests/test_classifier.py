@@ -24,16 +24,6 @@ from gantools.classifier import (
 from gantools.cli import app
 from gantools.utils import GantoolsError
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These nets are tiny: one thread is as fast, and far faster when the machine is oversubscribed
-    (2-thread OpenMP barriers on a loaded 2-core box made the classifier tests ~10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 50, 220)}
 
 
@@ -59,11 +49,8 @@ def colours(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(colours, tmp_path_factory):
     out = tmp_path_factory.mktemp("clf") / "classifier.safetensors"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped: set up before the function-scoped _one_thread
     result = train_classifier(colours, image_size=16, nc=3, out=out, epochs=6, batch_size=8, lr=5e-3, width=8,
                               feature_dim=16, val_fraction=0.25, seed=0)
-    torch.set_num_threads(before)
     return result
 
 

@@ -21,12 +21,6 @@ runner = CliRunner()
 TINY = ["--image-size", "16", "--nz", "8", "--ngf", "8", "--ndf", "8", "--batch-size", "4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # tiny models: threads only add contention on a shared machine
-    yield
-
-
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -17,11 +17,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_inversion import calibrated_gan, planted  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_deterministic):
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def gan():
     return calibrated_gan(ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8))
@@ -31,7 +26,6 @@ def gan():
 def trained(gan):
     from gantools.encoder import train_encoder
 
-    torch.set_num_threads(1)  # module fixtures run before the function-scoped thread setting
     return train_encoder(gan, steps=150, batch_size=32, width=16, lr=2e-3, seed=0)
 
 

@@ -38,12 +38,6 @@ def calibrated_gan(config: ModelConfig, seed: int = 1) -> GAN:
     return GAN(g, d.eval(), config)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_deterministic):
-    # Tiny models run fastest on one thread, and a second thread only fights over a shared CPU.
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def gan() -> GAN:
     return calibrated_gan(ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8))

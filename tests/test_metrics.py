@@ -15,16 +15,6 @@ from gantools.utils import GantoolsError
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """These nets are tiny: one thread is as fast, and far faster when the machine is oversubscribed
-    (2-thread OpenMP barriers on a loaded 2-core box made the classifier tests ~10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     """Every test gets its own empty statistics cache (and no in-process memo)."""
     monkeypatch.setenv("GANTOOLS_CACHE", str(tmp_path / "cache"))

@@ -54,22 +54,12 @@ class Rects:
         return self.items[i]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CPU is shared: with other jobs running, one thread is several times faster than two.
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[LearnedSegmenter, Path, float]:
     """A tiny Unet trained for a few seconds on Rects, saved in half precision."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("seg") / "seg.safetensors"
     result = train_segmenter(Rects(96, 16, seed=0), out, image_size=None, steps=80, batch_size=16, lr=1e-2,
                              val_fraction=0.25, device="cpu", **TINY)
-    torch.set_num_threads(threads)
     return result.segmenter, out, result.validation.miou
 
 

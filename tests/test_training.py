@@ -21,14 +21,6 @@ from gantools.training import TrainConfig, export, load_checkpoint, read_stats, 
 from gantools.utils import GantoolsError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from threads, and on a shared 2-core machine two spinning OpenMP threads
-    # per process make each step ~10x slower.
-    torch.set_num_threads(1)
-    yield
-
-
 @pytest.fixture(scope="module")
 def easy_folder(tmp_path_factory) -> Path:
     """An easy domain: a bright square at a random place on a dark background, 16x16."""

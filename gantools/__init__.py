@@ -74,6 +74,9 @@ _EXPORTS: dict[str, str] = {
     "generate": "sampling",
     "interpolate": "sampling",
     "latent_arithmetic": "sampling",
+    # editing (issue 10)
+    "edit": "editing",
+    "EditResult": "editing",
     # inversion and encoders (issue 7)
     "invert": "inversion",
     "InversionResult": "inversion",

@@ -1233,6 +1233,85 @@ def classifier_eval_cmd(
 # === editing (gantools.editing) ===
 
 
+class EditBlend(str, Enum):
+    input = "input"
+    reconstruction = "reconstruction"
+
+
+@app.command("edit")
+def edit_cmd(
+    image: Annotated[Path, typer.Argument(help="The image to edit (any size; resized and centre-cropped).")],
+    layer: Annotated[str, _IV_LAYER],
+    remove: Annotated[Optional[str], typer.Option("--remove", help="Concept to remove: its top units are switched "
+                                                  "off over the whole image.", show_default=False)] = None,
+    add: Annotated[Optional[str], typer.Option("--add", help="Concept to add at --at or inside --mask: its top "
+                                               "units are set to their q99 level there.", show_default=False)] = None,
+    at: Annotated[Optional[str], typer.Option("--at", help="With --add: x,y as fractions of the image (0,0 top "
+                                              "left), e.g. 0.5,0.7.", show_default=False)] = None,
+    mask: Annotated[Optional[Path], typer.Option("--mask", help="With --add: a mask PNG of the image's size "
+                                                 "(white = inside), instead of --at.", show_default=False)] = None,
+    top: Annotated[int, _IV_TOP] = 20,
+    strength: Annotated[float, typer.Option("--strength", min=0.0, max=1.0,
+                                            help="Edit strength (alpha): 1 = fully off / fully on.")] = 1.0,
+    units: Annotated[Optional[str], _IV_UNITS] = None,
+    rank: Annotated[UnitRanking, _IV_RANK] = UnitRanking.iou,
+    report_dir: Annotated[Optional[Path], _IV_REPORT] = None,
+    segmenter: Annotated[Optional[str], _IV_SEGMENTER] = None,
+    blend: Annotated[EditBlend, typer.Option("--blend", help="Outside the edited region keep the input's pixels "
+                                             "or the reconstruction's.")] = EditBlend.input,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Inversion steps.")] = 200,
+    restarts: Annotated[int, typer.Option("--restarts", min=1, help="Inversion restarts.")] = 2,
+    dissect_n: Annotated[int, _IV_DISSECT_N] = 1000,
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Edit a real image: invert it, switch a concept's units off (--remove) or on (--add), regenerate.
+
+    Outside the edited region the input's pixels are kept. Writes <stem>_edited.png, strip.png
+    (input | reconstruction | edited | difference) and edit.json (concept pixel fractions before and
+    after) to --out.
+    """
+    from .editing import edit
+
+    if (remove is None) == (add is None):
+        raise typer.BadParameter("say what to edit: --remove CONCEPT or --add CONCEPT (one of them)")
+    if add is not None and (at is None) == (mask is None):
+        raise typer.BadParameter("say where to add: --at x,y or --mask PNG (one of them)")
+    if remove is not None and (at is not None or mask is not None):
+        raise typer.BadParameter("--at and --mask only go with --add")
+    with Reporter(quiet) as rep:
+        result = edit(model, image, layer, remove=remove, add=add, at=at, mask=mask, top=top, strength=strength,
+                      units=units, rank=rank.value, dissection=report_dir, segmenter=segmenter, blend=blend.value,
+                      steps=steps, restarts=restarts, dissect_n=dissect_n, seed=seed, device=device, progress=rep)
+    paths = result.save(out) if out is not None else []
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        console.print(f"{'removed' if result.action == 'remove' else 'added'} {result.concept}: "
+                      f"{len(result.units)} unit(s) of {result.layer}: {_iv_unit_list(result.units)}; "
+                      f"reconstruction PSNR {result.psnr:.1f} dB; edited region "
+                      f"{100 * float(result.region.float().mean()):.1f}% of the image", highlight=False)
+        table = Table(title=f"concept pixel fractions (before = {result.blend})", title_justify="left")
+        for col in ("concept", "before", "reconstruction", "after", "change"):
+            table.add_column(col, justify="left" if col == "concept" else "right")
+        for c in sorted(result.before, key=lambda c: (c != result.concept, -abs(result.after[c] - result.before[c]))):
+            if c != result.concept and result.before[c] == 0 and result.after[c] == 0:
+                continue
+            table.add_row(f"[bold]{c}[/]" if c == result.concept else c, f"{result.before[c]:.4f}",
+                          f"{result.reconstructed[c]:.4f}", f"{result.after[c]:.4f}",
+                          f"{result.after[c] - result.before[c]:+.4f}")
+        console.print(table)
+    _iv_written(paths)
+
+
 def main() -> None:
     """Console entry point: user mistakes print one line and exit 1, without a traceback."""
     try:

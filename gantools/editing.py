@@ -1,0 +1,312 @@
+"""Semantic editing of real images: invert, switch units off or on, regenerate, blend.
+
+After Bau et al., "Semantic Photo Manipulation with a Generative Image Prior" (SIGGRAPH 2019): the
+image is inverted layer-wise at the edited layer (so what is not edited stays close to the photo),
+the concept's units are ablated (remove) or forced to their q99 level inside a region (add) in the
+inverted features, the generator runs on from there, and the result is pasted into the input only
+where the edit is: outside that region the output keeps the input's pixels exactly (or the
+reconstruction's, with blend="reconstruction").
+
+    from gantools.editing import edit
+    result = edit("scenes64", "photo.png", 3, remove="tree")
+    result.save("out/")
+
+Interventions entered as context managers on layers AFTER the edited one apply to the regeneration
+too (`generate_from` runs those blocks), so edits compose.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .hooks import generate_from, layer_name
+from .interventions import (DEFAULT_DISSECT_N, DEFAULT_PATCH, Intervention, _device_of, _eval_mode, _fractions,
+                            _load_gan, _load_segmenter, _plan_units, _segment, check_concept, point_region,
+                            unit_values)
+from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, parse_point, write_json
+
+BLENDS = ("input", "reconstruction")
+PSNR_WARN = 20.0  # dB: below this the reconstruction is too far from the photo for a faithful edit
+
+
+@dataclass
+class EditResult:
+    """One edited image (images are uint8 C x S x S at the generator's resolution, on the CPU).
+
+    Args:
+        name: the input's stem ("image" for a tensor).
+        action: "remove" or "add".
+        concept: the concept edited.
+        layer: canonical layer name.
+        units: the units edited.
+        values: the level each unit was set towards.
+        strength: alpha of the intervention.
+        blend: what is kept outside the edited region: "input" or "reconstruction".
+        input, reconstruction, edited, raw_edited, difference: the input, the generator's
+            reconstruction of it, the blended edit, the unblended regenerated image, and
+            |edited - input| (per channel).
+        region: S x S bool, where the edit is pasted in.
+        psnr: the reconstruction's PSNR against the input (dB).
+        before, reconstructed, after: per concept pixel fraction of the blend base (input or
+            reconstruction) as segmented, of the reconstruction, and of the edited image.
+        settings: what was used (units' source, segmenter, steps...).
+    """
+
+    name: str
+    action: str
+    concept: str
+    layer: str
+    units: list[int]
+    values: list[float]
+    strength: float
+    blend: str
+    input: torch.Tensor
+    reconstruction: torch.Tensor
+    edited: torch.Tensor
+    raw_edited: torch.Tensor
+    difference: torch.Tensor
+    region: torch.Tensor
+    psnr: float
+    before: dict[str, float]
+    reconstructed: dict[str, float]
+    after: dict[str, float]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def change(self) -> float:
+        """after - before for the edited concept (negative for a successful removal)."""
+        return self.after[self.concept] - self.before[self.concept]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what edit.json holds)."""
+        return {
+            "name": self.name, "action": self.action, "concept": self.concept, "layer": self.layer,
+            "units": self.units, "values": self.values, "strength": self.strength, "blend": self.blend,
+            "reconstruction_psnr": self.psnr, "region_fraction": float(self.region.float().mean()),
+            "change": self.change,
+            "fractions": {c: {"before": self.before[c], "reconstruction": self.reconstructed[c],
+                              "after": self.after[c]} for c in self.before},
+            "settings": self.settings,
+        }
+
+    def strip(self, min_size: int = 128) -> torch.Tensor:
+        """input | reconstruction | edited | difference side by side (uint8), enlarged to >= min_size px."""
+        from .data import make_grid
+
+        images = torch.stack([self.input, self.reconstruction, self.edited, self.difference])
+        side = images.shape[-1]
+        if side < min_size:
+            factor = -(-min_size // side)
+            images = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
+        return make_grid(images, nrow=4)
+
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write <stem>_edited.png (edited.png for a tensor input), strip.png and edit.json."""
+        from .data import save_image
+
+        out = Path(out_dir)
+        edited_name = f"{self.name}_edited.png" if self.name and self.name != "image" else "edited.png"
+        return [save_image(self.edited, out / edited_name), save_image(self.strip(), out / "strip.png"),
+                write_json(out / "edit.json", self.to_dict())]
+
+
+def _read_input(image: Any, nc: int, size: int) -> tuple[torch.Tensor, str, tuple[int, int]]:
+    """(uint8 nc x size x size, stem, the input's own (H, W))."""
+    from .data import resize_center_crop
+    from .inversion import _convert_channels
+
+    if isinstance(image, (str, os.PathLike)):
+        from .data import read_image
+
+        img = read_image(image, nc)
+        name = Path(image).stem
+    else:
+        img = torch.as_tensor(image).detach().cpu()
+        if img.dim() == 4 and img.shape[0] == 1:
+            img = img[0]
+        if img.dim() != 3:
+            raise GantoolsError(f"edit takes one image (C x H x W), got shape {tuple(img.shape)}")
+        if img.dtype != torch.uint8:
+            img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        img = _convert_channels(img, nc)
+        name = "image"
+    own = (int(img.shape[-2]), int(img.shape[-1]))
+    return resize_center_crop(img, size), name, own
+
+
+def _read_mask(mask: Any, own: tuple[int, int], size: int) -> torch.Tensor:
+    """An image-space mask (size x size bool) from a PNG or tensor of the input's or the model's size."""
+    from .data import read_image
+
+    if isinstance(mask, (str, os.PathLike)):
+        m = read_image(mask, nc=1)[0]
+        what = str(mask)
+        inside = m > 127
+    else:
+        m = torch.as_tensor(mask).detach().cpu()
+        if m.dim() == 3 and m.shape[0] == 1:
+            m = m[0]
+        if m.dim() != 2:
+            raise GantoolsError(f"a mask must be H x W, got shape {tuple(m.shape)}")
+        what = "the mask tensor"
+        inside = m > 0.5 if m.is_floating_point() else (m > 127 if m.dtype == torch.uint8 else m.bool())
+    shape = tuple(m.shape)
+    if shape not in (own, (size, size)):
+        raise GantoolsError(f"{what} is {shape[1]}x{shape[0]} pixels: it must have the image's size "
+                            f"({own[1]}x{own[0]}) or the model's ({size}x{size})")
+    if shape != (size, size):
+        # Same resize + centre crop as the image (nearest keeps it binary).
+        h, w = shape
+        s = size / min(h, w)
+        nh, nw = max(size, round(h * s)), max(size, round(w * s))
+        r = F.interpolate(inside[None, None].float(), size=(nh, nw), mode="nearest")[0, 0]
+        top, left = (nh - size) // 2, (nw - size) // 2
+        inside = r[top:top + size, left:left + size] > 0.5
+    if not inside.any():
+        raise GantoolsError(f"{what} selects no pixels: white (or non-zero) pixels mark where to add")
+    return inside
+
+
+def _dilate(region: torch.Tensor, pixels: int) -> torch.Tensor:
+    if pixels <= 0:
+        return region
+    k = 2 * pixels + 1
+    return F.max_pool2d(region[None, None].float(), k, stride=1, padding=pixels)[0, 0] > 0
+
+
+def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None, add: str | None = None,
+         at: tuple[float, float] | str | None = None, mask: Any = None, top: int = 20, strength: float = 1.0,
+         units: str | Sequence[int] | None = None, rank: str = "iou", dissection: Any = None, segmenter: Any = None,
+         blend: str = "input", patch: int = DEFAULT_PATCH, dilate: int = 1, steps: int = 200, restarts: int = 2,
+         encoder: Any = "auto", psnr_warn: float = PSNR_WARN, dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0,
+         device: str | torch.device | None = None, progress: ProgressCallback | None = None) -> EditResult:
+    """Remove a concept from, or add one to, a real image through its layer-wise inversion.
+
+    Args:
+        model: a GAN or a model spec.
+        image: an image path, or one image tensor C x H x W (uint8, or float in [-1, 1]).
+        layer: the layer whose units are edited (and the inversion refines).
+        remove: concept to remove: its top units are ablated to 0 over the whole feature map.
+        add: concept to add: its top units are set to their q99 level inside the region (at / mask).
+        at: add: (x, y) fractions of the image (or "x,y"), a patch x patch block of cells there.
+        mask: add: image-space mask (PNG path or H x W tensor, white/nonzero = inside) of the input's
+            or the model's size.
+        top: how many of the concept's top-ranked units to edit (with no `units`).
+        strength: alpha of the intervention (0..1).
+        units: edit these units instead of the concept's top ones.
+        rank: rank units by "iou" or "ace".
+        dissection: a DissectionResult or report path (default: dissect on the fly).
+        segmenter: a Segmenter, "color", a path, or None (the model's own, else color).
+        blend: outside the edited region keep the "input" pixels or the "reconstruction".
+        patch: with `at`, the block side in feature-map cells.
+        dilate: remove: grow the segmented concept region by this many pixels before blending.
+        steps, restarts, encoder: of the inversion (see `inversion.invert`).
+        psnr_warn: warn (through progress) when the reconstruction PSNR is below this (dB).
+        dissect_n, seed: dissection on the fly and inversion seeds.
+        device: where to run (default: the model's device, cpu for a spec).
+        progress: progress callback.
+    """
+    from .inversion import invert
+    from .metrics import psnr as psnr_of
+
+    if (remove is None) == (add is None):
+        raise GantoolsError("say what to edit: give a concept to remove (--remove) or to add (--add), one of them")
+    action = "remove" if remove is not None else "add"
+    concept = remove if remove is not None else add
+    if action == "add" and (at is None) == (mask is None):
+        raise GantoolsError("say where to add: give a position (--at x,y) or a mask (--mask PNG), one of them")
+    if action == "remove" and (at is not None or mask is not None):
+        raise GantoolsError("--at and --mask say where to add; removal works on the whole image")
+    if blend not in BLENDS:
+        raise GantoolsError(f"unknown blend {blend!r}: use {' or '.join(BLENDS)}")
+    if not 0 <= float(strength) <= 1:
+        raise GantoolsError(f"strength must be between 0 and 1, got {strength}")
+    if isinstance(at, str):
+        at = parse_point(at)
+
+    gan = _load_gan(model, device if device is not None else "cpu")
+    dev = get_device(device) if device is not None else _device_of(gan.generator)
+    gan.to(dev)
+    G = gan.generator
+    name = layer_name(G, layer)
+    if name == "output":
+        raise GantoolsError(f"edit a hidden layer (1..{gan.config.num_layers}), not the output")
+    seg = _load_segmenter(segmenter, gan, dev)
+    concepts = list(seg.concepts)
+    check_concept(concept, concepts)
+    size, nc = gan.config.image_size, gan.config.nc
+    x_u8, stem, own = _read_input(image, nc, size)
+    region_img = _read_mask(mask, own, size) if mask is not None else None
+
+    plan = _plan_units(gan, name, seg, units, concept, top, rank, dissection, action == "add", dissect_n, seed,
+                       dev, 50, progress)
+    values = torch.zeros(len(plan.units)) if action == "remove" else unit_values("q99", plan.stats, plan.units)
+
+    x = from_uint8(x_u8)[None].to(dev)
+    inv = invert(gan, x, "reconstruct", layerwise=name, steps=steps, restarts=restarts, encoder=encoder,
+                 names=[stem], device=dev, seed=seed, progress=progress)
+    assert inv.features is not None
+    feats = inv.features.to(dev)
+    fh, fw = feats.shape[-2:]
+    if action == "add":
+        feat_region = point_region(at, (fh, fw), patch) if at is not None else region_img
+    else:
+        feat_region = None
+    iv = Intervention(G, name, plan.units, value=values, alpha=strength, region=feat_region)
+    with _eval_mode(G), torch.no_grad():
+        recon = generate_from(G, name, feats)
+        raw = generate_from(G, name, iv.apply(feats))
+        recon_labels = _segment(seg, recon)
+        raw_labels = _segment(seg, raw)
+    recon_u8 = _to_u8(recon[0])
+    raw_u8 = _to_u8(raw[0])
+    quality = psnr_of(from_uint8(recon_u8), from_uint8(x_u8))
+    if quality < psnr_warn:
+        notice(progress, f"warning: the reconstruction is far from the input (PSNR {quality:.1f} dB < "
+                         f"{psnr_warn:g} dB); the edit may not look like the photo: try more --steps, or a layer "
+                         "closer to the output")
+
+    idx = concepts.index(concept)
+    if action == "remove":
+        where = (recon_labels[0] == idx) | (raw_labels[0] == idx)
+        region = _dilate(where.cpu(), dilate)
+    elif at is not None:
+        cells = point_region(at, (fh, fw), patch)
+        region = F.interpolate(cells[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
+    else:
+        region = region_img
+    base_u8 = x_u8 if blend == "input" else recon_u8
+    edited_u8 = torch.where(region[None], raw_u8, base_u8)
+    diff_u8 = (edited_u8.int() - x_u8.int()).abs().to(torch.uint8)
+
+    with torch.no_grad():
+        lab = _segment(seg, torch.stack([from_uint8(base_u8), from_uint8(edited_u8)]).to(dev))
+    fr = _fractions(lab, len(concepts))
+    fr_recon = _fractions(recon_labels, len(concepts))[0]
+    from .segmenters import describe_segmenter
+
+    settings = {"model": str(gan.path) if gan.path is not None else None, "segmenter": describe_segmenter(seg),
+                "units_from": plan.source, "value": "zero" if action == "remove" else "q99",
+                "steps": steps, "restarts": restarts, "dilate": dilate, "patch": patch, "seed": seed,
+                "at": list(at) if at is not None else None,
+                "mask": str(mask) if isinstance(mask, (str, os.PathLike)) else (None if mask is None else "tensor")}
+    return EditResult(
+        name=stem, action=action, concept=concept, layer=name, units=list(plan.units),
+        values=[float(v) for v in values], strength=float(strength), blend=blend, input=x_u8,
+        reconstruction=recon_u8, edited=edited_u8, raw_edited=raw_u8, difference=diff_u8, region=region.cpu(),
+        psnr=float(quality),
+        before={c: float(fr[0, i]) for i, c in enumerate(concepts)},
+        reconstructed={c: float(fr_recon[i]) for i, c in enumerate(concepts)},
+        after={c: float(fr[1, i]) for i, c in enumerate(concepts)}, settings=settings)
+
+
+def _to_u8(image: torch.Tensor) -> torch.Tensor:
+    from .utils import to_uint8
+
+    return to_uint8(image).cpu()

@@ -908,18 +908,9 @@ def _resolve_model(model: Any, device: torch.device) -> tuple[nn.Module, GAN | N
 
 
 def _resolve_segmenter(segmenter: Any, gan: GAN | None, device: torch.device) -> tuple[Any, str]:
-    from .segmenters import describe_segmenter
+    from .segmenters import describe_segmenter, load_segmenter
 
-    if segmenter is None or isinstance(segmenter, (str, os.PathLike)):
-        from .segmenters import load_segmenter
-
-        segmenter = load_segmenter(None if segmenter is None else str(segmenter), gan=gan, device=device)
-    concepts = getattr(segmenter, "concepts", None)
-    if not callable(segmenter) or not isinstance(concepts, (list, tuple)) or not concepts:
-        raise GantoolsError("a segmenter must be callable and have a non-empty `concepts` list "
-                            "(see gantools.segmenters.Segmenter)")
-    if isinstance(segmenter, nn.Module):
-        segmenter.to(device).eval()
+    segmenter = load_segmenter(segmenter, gan=gan, device=device)
     return segmenter, describe_segmenter(segmenter)
 
 

@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import generate_from, layer_name
+from .models import load_model
+from .segmenters import load_segmenter
 from .interventions import (DEFAULT_DISSECT_N, DEFAULT_PATCH, Intervention, _device_of, _eval_mode, _fractions,
-                            _load_gan, _load_segmenter, _plan_units, _segment, check_concept, point_region,
+                            _plan_units, _segment, check_concept, point_region,
                             unit_values)
 from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, parse_point, write_json
 
@@ -230,14 +232,14 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
     if isinstance(at, str):
         at = parse_point(at)
 
-    gan = _load_gan(model, device if device is not None else "cpu")
+    gan = load_model(model, get_device(device if device is not None else "cpu"))
     dev = get_device(device) if device is not None else _device_of(gan.generator)
     gan.to(dev)
     G = gan.generator
     name = layer_name(G, layer)
     if name == "output":
         raise GantoolsError(f"edit a hidden layer (1..{gan.config.num_layers}), not the output")
-    seg = _load_segmenter(segmenter, gan, dev)
+    seg = load_segmenter(segmenter, gan=gan, device=dev)
     concepts = list(seg.concepts)
     check_concept(concept, concepts)
     size, nc = gan.config.image_size, gan.config.nc

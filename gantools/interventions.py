@@ -44,7 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import Trace, generate_from, layer_name, resolve_layer
-from .utils import GantoolsError, ProgressCallback, notice, parse_point, report
+from .models import load_model
+from .segmenters import load_segmenter
+from .utils import GantoolsError, ProgressCallback, get_device, notice, parse_point, report
 
 if TYPE_CHECKING:
     from .dissection import DissectionResult, LayerDissection
@@ -538,25 +540,6 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was)
 
 
-def _load_gan(model: Any, device: str | torch.device) -> GAN:
-    from .models import GAN, load_model
-    from .utils import get_device
-
-    if isinstance(model, GAN):
-        return model
-    return load_model(model, get_device(device))
-
-
-def _load_segmenter(segmenter: Any, gan: GAN, device: torch.device) -> Any:
-    if segmenter is None or isinstance(segmenter, (str, os.PathLike)):
-        from .segmenters import load_segmenter
-
-        return load_segmenter(None if segmenter is None else str(segmenter), gan=gan, device=device)
-    if not hasattr(segmenter, "concepts"):
-        raise GantoolsError("a segmenter needs a `concepts` attribute (the list of concept names)")
-    return segmenter
-
-
 def check_concept(concept: str, concepts: Sequence[str], where: str = "the segmenter") -> int:
     """Index of `concept`; a GantoolsError listing the known concepts when it is unknown."""
     if concept not in concepts:
@@ -730,11 +713,11 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
         device: where to run.
         progress: progress callback.
     """
-    gan = _load_gan(model, device)
+    gan = load_model(model, get_device(device))
     dev = _device_of(gan.generator)
     G = gan.generator
     name = layer_name(G, layer)
-    seg = _load_segmenter(segmenter, gan, dev)
+    seg = load_segmenter(segmenter, gan=gan, device=dev)
     concepts = list(seg.concepts)
     if concept is not None:
         check_concept(concept, concepts)
@@ -830,11 +813,11 @@ def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
     """
     if (at is None) == (mask is None):
         raise GantoolsError("say where to insert: give a position (--at x,y) or a mask (--mask PNG), not both")
-    gan = _load_gan(model, device)
+    gan = load_model(model, get_device(device))
     dev = _device_of(gan.generator)
     G = gan.generator
     name = layer_name(G, layer)
-    seg = _load_segmenter(segmenter, gan, dev)
+    seg = load_segmenter(segmenter, gan=gan, device=dev)
     concepts = list(seg.concepts)
     if concept is not None:
         check_concept(concept, concepts)
@@ -941,11 +924,11 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
         max_images: at most this many images per generator call (chunk size = max_images // batch).
         device, progress: where to run, and the progress callback.
     """
-    gan = _load_gan(model, device)
+    gan = load_model(model, get_device(device))
     dev = _device_of(gan.generator)
     G = gan.generator
     name = layer_name(G, layer)
-    seg = _load_segmenter(segmenter, gan, dev)
+    seg = load_segmenter(segmenter, gan=gan, device=dev)
     concepts = list(seg.concepts)
     ci = check_concept(concept, concepts)
     count = layer_units(G, name)

@@ -303,13 +303,16 @@ def save_model(path: str | os.PathLike, generator: Generator, discriminator: Dis
     return save_safetensors(path, {"generator": generator, "discriminator": discriminator}, meta, half=half)
 
 
-def load_model(spec: str | os.PathLike = "scenes64", device: str | torch.device = "cpu") -> GAN:
+def load_model(spec: "str | os.PathLike | GAN" = "scenes64", device: str | torch.device = "cpu") -> GAN:
     """Load a model in eval mode.
 
     Args:
-        spec: a .safetensors file, a run directory, or a pretrained name ("scenes64", "mnist32").
+        spec: a .safetensors file, a run directory, a pretrained name ("scenes64", "mnist32"), or an
+            already loaded GAN (returned as it is, moved to `device`).
         device: where to put it ("auto", "cpu", "cuda", ...).
     """
+    if isinstance(spec, GAN):
+        return spec.to(get_device(device))
     path = resolve_model_path(spec)
     tensors, meta = read_safetensors(path)
     if "config" not in meta:

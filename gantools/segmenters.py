@@ -440,18 +440,27 @@ def load_learned_segmenter(path: str | os.PathLike, device: str | torch.device =
     return seg.eval().to(get_device(device))
 
 
-def load_segmenter(spec: str | os.PathLike | None = None, gan: GAN | None = None,
+def load_segmenter(spec: "str | os.PathLike | Segmenter | None" = None, gan: GAN | None = None,
                    device: str | torch.device = "cpu") -> Segmenter:
     """The segmenter for `spec`.
 
     Args:
-        spec: "color" for the colour segmenter; a segmenter .safetensors file; a folder holding
+        spec: a Segmenter object (checked, and moved to `device` when it is a module);
+            "color" for the colour segmenter; a segmenter .safetensors file; a folder holding
             segmenter.safetensors (e.g. a model directory); a pretrained model name whose directory
             ships one ("scenes64"); or None for the model's companion segmenter
             (segmenter.safetensors beside the model file) when there is one, else "color".
         gan: the model whose companion segmenter None refers to.
         device: where a learned segmenter runs.
     """
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+        concepts = getattr(spec, "concepts", None)
+        if not callable(spec) or not isinstance(concepts, (list, tuple)) or not concepts:
+            raise GantoolsError("a segmenter must be callable and have a non-empty `concepts` list "
+                                "(see gantools.segmenters.Segmenter)")
+        if isinstance(spec, nn.Module):
+            spec.to(device).eval()
+        return spec
     if spec is None:
         companion = gan.companion(SEGMENTER_COMPONENT) if gan is not None else None
         return load_learned_segmenter(companion, device) if companion is not None else ColorSegmenter()

@@ -140,3 +140,10 @@ def test_load_model_errors(tmp_path) -> None:
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(GantoolsError, match="not a readable"):
         load_model(bad)
+
+
+def test_load_model_passes_a_loaded_gan_through(tiny_model_file):
+    from gantools.models import load_model
+
+    gan = load_model(tiny_model_file)
+    assert load_model(gan, "cpu") is gan

@@ -319,3 +319,13 @@ def test_folder_label_with_unknown_concept_id(tmp_path):
     (root / "concepts.json").write_text(json.dumps({"concepts": ["ground", "red"]}))  # blue (id 2) is unknown
     with pytest.raises(GantoolsError, match="concept id 2"):
         train_segmenter(root, None, steps=1, **TINY)
+
+
+def test_load_segmenter_passes_segmenter_objects_through():
+    def bright(images):
+        return (images.mean(dim=1) > 0).long()
+
+    bright.concepts = ["dark", "bright"]
+    assert load_segmenter(bright) is bright
+    with pytest.raises(GantoolsError, match="non-empty `concepts` list"):
+        load_segmenter(lambda images: images)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from gantools.models import Discriminator, Generator, ModelConfig, save_model
+from torch import nn
+
+from gantools.models import GAN, Discriminator, Generator, ModelConfig, save_model
 
 
 # One thread for the whole session (module-scoped fixtures included): the models are tiny, and on a
@@ -65,3 +67,28 @@ def image_folder(tmp_path: Path) -> Path:
     root = tmp_path / "images"
     write_images(root, 12, classes=3)
     return root
+
+
+class Bright:
+    """A segmenter defined here: 'bright' where the mean over channels exceeds 0.5, else 'dark'."""
+
+    concepts = ["dark", "bright"]
+    description = "bright pixels (test)"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.mean(1) > 0.5).long()
+
+
+def planted_gan() -> GAN:
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8)
+    g = Generator(cfg)
+    for m in g.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            nn.init.normal_(m.weight, 0.0, 0.5)
+    with torch.no_grad():
+        w = g.output[0].weight  # in (8) x out (3) x 4 x 4
+        w.zero_()
+        w[0] = 0.25  # unit 0 drives brightness strongly
+        w[1] = 0.06  # unit 1 weakly; units 2..7 not at all
+    return GAN(g.eval(), Discriminator(cfg).eval(), cfg)

@@ -15,37 +15,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
+from conftest import Bright, planted_gan
 from gantools.data import load_image, save_image
 from gantools.editing import EditResult, edit
-from gantools.models import GAN, Discriminator, Generator, ModelConfig
+from gantools.models import GAN
 from gantools.utils import GantoolsError, to_uint8
 
 FAST = dict(steps=40, restarts=1, encoder=None)
-
-
-class Bright:
-    concepts = ["dark", "bright"]
-    description = "bright pixels (test)"
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.mean(1) > 0.5).long()
-
-
-def planted_gan() -> GAN:
-    torch.manual_seed(0)
-    cfg = ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8)
-    g = Generator(cfg)
-    for m in g.modules():
-        if isinstance(m, nn.ConvTranspose2d):
-            nn.init.normal_(m.weight, 0.0, 0.5)
-    with torch.no_grad():
-        w = g.output[0].weight
-        w.zero_()
-        w[0] = 0.25
-        w[1] = 0.06
-    return GAN(g.eval(), Discriminator(cfg).eval(), cfg)
 
 
 @pytest.fixture(scope="module")

@@ -15,40 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
+from conftest import Bright, planted_gan
 from gantools.hooks import Trace, generate_from
 from gantools.interventions import (Intervention, InterventionEffect, ablate, curve_ks, feature_mask, insert,
                                     intervene, parse_units, point_region, rank_units, unit_values)
-from gantools.models import GAN, Discriminator, Generator, ModelConfig
+from gantools.models import GAN
 from gantools.utils import GantoolsError
 
 N = 64
-
-
-class Bright:
-    """A segmenter defined here: 'bright' where the mean over channels exceeds 0.5, else 'dark'."""
-
-    concepts = ["dark", "bright"]
-    description = "bright pixels (test)"
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.mean(1) > 0.5).long()
-
-
-def planted_gan() -> GAN:
-    torch.manual_seed(0)
-    cfg = ModelConfig(image_size=16, nc=3, nz=8, ngf=8, ndf=8)
-    g = Generator(cfg)
-    for m in g.modules():
-        if isinstance(m, nn.ConvTranspose2d):
-            nn.init.normal_(m.weight, 0.0, 0.5)
-    with torch.no_grad():
-        w = g.output[0].weight  # in (8) x out (3) x 4 x 4
-        w.zero_()
-        w[0] = 0.25  # unit 0 drives brightness strongly
-        w[1] = 0.06  # unit 1 weakly; units 2..7 not at all
-    return GAN(g.eval(), Discriminator(cfg).eval(), cfg)
 
 
 @pytest.fixture(scope="module")

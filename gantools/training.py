@@ -77,6 +77,10 @@ class TrainConfig:
         eval_every: steps between FID evaluations (0: never); keeps best.pt, the lowest FID so far.
         eval_n: generated images per FID evaluation.
         n_samples: images in the fixed-noise sample grids.
+        ema: decay of an exponential moving average of G's weights (0: off; 0.999 is typical). With it,
+            grids, FID and the exported model use the averaged generator, which smooths out the
+            oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
+            are recomputed on a fixed seeded noise set, since running statistics of G do not fit it.
     """
 
     data: str = "scenes"
@@ -106,6 +110,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_n: int = 1000
     n_samples: int = 64
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         self.model_config()  # checks image_size, nc, nz, ngf, ndf
@@ -127,6 +132,8 @@ class TrainConfig:
                 raise GantoolsError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not self.lr > 0:
             raise GantoolsError(f"learning rate must be positive, got {self.lr}")
+        if not 0 <= self.ema < 1:
+            raise GantoolsError(f"ema must lie in [0, 1), got {self.ema}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise GantoolsError(f"Adam betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
 
@@ -143,8 +150,10 @@ class TrainConfig:
 
 
 # Fields that may change when a run is resumed: when and how long to train, not what to train.
+# ema too: the average is read from G and never feeds back into training; a run resumed with a new
+# --ema starts its average from the generator of the checkpoint.
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "log_every", "sample_every",
-                              "checkpoint_every", "eval_every", "eval_n"})
+                              "checkpoint_every", "eval_every", "eval_n", "ema"})
 
 
 @dataclass
@@ -346,11 +355,37 @@ def export(run_dir: str | os.PathLike, best: bool = False, out: str | os.PathLik
         raise GantoolsError(f"{run_dir} has no {BEST_FILE}: it is written only by runs with --eval-every")
     ckpt = load_checkpoint(path)
     g, d, config = _models_from_checkpoint(ckpt)
+    if ckpt.get("generator_ema") is not None:
+        g.load_state_dict(ckpt["generator_ema"])
+        recalibrate_batchnorm(g, seed=config.seed)
     out = Path(out) if out is not None else (run_dir.parent if run_dir.is_file() else run_dir) / MODEL_FILE
     meta = {"training": {"step": int(ckpt["step"]), "data": config.data, "seed": config.seed,
                          "loss": config.loss, "batch_size": config.batch_size, "lr": config.lr,
-                         "fid": ckpt.get("fid"), "checkpoint": path.name}}
+                         "fid": ckpt.get("fid"), "checkpoint": path.name,
+                         "ema": config.ema if ckpt.get("generator_ema") is not None else 0.0}}
     return save_model(out, g.eval(), d.eval(), extra_metadata=meta, half=half)
+
+
+def recalibrate_batchnorm(g: Generator, seed: int = 0, batches: int = 16, batch_size: int = 64) -> Generator:
+    """Recompute G's BatchNorm running statistics from a fixed, seeded set of noise batches.
+
+    An averaged (EMA) generator's weights never produced the running statistics it carries, so they
+    are re-estimated as the plain mean over `batches` batches (momentum=None). Returns g in eval mode.
+    """
+    bns = [m for m in g.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    device = next(g.parameters()).device
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    gen = torch.Generator().manual_seed(_derived_seed(seed, 4))
+    g.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            g(torch.randn(batch_size, g.config.nz, generator=gen).to(device))
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    return g.eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,10 +554,21 @@ class _Trainer:
             self.step = int(ckpt["step"])
             self.elapsed = float(ckpt.get("elapsed", 0.0))
             self.best_fid = ckpt.get("best_fid")
+        self.G_ema: Generator | None = None
+        if config.ema > 0:
+            import copy
+
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+            if ckpt is not None and ckpt.get("generator_ema") is not None:
+                self.G_ema.load_state_dict(ckpt["generator_ema"])
+            elif ckpt is not None:
+                notice(progress, f"the weight average (--ema {config.ema}) starts at step {self.step}")
         cuda = self.device.type == "cuda"
         memory_format = torch.channels_last if cuda else torch.contiguous_format
         self.G.to(self.device, memory_format=memory_format)
         self.D.to(self.device, memory_format=memory_format)
+        if self.G_ema is not None:
+            self.G_ema.to(self.device, memory_format=memory_format)
         self.memory_format = memory_format
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
@@ -550,6 +596,8 @@ class _Trainer:
             "format": CHECKPOINT_FORMAT,
             "generator": {k: v.detach().cpu() for k, v in self.G.state_dict().items()},
             "discriminator": {k: v.detach().cpu() for k, v in self.D.state_dict().items()},
+            "generator_ema": (None if self.G_ema is None else
+                              {k: v.detach().cpu() for k, v in self.G_ema.state_dict().items()}),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -568,13 +616,26 @@ class _Trainer:
             self.last_good_step = self.step
         return path
 
+    def shown_generator(self) -> Generator:
+        """The generator that grids, FID and export use: G itself, or its recalibrated average."""
+        if self.G_ema is None:
+            return self.G
+        return recalibrate_batchnorm(self.G_ema, seed=self.config.seed)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        decay = self.config.ema
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - decay)
+
     def write_samples(self) -> Path:
         from .data import save_grid
 
         was_training = self.G.training
-        self.G.eval()  # the grids show what an exported (eval-mode) model draws
+        g = self.shown_generator()
+        g.eval()  # the grids show what an exported (eval-mode) model draws
         with torch.no_grad():
-            images = self.G(self.fixed_noise.to(self.device)).float()
+            images = g(self.fixed_noise.to(self.device)).float()
         self.G.train(was_training)
         self.last_samples = save_grid(images, self.run_dir / "samples" / f"step_{self.step:06d}.png")
         return self.last_samples
@@ -583,9 +644,10 @@ class _Trainer:
         c = self.config
         report(self.progress, "evaluate FID", 0, 1)
         was_training = self.G.training
-        self.G.eval()
+        g = self.shown_generator()
+        g.eval()
         try:
-            fid = float(self.eval_fn(self.G, data=c.data, image_size=c.image_size, nc=c.nc, n=c.eval_n,
+            fid = float(self.eval_fn(g, data=c.data, image_size=c.image_size, nc=c.nc, n=c.eval_n,
                                      device=self.device))
         finally:
             self.G.train(was_training)
@@ -641,6 +703,8 @@ class _Trainer:
             self.scaler.update()
         finally:
             D.requires_grad_(True)
+        if self.G_ema is not None:
+            self.update_ema()
         with torch.no_grad():
             return {"Loss_D": loss_d.detach(), "Loss_G": loss_g.detach(),
                     "D(x)": torch.sigmoid(real_logits).mean(),

@@ -317,3 +317,56 @@ def test_bad_data(tmp_path: Path) -> None:
         train(tiny(tmp_path / "empty", tmp_path / "run"))
     with pytest.raises(GantoolsError, match="no dataset"):
         train(tiny(tmp_path / "missing", tmp_path / "run"))
+
+
+def test_ema_is_the_weight_average_and_is_exported(easy_folder: Path, tmp_path: Path) -> None:
+    decay = 0.5
+    seen: list[dict[str, torch.Tensor]] = []
+    original = training._Trainer.update_ema
+
+    def record(self):  # G's parameters after each generator step
+        seen.append({k: v.detach().clone() for k, v in self.G.named_parameters()})
+        original(self)
+
+    training._Trainer.update_ema = record
+    try:
+        r = train(tiny(easy_folder, tmp_path / "run", steps=4, sample_every=0, ema=decay))
+    finally:
+        training._Trainer.update_ema = original
+    assert len(seen) == 4
+    ck = load_checkpoint(r.run_dir)
+    torch.manual_seed(1)  # the run's seed builds the run's initial G
+    init = dict(training.Generator(TrainConfig.from_dict(ck["config"]).model_config()).named_parameters())
+    for name in ck["generator"]:
+        if name not in init:
+            continue  # buffers
+        expected = init[name].detach()
+        for params in seen:
+            expected = decay * expected + (1 - decay) * params[name]
+        torch.testing.assert_close(ck["generator_ema"][name], expected, rtol=1e-5, atol=1e-6)
+    # the exported model carries the average (with recalibrated BatchNorm statistics), not G
+    gan = load_model(r.model_path)
+    exported = dict(gan.generator.named_parameters())
+    name = next(iter(exported))
+    torch.testing.assert_close(exported[name].detach(), ck["generator_ema"][name])
+    assert not torch.equal(exported[name].detach(), ck["generator"][name])
+    bn = next(m for m in gan.generator.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert float(bn.running_var.mean()) != 1.0  # recomputed, not reset
+    assert read_safetensors(r.model_path)[1]["training"]["ema"] == decay
+
+
+def test_ema_resume_is_bit_exact_and_can_start_late(easy_folder: Path, tmp_path: Path) -> None:
+    kw = dict(sample_every=0, checkpoint_every=2, ema=0.9)
+    train(tiny(easy_folder, tmp_path / "straight", steps=6, **kw))
+    train(tiny(easy_folder, tmp_path / "resumed", steps=3, **kw))
+    train(resume=tmp_path / "resumed", steps=6)
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "resumed")
+    for k in a["generator_ema"]:
+        assert torch.equal(a["generator_ema"][k], b["generator_ema"][k]), k
+    # an average switched on at resume starts from the checkpoint's G and leaves training unchanged
+    train(tiny(easy_folder, tmp_path / "plain", steps=3, sample_every=0, checkpoint_every=2))
+    train(resume=tmp_path / "plain", steps=6, ema=0.9)
+    late = load_checkpoint(tmp_path / "plain")
+    assert late["config"]["ema"] == 0.9 and late["generator_ema"] is not None
+    with pytest.raises(GantoolsError, match="ema must lie"):
+        TrainConfig(ema=1.0)

@@ -1263,6 +1263,9 @@ def edit_cmd(
                                              "or the reconstruction's.")] = EditBlend.input,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Inversion steps.")] = 200,
     restarts: Annotated[int, typer.Option("--restarts", min=1, help="Inversion restarts.")] = 2,
+    invert_layer: Annotated[Optional[str], typer.Option("--invert-layer", help="Layer whose features the inversion "
+                                                        "refines, at or below --layer. (default: the one below it)",
+                                                        show_default=False)] = None,
     dissect_n: Annotated[int, _IV_DISSECT_N] = 1000,
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
@@ -1288,7 +1291,8 @@ def edit_cmd(
     with Reporter(quiet) as rep:
         result = edit(model, image, layer, remove=remove, add=add, at=at, mask=mask, top=top, strength=strength,
                       units=units, rank=rank.value, dissection=report_dir, segmenter=segmenter, blend=blend.value,
-                      steps=steps, restarts=restarts, dissect_n=dissect_n, seed=seed, device=device, progress=rep)
+                      steps=steps, restarts=restarts, invert_layer=invert_layer, dissect_n=dissect_n, seed=seed,
+                      device=device, progress=rep)
     paths = result.save(out) if out is not None else []
     if json_out:
         print_json(result.to_dict())

@@ -1,8 +1,10 @@
 """Semantic editing of real images: invert, switch units off or on, regenerate, blend.
 
 After Bau et al., "Semantic Photo Manipulation with a Generative Image Prior" (SIGGRAPH 2019): the
-image is inverted layer-wise at the edited layer (so what is not edited stays close to the photo),
-the concept's units are ablated (remove) or forced to their q99 level inside a region (add) in the
+image is inverted layer-wise one layer below the edited one (so what is not edited stays close to the
+photo, while the edited layer's features are still computed by the generator's own weights: features
+optimised freely at the edited layer spread a concept over every channel, and switching off its
+units then changes nothing), the concept's units are ablated (remove) or forced to their q99 level inside a region (add) in the
 inverted features, the generator runs on from there, and the result is pasted into the input only
 where the edit is: outside that region the output keeps the input's pixels exactly (or the
 reconstruction's, with blend="reconstruction").
@@ -186,7 +188,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
          at: tuple[float, float] | str | None = None, mask: Any = None, top: int = 20, strength: float = 1.0,
          units: str | Sequence[int] | None = None, rank: str = "iou", dissection: Any = None, segmenter: Any = None,
          blend: str = "input", patch: int = DEFAULT_PATCH, dilate: int = 1, steps: int = 200, restarts: int = 2,
-         encoder: Any = "auto", psnr_warn: float = PSNR_WARN, dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0,
+         encoder: Any = "auto", invert_layer: int | str | None = None, psnr_warn: float = PSNR_WARN, dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0,
          device: str | torch.device | None = None, progress: ProgressCallback | None = None) -> EditResult:
     """Remove a concept from, or add one to, a real image through its layer-wise inversion.
 
@@ -209,6 +211,8 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         patch: with `at`, the block side in feature-map cells.
         dilate: remove: grow the segmented concept region by this many pixels before blending.
         steps, restarts, encoder: of the inversion (see `inversion.invert`).
+        invert_layer: the layer whose features the inversion refines, at or below `layer`
+            (default: the one below it; layer 1 for layer 1).
         psnr_warn: warn (through progress) when the reconstruction PSNR is below this (dB).
         dissect_n, seed: dissection on the fly and inversion seeds.
         device: where to run (default: the model's device, cpu for a spec).
@@ -239,6 +243,13 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
     name = layer_name(G, layer)
     if name == "output":
         raise GantoolsError(f"edit a hidden layer (1..{gan.config.num_layers}), not the output")
+    blocks = list(G.layer_names)
+    if invert_layer is None:
+        inv_name = blocks[max(0, blocks.index(name) - 1)] if name in blocks else name
+    else:
+        inv_name = layer_name(G, invert_layer)
+        if name in blocks and (inv_name not in blocks or blocks.index(inv_name) > blocks.index(name)):
+            raise GantoolsError(f"invert at {name} or a layer below it, not {inv_name}")
     seg = load_segmenter(segmenter, gan=gan, device=dev)
     concepts = list(seg.concepts)
     check_concept(concept, concepts)
@@ -251,10 +262,11 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
     values = torch.zeros(len(plan.units)) if action == "remove" else unit_values("q99", plan.stats, plan.units)
 
     x = from_uint8(x_u8)[None].to(dev)
-    inv = invert(gan, x, "reconstruct", layerwise=name, steps=steps, restarts=restarts, encoder=encoder,
+    inv = invert(gan, x, "reconstruct", layerwise=inv_name, steps=steps, restarts=restarts, encoder=encoder,
                  names=[stem], device=dev, seed=seed, progress=progress)
     assert inv.features is not None
-    feats = inv.features.to(dev)
+    with _eval_mode(G), torch.no_grad():
+        feats = generate_from(G, inv_name, inv.features.to(dev), until=name)
     fh, fw = feats.shape[-2:]
     if action == "add":
         feat_region = point_region(at, (fh, fw), patch) if at is not None else region_img
@@ -295,7 +307,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
 
     settings = {"model": str(gan.path) if gan.path is not None else None, "segmenter": describe_segmenter(seg),
                 "units_from": plan.source, "value": "zero" if action == "remove" else "q99",
-                "steps": steps, "restarts": restarts, "dilate": dilate, "patch": patch, "seed": seed,
+                "inverted_at": inv_name, "steps": steps, "restarts": restarts, "dilate": dilate, "patch": patch, "seed": seed,
                 "at": list(at) if at is not None else None,
                 "mask": str(mask) if isinstance(mask, (str, os.PathLike)) else (None if mask is None else "tensor")}
     return EditResult(

@@ -156,12 +156,16 @@ def layer_output(model: nn.Module, layer: int | str, *inputs: torch.Tensor) -> t
     return t.output
 
 
-def generate_from(generator: nn.Module, layer: int | str, features: torch.Tensor) -> torch.Tensor:
+def generate_from(generator: nn.Module, layer: int | str, features: torch.Tensor,
+                  until: int | str | None = None) -> torch.Tensor:
     """The generator's output when `layer` outputs `features` (layer-wise inversion, interventions).
 
     For a gantools Generator and one of its blocks `layerK`, only the blocks after it run. For any
     other layer (a dotted sub-module) the whole network runs on a dummy z, with the layer's output
     replaced by `features` through a hook.
+
+    Args:
+        until: return this later block's output instead of the image (gantools Generator blocks only).
     """
     config = getattr(generator, "config", None)
     nz = getattr(config, "nz", None)
@@ -175,9 +179,14 @@ def generate_from(generator: nn.Module, layer: int | str, features: torch.Tensor
             raise GantoolsError(f"features for {name} must have shape {expected} "
                                 f"(batch x channels x height x width), got {tuple(features.shape)}")
         x = features
-        for later in names[names.index(name) + 1:]:
+        stop = layer_name(generator, until) if until is not None else "output"
+        if stop != "output" and (stop not in names or names.index(stop) < names.index(name)):
+            raise GantoolsError(f"cannot run from {name} to {stop}: give a block at or after {name}")
+        start = names.index(name) + 1
+        end = len(names) if stop == "output" else names.index(stop) + 1
+        for later in names[start:end]:
             x = getattr(generator, later)(x)
-        return generator.output(x)
+        return generator.output(x) if stop == "output" else x
 
     z = torch.zeros(features.shape[0], nz, device=features.device, dtype=features.dtype)
 

@@ -49,6 +49,7 @@ def test_remove_planted_concept_and_save(gan, photo, tmp_path):
     msgs = []
     r = edit(gan, path, 2, remove="bright", units=[0, 1], segmenter=Bright(), progress=msgs.append, **FAST)
     assert isinstance(r, EditResult) and r.layer == "layer2" and r.units == [0, 1] and r.values == [0.0, 0.0]
+    assert r.settings["inverted_at"] == "layer1"  # below the edited layer, by default
     assert torch.equal(r.input, photo)
     assert r.psnr > 30  # the planted generator reconstructs its own image
     before = bright_fraction(photo)
@@ -131,6 +132,14 @@ def test_errors(gan, photo, tmp_path):
         edit(gan, photo, 2, add="bright", units=[0], mask=tmp_path / "bad.png", segmenter=seg, dissect_n=8, **FAST)
     with pytest.raises(GantoolsError, match="blend"):
         edit(gan, photo, 2, remove="bright", units=[0], segmenter=seg, blend="nope", **FAST)
+    with pytest.raises(GantoolsError, match="invert at layer1 or a layer below"):
+        edit(gan, photo, 1, remove="bright", units=[0], segmenter=seg, invert_layer=2, **FAST)
+
+
+def test_invert_at_the_edited_layer(gan, photo):
+    r = edit(gan, photo, 2, remove="bright", units=[0, 1], segmenter=Bright(), invert_layer=2, **FAST)
+    assert r.settings["inverted_at"] == "layer2" and r.psnr > 30
+    assert r.after["bright"] < 0.5 * r.before["bright"]
 
 
 def test_cli_edit(tiny_model_file, tmp_path):

@@ -262,6 +262,16 @@ def test_generate_from_inverts_layer_output(gen, z, layer):
         assert torch.allclose(generate_from(gen, layer, edited), expected, atol=1e-6)
 
 
+def test_generate_from_until_a_later_block(gen, z):
+    with torch.no_grad():
+        f1 = layer_output(gen, 1, z)
+        assert torch.allclose(generate_from(gen, 1, f1, until=2), layer_output(gen, 2, z), atol=1e-6)
+        assert torch.allclose(generate_from(gen, 1, f1, until="layer2"), layer_output(gen, 2, z), atol=1e-6)
+        assert torch.equal(generate_from(gen, 1, f1, until=1), f1)
+        with pytest.raises(GantoolsError, match="at or after layer2"):
+            generate_from(gen, 2, layer_output(gen, 2, z), until=1)
+
+
 def test_generate_from_checks_shape_and_model(gen, z):
     with torch.no_grad():
         features = layer_output(gen, 2, z)

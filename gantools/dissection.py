@@ -589,7 +589,8 @@ class _Upsampler:
         for a in range(0, n, step):
             yield a, torch.matmul(self.my, torch.matmul(feat[a:a + step], self.mx_t))
 
-    def values(self, feat: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor | None, dump: int):
+    def values(self, feat: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor | None, dump: int,
+               peak: torch.Tensor | None = None):
         """Yield (unit (M,), a, d, labels (M x L)) covering every upsampled value >= lo[unit] (and some
         below it): the values are a + d * self.lam (a, d: M x 1) for row segments, or a (M x L) with
         d None when upsampled densely (lo=None: every value). Pixels outside the image carry label `dump`."""
@@ -601,23 +602,35 @@ class _Upsampler:
                 yield (torch.arange(u, device=feat.device).repeat(m), up.reshape(m * u, -1), None,
                        lab[a:a + m].expand(m, u, lab.shape[-1]).reshape(m * u, -1))
             return
-        yield from self._segments(feat, labels, lo, dump)
+        yield from self._segments(feat, labels, lo, dump, peak)
 
-    def _segments(self, feat: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, dump: int):
-        n, u, h, _ = feat.shape
+    def _segments(self, feat: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, dump: int,
+                  peak: torch.Tensor | None = None):
+        n, u, h, w = feat.shape
         ws, hs, f = self.ws, self.hs, self.f
         lab = F.pad(labels, (0, 0, self.pad_top, self.pad_bottom), value=dump).reshape(-1)
-        plane = (h + 1) * ws  # candidate segments per (image, unit)
-        step = max(1, CHUNK // max(1, u * (h + 2) * ws))
-        level = lo.view(1, -1, 1, 1)
-        for a in range(0, n, step):
-            r = torch.matmul(feat[a:a + step], self.mx_t)  # upsampled along x: n x u x h x ws
-            rp = F.pad(r, (0, 0, 1, 1), mode="replicate")  # border rows repeated
-            d = rp[:, :, 1:] - rp[:, :, :-1]
+        # Only maps whose maximum reaches their unit's level can hold a candidate segment (an
+        # interpolated value never exceeds the map's maximum); most maps of a selective unit don't.
+        if peak is None:
+            peak = feat.amax(dim=(2, 3))
+        live = (peak >= lo.view(1, -1)).view(-1).nonzero().squeeze(1)  # image * u + unit
+        if live.numel() == 0:
+            return
+        maps = feat.reshape(n * u, h, w)
+        plane = (h + 1) * ws  # candidate segments per map
+        step = max(1, CHUNK // max(1, (h + 2) * ws))
+        lo_flat = lo.float()
+        for a in range(0, live.numel(), step):
+            which = live[a:a + step]
+            unit_of = which % u
+            img_of = torch.div(which, u, rounding_mode="floor")
+            r = torch.matmul(maps.index_select(0, which), self.mx_t)  # upsampled along x: m x h x ws
+            rp = F.pad(r[:, None], (0, 0, 1, 1), mode="replicate")[:, 0]  # border rows repeated
+            d = rp[:, 1:] - rp[:, :-1]
             # a segment's largest value: a + lam_lo d + (lam_hi - lam_lo) max(d, 0)
-            top = torch.add(rp[:, :, :-1], d, alpha=self.lam_lo)
+            top = torch.add(rp[:, :-1], d, alpha=self.lam_lo)
             top.add_(d.relu(), alpha=self.lam_hi - self.lam_lo)
-            idx = (top >= level).view(-1).nonzero().squeeze(1)
+            idx = (top >= lo_flat.index_select(0, unit_of).view(-1, 1, 1)).view(-1).nonzero().squeeze(1)
             del top
             if idx.numel() == 0:
                 continue
@@ -625,18 +638,19 @@ class _Upsampler:
             # int32 index arithmetic (2-3x faster divisions than int64); every index here is below
             # the chunk's size or the batch's padded label count, far from 2**31.
             index_type = torch.int32 if max(rpf.numel(), lab.numel()) < 2**31 - 1 else torch.long
+            img_of, unit_of = img_of.to(index_type), unit_of.to(index_type)
             sub = max(1, CHUNK // f)
             for b in range(0, idx.numel(), sub):
                 i = idx[b:b + sub].to(index_type)
-                nu = torch.div(i, plane, rounding_mode="floor")  # image-in-chunk * u + unit
-                rem = i - nu * plane  # segment * ws + column
+                m = torch.div(i, plane, rounding_mode="floor")  # map in chunk
+                rem = i - m * plane  # segment * ws + column
                 seg = torch.div(rem, ws, rounding_mode="floor")
-                img = torch.div(nu, u, rounding_mode="floor") + a
+                img = img_of.index_select(0, m)
                 # padded label row of segment `seg`, slot s: seg * f + s
                 base = (img * (hs + f) + seg * f) * ws + (rem - seg * ws)
                 pix = (base[:, None] + self.row_offsets).view(-1)
-                yield (nu % u, rpf.index_select(0, i + nu * ws)[:, None], df.index_select(0, i)[:, None],
-                       lab.index_select(0, pix).view(-1, f))
+                yield (unit_of.index_select(0, m), rpf.index_select(0, i + m * ws)[:, None],
+                       df.index_select(0, i)[:, None], lab.index_select(0, pix).view(-1, f))
 
 
 class _TopK:
@@ -753,7 +767,7 @@ class _LayerState:
         lam = self.up.lam
         if self.mode == "fixed":
             # index = label * 2u + unit * 2 + above
-            for unit, a, d, lab in self.up.values(feat, labels * (2 * u), self.lo, self.k * 2 * u):
+            for unit, a, d, lab in self.up.values(feat, labels * (2 * u), self.lo, self.k * 2 * u, peak):
                 x = a - self.lo.index_select(0, unit)[:, None]
                 if d is not None:
                     x = torch.addcmul(x, d, lam)
@@ -763,7 +777,7 @@ class _LayerState:
             self.hist.grow(bmax)  # bilinear interpolation never exceeds the raw maximum
             lo = None if self.mode == "iqr" else self.lo
             scaled = self.hist.scale_labels(labels)
-            for unit, a, d, lab in self.up.values(feat, scaled, lo, self.k * self.hist.label_stride):
+            for unit, a, d, lab in self.up.values(feat, scaled, lo, self.k * self.hist.label_stride, peak):
                 self.hist.add(unit, a, d, lam, lab)
         if self.top_k:
             self.top.update(start, feat, peak, images_u8)

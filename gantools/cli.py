@@ -194,6 +194,9 @@ def train_cmd(
                                            "file name in each class folder (equal shares). (default: 0)")] = None,
     data_n: Annotated[Optional[int], _opt("--data-n", help="Images of a generated dataset (scenes).")] = None,
     amp: Annotated[Optional[bool], _opt("--amp/--no-amp", help="Mixed precision on CUDA. (default: on)")] = None,
+    augment: Annotated[Optional[str], _opt("--augment", help="Differentiable augmentation of what D sees (real "
+                                                             "and generated), for small datasets: a comma list of "
+                                                             "color, translation, cutout. (default: off)")] = None,
     ema: Annotated[Optional[float], _opt("--ema", help="Keep a moving average of G's weights with this decay "
                                                        "(e.g. 0.999) and export it; 0: off. (default: 0)")] = None,
     quiet: QuietOpt = False,
@@ -206,7 +209,7 @@ def train_cmd(
         data=data, image_size=image_size, nc=nc, nz=nz, ngf=ngf, ndf=ndf, batch_size=batch_size, lr=lr,
         beta1=beta1, loss=loss.value if loss else None, d_steps=d_steps, steps=steps, epochs=epochs, seed=seed,
         device=device, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
-        eval_every=eval_every, eval_n=eval_n, holdout=holdout, data_n=data_n, amp=amp, ema=ema).items() if v is not None}
+        eval_every=eval_every, eval_n=eval_n, holdout=holdout, data_n=data_n, amp=amp, augment=augment, ema=ema).items() if v is not None}
     with Reporter(quiet) as rep:
         if resume is not None:
             if out is not None:

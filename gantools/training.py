@@ -41,6 +41,7 @@ STATS_FILE = "stats.jsonl"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "gantools-checkpoint/1"
 LOSSES = ("nonsaturating", "minimax")
+AUGMENTATIONS = ("color", "translation", "cutout")
 # Materialise generated (built-in) datasets in memory up to this many bytes of uint8 pixels.
 MATERIALIZE_LIMIT = 4 * 1024**3
 
@@ -77,6 +78,10 @@ class TrainConfig:
         eval_every: steps between FID evaluations (0: never); keeps best.pt, the lowest FID so far.
         eval_n: generated images per FID evaluation.
         n_samples: images in the fixed-noise sample grids.
+        augment: differentiable augmentation of every image D sees, real and generated, in both
+            steps (DiffAugment, Zhao et al. 2020): a comma-separated subset of "color" (brightness,
+            saturation, contrast), "translation" (up to 1/8 of the side) and "cutout" (a square of
+            half the side). Keeps D from memorising a small dataset; "" (default) is off.
         ema: decay of an exponential moving average of G's weights (0: off; 0.999 is typical). With it,
             grids, FID and the exported model use the averaged generator, which smooths out the
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
@@ -110,6 +115,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_n: int = 1000
     n_samples: int = 64
+    augment: str = ""
     ema: float = 0.0
 
     def __post_init__(self) -> None:
@@ -132,6 +138,10 @@ class TrainConfig:
                 raise GantoolsError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not self.lr > 0:
             raise GantoolsError(f"learning rate must be positive, got {self.lr}")
+        unknown = [a for a in self.augmentations() if a not in AUGMENTATIONS]
+        if unknown:
+            raise GantoolsError(f"unknown augmentation {unknown[0]!r}: use a comma-separated subset of "
+                                f"{', '.join(AUGMENTATIONS)}")
         if not 0 <= self.ema < 1:
             raise GantoolsError(f"ema must lie in [0, 1), got {self.ema}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -139,6 +149,9 @@ class TrainConfig:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(self.image_size, self.nc, self.nz, self.ngf, self.ndf)
+
+    def augmentations(self) -> list[str]:
+        return [a.strip() for a in self.augment.split(",") if a.strip()]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,6 +219,49 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> to
     if kind == "minimax":
         return -F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     raise GantoolsError(f"unknown loss {kind!r}: use {' or '.join(LOSSES)}")
+
+
+def diff_augment(x: torch.Tensor, policy: list[str] | tuple[str, ...]) -> torch.Tensor:
+    """Differentiable augmentation (DiffAugment): the same random transforms for real and fake images.
+
+    Random numbers come from torch's global generator, which checkpoints save, so resume stays exact.
+    Images are in [-1, 1]; translated-in and cut-out pixels become 0, as in the paper.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, device=dev, dtype=x.dtype)
+
+    if "color" in policy:
+        x = x + (rand(n, 1, 1, 1) - 0.5)  # brightness
+        if c > 1:
+            mean = x.mean(dim=1, keepdim=True)
+            x = (x - mean) * (rand(n, 1, 1, 1) * 2) + mean  # saturation
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * (rand(n, 1, 1, 1) + 0.5) + mean  # contrast
+    batch = torch.arange(n, device=dev)[:, None, None]
+    if "translation" in policy:
+        sh, sw = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+        ty = torch.randint(-sh, sh + 1, (n, 1, 1), device=dev)
+        tx = torch.randint(-sw, sw + 1, (n, 1, 1), device=dev)
+        gy, gx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        # read from a zero border one pixel wide: indices past the image land on it
+        gy = (gy[None] + ty + 1).clamp(0, h + 1)
+        gx = (gx[None] + tx + 1).clamp(0, w + 1)
+        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)
+        x = padded[batch, gy, gx].permute(0, 3, 1, 2)
+    if "cutout" in policy:
+        ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+        oy = torch.randint(0, h + (1 - ch % 2), (n, 1, 1), device=dev)
+        ox = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=dev)
+        gy, gx = torch.meshgrid(torch.arange(ch, device=dev), torch.arange(cw, device=dev), indexing="ij")
+        gy = (gy[None] + oy - ch // 2).clamp(0, h - 1)
+        gx = (gx[None] + ox - cw // 2).clamp(0, w - 1)
+        mask = torch.ones(n, h, w, device=dev, dtype=x.dtype)
+        mask[batch, gy, gx] = 0
+        x = x * mask[:, None]
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x.contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -673,7 +729,12 @@ class _Trainer:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One generator step after d_steps discriminator steps; returns detached metrics."""
-        c, G, D = self.config, self.G, self.D
+        c, G = self.config, self.G
+        policy = c.augmentations()
+
+        def D(x: torch.Tensor) -> torch.Tensor:  # D sees augmented images when asked to (DiffAugment)
+            return self.D(diff_augment(x, policy) if policy else x)
+
         for k in range(c.d_steps):
             real = self._real_batch(self.step * c.d_steps + k)
             z = self._noise()
@@ -692,7 +753,7 @@ class _Trainer:
             self.scaler.step(self.opt_d)
             self.scaler.update()
         # Generator step against the updated D; D's weights need no gradients here.
-        D.requires_grad_(False)
+        self.D.requires_grad_(False)
         try:
             with self._autocast():
                 gen_logits = D(fake).float()
@@ -702,7 +763,7 @@ class _Trainer:
             self.scaler.step(self.opt_g)
             self.scaler.update()
         finally:
-            D.requires_grad_(True)
+            self.D.requires_grad_(True)
         if self.G_ema is not None:
             self.update_ema()
         with torch.no_grad():

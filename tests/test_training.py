@@ -370,3 +370,39 @@ def test_ema_resume_is_bit_exact_and_can_start_late(easy_folder: Path, tmp_path:
     assert late["config"]["ema"] == 0.9 and late["generator_ema"] is not None
     with pytest.raises(GantoolsError, match="ema must lie"):
         TrainConfig(ema=1.0)
+
+
+def test_diff_augment_translation_cutout_and_color() -> None:
+    torch.manual_seed(0)
+    x = torch.full((64, 1, 16, 16), -1.0)
+    x[:, :, 8, 8] = 1.0  # one bright pixel
+    moved = training.diff_augment(x, ["translation"])
+    # each image is the input shifted by whole pixels, at most 2 (1/8 of 16) each way; the rest is 0 or -1
+    pos = (moved[:, 0] == 1.0).nonzero()
+    assert pos.shape[0] == 64 and (pos[:, 1:] - 8).abs().max() <= 2
+    assert len({(int(a), int(b)) for a, b in pos[:, 1:]}) > 5  # shifts differ between images
+    assert set(moved.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    cut = training.diff_augment(torch.ones(32, 3, 16, 16), ["cutout"])
+    zeros = (cut == 0).all(1).float().sum((1, 2))
+    assert bool(((zeros > 0) & (zeros <= 64)).all())  # an 8x8 square, clipped at the borders
+    assert float(zeros.max()) == 64
+    colour = training.diff_augment(torch.zeros(8, 3, 4, 4), ["color"])
+    assert colour.std() > 0 and torch.allclose(colour, colour[:, :1].expand_as(colour))  # grey stays grey
+    g = torch.randn(4, 3, 16, 16, requires_grad=True)
+    training.diff_augment(g, ["color", "translation", "cutout"]).sum().backward()
+    assert g.grad is not None and float(g.grad.abs().sum()) > 0  # differentiable: G learns through it
+    with pytest.raises(GantoolsError, match="unknown augmentation 'flip'"):
+        TrainConfig(augment="translation,flip")
+
+
+def test_augmented_training_resumes_bit_exactly(easy_folder: Path, tmp_path: Path) -> None:
+    kw = dict(sample_every=0, checkpoint_every=2, augment="color,translation,cutout")
+    train(tiny(easy_folder, tmp_path / "straight", steps=6, **kw))
+    train(tiny(easy_folder, tmp_path / "resumed", steps=3, **kw))
+    train(resume=tmp_path / "resumed", steps=6)
+    assert_same_state(tmp_path / "straight", tmp_path / "resumed")
+    plain = train(tiny(easy_folder, tmp_path / "plain", steps=6, sample_every=0))
+    assert not torch.equal(load_checkpoint(plain.run_dir)["generator"]["layer1.0.weight"],
+                           load_checkpoint(tmp_path / "straight")["generator"]["layer1.0.weight"])
+    with pytest.raises(GantoolsError, match="--augment cannot change"):
+        train(resume=tmp_path / "resumed", steps=8, augment="")

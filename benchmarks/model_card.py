@@ -1,0 +1,153 @@
+"""Measure a shipped model's quality criteria (issue 9) and print them as model-card markdown.
+
+Uses only the public API, the same functions the CLI commands call:
+
+- mnist32 (`gantools eval --model mnist32 --metrics classes,fid,kid,pr --holdout 500`,
+  `gantools classifier eval`): the share of generated digits the shipped classifier labels with
+  confidence >= 0.9 (goal >= 90%), each class's share of samples (goal 5-15%), the classifier's
+  accuracy on the 500 held-out digits, and FID/KID/precision/recall against them (classifier features).
+- scenes64 (`gantools segmenter eval`, `gantools eval --metrics concepts,...`, `gantools dissect`,
+  `gantools ablate`): the segmenter's mIoU on unseen scenes (seed 12345); each concept's pixel
+  frequency in generated images against real scenes (goal within +-30% for concepts above 1%); a
+  dissection of every layer; in layer 3 the concepts with a unit of IoU >= 0.1 under the default
+  threshold (goal >= 6) and under IQR (goal >= 8); and for every concept, the share of its pixels
+  removed by ablating the top 5% of layer 3's units (goal >= 70% for at least 5 concepts).
+
+    python benchmarks/model_card.py --model mnist32 --data ../shared/data/mnist4k
+    python benchmarks/model_card.py --model scenes64 [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+import gantools
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mnist_card(model: str, data: str, n: int) -> dict:
+    gan = gantools.load_model(model)
+    res = gantools.evaluate(gan, data=data, n=n, metrics="classes,fid,kid,pr", extractor="classifier", holdout=500)
+    cov = res.class_coverage
+    acc = gantools.evaluate_classifier(gan.companion("classifier"), data, holdout=500)
+    return {"n": n, "confident_fraction": cov.confident_fraction, "class_fractions": dict(zip(cov.classes, cov.fractions)),
+            "min_class": min(cov.fractions), "max_class": max(cov.fractions),
+            "classifier_holdout_accuracy": acc.accuracy, "classifier_holdout_n": acc.n,
+            "fid": res.metrics.get("fid"), "kid": res.metrics.get("kid"),
+            "precision": res.metrics.get("precision"), "recall": res.metrics.get("recall"),
+            "extractor": (res.extractor or {}).get("name")}
+
+
+def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, out: Path | None) -> dict:
+    gan = gantools.load_model(model)
+    seg = gantools.load_segmenter(None, gan=gan)
+    card: dict = {}
+    ev = gantools.evaluate_segmenter(seg, gantools.Scenes(500, image_size=gan.config.image_size, seed=12345))
+    card["segmenter_miou"] = ev.miou
+    card["segmenter_iou"] = dict(zip(ev.concepts, ev.iou))
+
+    res = gantools.evaluate(gan, data="scenes", n=n, metrics="concepts,fid,kid,pr", extractor="segmenter")
+    c = res.concepts
+    rel = c.relative_difference(0.01)
+    card["concepts"] = {name: {"generated": g, "real": r, "relative": rel.get(name)}
+                        for name, g, r in zip(c.concepts, c.generated, c.real)}
+    card["concepts_within_30"] = sum(abs(v) <= 0.3 for v in rel.values())
+    card["concepts_above_1pct"] = len(rel)
+    card["tv_distance"] = c.tv_distance
+    card.update({k: res.metrics.get(k) for k in ("fid", "kid", "precision", "recall")})
+
+    layers = [f"layer{i + 1}" for i in range(gan.config.num_layers)]
+    t = time.perf_counter()
+    every = gantools.dissect(gan, layers, segmenter=seg, n=dissect_n, seed=0)
+    card["dissect_seconds"] = time.perf_counter() - t
+    if out is not None:
+        every.save(out / "dissect_all", gan=gan)
+    card["layers"] = {}
+    for name in layers:
+        ld = every.layer(name)
+        best = ld.best_iou
+        labels = ld.label
+        card["layers"][name] = {
+            "units": ld.units, "interpretable": len(ld.interpretable),
+            "concepts_iou_0.1": sorted({labels[u] for u in range(ld.units) if best[u] >= 0.1}),
+            "best": max(((labels[u], float(best[u])) for u in range(ld.units)), key=lambda p: p[1])}
+    iqr = gantools.dissect(gan, "layer3", segmenter=seg, n=dissect_n, seed=0, threshold="iqr")
+    if out is not None:
+        iqr.save(out / "dissect_iqr", gan=gan)
+    ld = iqr.layer("layer3")
+    card["layer3_iqr_concepts_iou_0.1"] = sorted({ld.label[u] for u in range(ld.units) if ld.best_iou[u] >= 0.1})
+
+    l3 = every.layer("layer3")
+    top = max(1, round(0.05 * l3.units))
+    card["ablation_top"] = top
+    card["ablation"] = {}
+    for concept in l3.concepts:
+        if not l3.ranked_units(concept):
+            continue
+        r = gantools.ablate(gan, "layer3", concept=concept, top=top, dissection=every, segmenter=seg, n=ablate_n,
+                            seed=7, curve_points=2, grid=0)
+        e = r.effects[concept]
+        if e.before < 0.002:  # too rare in generated images to measure
+            continue
+        card["ablation"][concept] = {"before": e.before, "after": e.after,
+                                     "removed": -e.mean / e.before, "ci": [e.ci_low, e.ci_high],
+                                     "units": r.units}
+    card["ablation_removed_70"] = sorted(c for c, v in card["ablation"].items() if v["removed"] >= 0.7)
+    return card
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="scenes64")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mnist4k"), help="mnist4k folder")
+    ap.add_argument("--n", type=int, default=5000, help="generated images for eval")
+    ap.add_argument("--dissect-n", type=int, default=2000)
+    ap.add_argument("--ablate-n", type=int, default=500)
+    ap.add_argument("--out", type=Path, default=None, help="also save the dissection reports here")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    gan = gantools.load_model(args.model)
+    if gan.config.nc == 1:
+        card = mnist_card(args.model, args.data, args.n)
+        print(f"{args.model}: {100 * card['confident_fraction']:.1f}% of {args.n} generated digits classified with "
+              f"confidence >= 0.9 (goal >= 90%); class shares {100 * card['min_class']:.1f}%-"
+              f"{100 * card['max_class']:.1f}% (goal 5-15%); classifier accuracy on the "
+              f"{card['classifier_holdout_n']} held-out digits {100 * card['classifier_holdout_accuracy']:.1f}%")
+        print(f"  FID {card['fid']:.2f}, KID {card['kid']:.4f}, precision {card['precision']:.3f}, "
+              f"recall {card['recall']:.3f} (classifier features, vs the 500 held-out digits)")
+    else:
+        card = scenes_card(args.model, args.n, args.dissect_n, args.ablate_n, args.out)
+        print(f"{args.model}: segmenter mIoU {card['segmenter_miou']:.3f} on unseen scenes")
+        print(f"  concept frequencies within +-30%: {card['concepts_within_30']} of {card['concepts_above_1pct']} "
+              f"concepts above 1% (TV distance {card['tv_distance']:.3f})")
+        for name, v in card["concepts"].items():
+            rel = "" if v["relative"] is None else f"{100 * v['relative']:+.0f}%"
+            print(f"    {name:9s} generated {100 * v['generated']:5.2f}%  real {100 * v['real']:5.2f}%  {rel}")
+        for name, v in card["layers"].items():
+            print(f"  {name}: {v['interpretable']}/{v['units']} interpretable units; concepts at IoU >= 0.1: "
+                  f"{len(v['concepts_iou_0.1'])} {v['concepts_iou_0.1']}; best {v['best'][0]} {v['best'][1]:.3f}")
+        print(f"  layer3 under IQR: {len(card['layer3_iqr_concepts_iou_0.1'])} concepts at IoU >= 0.1 "
+              f"{card['layer3_iqr_concepts_iou_0.1']}")
+        print(f"  ablating the top {card['ablation_top']} units of layer3 (5%):")
+        for name, v in card["ablation"].items():
+            print(f"    {name:9s} {100 * v['before']:5.2f}% -> {100 * v['after']:5.2f}%  removed "
+                  f"{100 * v['removed']:.0f}%")
+        print(f"  concepts with >= 70% removed: {len(card['ablation_removed_70'])} {card['ablation_removed_70']}")
+    card["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"  ({card['seconds']:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(card, indent=2, default=lambda o: None if isinstance(o, float) and
+                                        math.isnan(o) else str(o)))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    main()

@@ -1,0 +1,64 @@
+"""The shipped models: they load by name from any directory, carry their companions and configs, stay
+within the size limits, and drive the main job. (Their quality is measured by benchmarks/model_card.py
+and recorded in pretrained/README.md; here only quick checks that would catch a broken or swapped file.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import gantools
+from gantools.cli import app
+from gantools.models import pretrained_dir, pretrained_names, read_safetensors
+
+MB = 1024 * 1024
+
+
+def test_both_models_are_shipped_within_the_size_limits() -> None:
+    assert {"scenes64", "mnist32"} <= set(pretrained_names())
+    files = [p for p in pretrained_dir().rglob("*") if p.is_file()]
+    assert all(p.stat().st_size <= 20 * MB for p in files), [p.name for p in files if p.stat().st_size > 20 * MB]
+    assert sum(p.stat().st_size for p in files) <= 60 * MB
+    for name, companions in {"scenes64": ("segmenter", "encoder"), "mnist32": ("classifier", "encoder")}.items():
+        for companion in companions:
+            assert (pretrained_dir() / name / f"{companion}.safetensors").is_file(), (name, companion)
+
+
+def test_models_load_by_name_from_any_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    scenes = gantools.load_model("scenes64")
+    assert (scenes.config.image_size, scenes.config.nc) == (64, 3)
+    digits = gantools.load_model("mnist32")
+    assert (digits.config.image_size, digits.config.nc) == (32, 1)
+    _, meta = read_safetensors(digits.path)
+    assert meta["training"]["data"].endswith("mnist4k")
+    seg = gantools.load_segmenter(None, gan=scenes)
+    assert list(seg.concepts) == list(gantools.CONCEPTS)
+    clf = gantools.load_classifier(digits.companion("classifier"))
+    assert clf.config.classes == [str(i) for i in range(10)]
+
+
+def test_scenes64_draws_scenes_its_segmenter_recognises() -> None:
+    gan = gantools.load_model("scenes64")
+    seg = gantools.load_segmenter(None, gan=gan)
+    with torch.no_grad():
+        labels = seg(gantools.sample(gan, n=16, seed=0))
+    frac = torch.bincount(labels.flatten(), minlength=len(seg.concepts)).float() / labels.numel()
+    concepts = list(seg.concepts)
+    # every scene has sky at the top and ground below: both must be there in bulk
+    assert frac[concepts.index("sky")] > 0.15
+    assert frac[[concepts.index(c) for c in ("grass", "water", "road", "mountain")]].sum() > 0.15
+
+
+def test_main_job_runs_on_the_default_model(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["dissect", "--layer", "3", "-n", "64", "--quiet"])
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "dissect" / "scenes64-layer3" / "report.json"
+    assert "report.html" in res.output.replace("\n", "") and report.is_file()
+    data = json.loads(report.read_text())
+    assert data["settings"]["n"] == 64

@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--memory-n", type=int, nargs="*", default=[500, 5000], help="N values for the memory runs "
                     "(none to skip)")
     ap.add_argument("--model", default=None, help="model spec (default: scenes64, else a fresh 64x64 model)")
+    ap.add_argument("--segmenter", default=None, help="color or a segmenter file (default: the model's own)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--child-memory", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -126,7 +127,7 @@ def main() -> None:
             return
         model, described = (args.model, args.model) if args.model else find_model(Path(tmp))
         gan = load_model(model)
-        segmenter = load_segmenter(None, gan)
+        segmenter = load_segmenter(args.segmenter, gan)
         layer = f"layer{args.layer}" if str(args.layer).isdigit() else args.layer
         log = sys.stderr
         print(f"model: {described}; segmenter: {getattr(segmenter, 'description', type(segmenter).__name__)}; "

@@ -13,7 +13,8 @@ images of the domain that the generator has not seen. Uses only the public API:
   whole patch is wall in the ground truth) and, on the same scenes, at the centre of the sky. A
   case succeeds when the segmenter finds at least --min-added more door pixels in the edited image
   than in the input. GAN Dissection's finding: units add a concept only where the context allows,
-  so the wall rate should be high and the sky rate low.
+  so the wall rate should be high and the sky rate low. `--add tree --on grass --off sky` runs the
+  same test for another concept.
 
 The layer's units are ranked once by a dissection of --dissect-n generated samples, shared by all
 edits (as `gantools dissect --out R` then `gantools edit --report R` would).
@@ -62,23 +63,24 @@ def centre_of(region: np.ndarray, margin: int) -> tuple[float, float] | None:
     return (xs[i] + 0.5) / s, (ys[i] + 0.5) / s
 
 
-def find_scenes(size: int, n_tree: int, n_wall: int, min_tree: float, margin: int, limit: int = 5000):
-    """Indices of fresh scenes for removal (enough tree) and insertion (a wall patch and a sky patch)."""
+def find_scenes(size: int, n_tree: int, n_insert: int, min_tree: float, margin: int, on: str = "wall",
+                off: str = "sky", limit: int = 5000):
+    """Indices of fresh scenes for removal (enough tree) and insertion (an `on` patch and an `off` patch)."""
     scenes = gantools.Scenes(limit, image_size=size, seed=FRESH_SEED)
     concepts = scenes.concepts
-    tree, wall, sky = (concepts.index(c) for c in ("tree", "wall", "sky"))
+    tree, on_id, off_id = (concepts.index(c) for c in ("tree", on, off))
     removal, insertion = [], []
     for i in range(limit):
-        if len(removal) >= n_tree and len(insertion) >= n_wall:
+        if len(removal) >= n_tree and len(insertion) >= n_insert:
             break
         _, labels = scenes.render(i)
         if len(removal) < n_tree and (labels == tree).mean() >= min_tree:
             removal.append(i)
-        if len(insertion) < n_wall:
-            at_wall = centre_of(labels == wall, margin)
-            at_sky = centre_of(labels == sky, margin)
-            if at_wall is not None and at_sky is not None:
-                insertion.append((i, at_wall, at_sky))
+        if len(insertion) < n_insert:
+            at_on = centre_of(labels == on_id, margin)
+            at_off = centre_of(labels == off_id, margin)
+            if at_on is not None and at_off is not None:
+                insertion.append((i, at_on, at_off))
     return scenes, removal, insertion
 
 
@@ -92,7 +94,11 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--dissect-n", type=int, default=1000)
     ap.add_argument("--min-tree", type=float, default=0.03, help="ground-truth tree fraction for removal scenes")
-    ap.add_argument("--min-added", type=int, default=10, help="door pixels an insertion must add to count")
+    ap.add_argument("--min-added", type=int, default=10, help="pixels an insertion must add to count")
+    ap.add_argument("--add", default="door", help="concept to insert")
+    ap.add_argument("--on", default="wall", help="where the context allows it")
+    ap.add_argument("--off", default="sky", help="where it does not")
+    ap.add_argument("--skip-removal", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -107,7 +113,8 @@ def main() -> None:
     # `--at` edits a 3 x 3 block of cells (12 x 12 px at layer 3 of a 64 px model): the chosen point's
     # neighbourhood of that size must be all wall (or all sky)
     margin = max(2, size // 16)
-    scenes, removal, insertion = find_scenes(size, args.n, args.n, args.min_tree, margin)
+    scenes, removal, insertion = find_scenes(size, 0 if args.skip_removal else args.n, args.n, args.min_tree, margin,
+                                             args.on, args.off)
     common = dict(segmenter=seg, dissection=report, top=args.top, steps=args.steps, restarts=args.restarts)
 
     rows = []
@@ -122,7 +129,7 @@ def main() -> None:
                      "reconstruction_psnr": r.psnr, "region": float(r.region.float().mean())})
     before = sum(r["before"] for r in rows)
     after = sum(r["after"] for r in rows)
-    removal_summary = {
+    removal_summary = {} if not rows else {
         "scenes": len(rows),
         "mean_removed": float(np.nanmean([r["removed"] for r in rows])),
         "pooled_removed": 1 - after / before if before > 0 else float("nan"),
@@ -132,34 +139,36 @@ def main() -> None:
     }
 
     adds = []
-    for i, at_wall, at_sky in insertion:
+    for i, at_on, at_off in insertion:
         image, _ = scenes[i]
-        for where, at in (("wall", at_wall), ("sky", at_sky)):
-            r = gantools.edit(gan, image, args.layer, add="door", at=at, **common)
-            added = (r.after["door"] - r.before["door"]) * size * size
+        for where, at in ((args.on, at_on), (args.off, at_off)):
+            r = gantools.edit(gan, image, args.layer, add=args.add, at=at, **common)
+            added = (r.after[args.add] - r.before[args.add]) * size * size
             adds.append({"scene": i, "where": where, "at": list(at), "added_pixels": added,
                          "success": added >= args.min_added, "reconstruction_psnr": r.psnr})
     insertion_summary = {}
-    for where in ("wall", "sky"):
+    for where in (args.on, args.off):
         sel = [a for a in adds if a["where"] == where]
         insertion_summary[where] = {"cases": len(sel), "success_rate": float(np.mean([a["success"] for a in sel])),
                                     "mean_added_pixels": float(np.mean([a["added_pixels"] for a in sel]))}
 
-    result = {"model": args.model, "layer": args.layer, "top": args.top, "steps": args.steps,
+    result = {"model": args.model, "layer": args.layer, "top": args.top, "steps": args.steps, "add": args.add,
               "restarts": args.restarts, "scenes_seed": FRESH_SEED, "min_added": args.min_added,
               "removal": removal_summary, "insertion": insertion_summary, "seconds": round(time.perf_counter() - t0, 1),
               "per_scene": {"removal": rows, "insertion": adds}}
     rs, ins = removal_summary, insertion_summary
     print(f"edit benchmark: {args.model} {gan.config.image_size}px, layer {args.layer}, top {args.top} units, "
           f"fresh scenes (seed {FRESH_SEED})")
-    print(f"  remove tree ({rs['scenes']} scenes): {100 * rs['mean_removed']:.0f}% of tree pixels removed on "
-          f"average (pooled {100 * rs['pooled_removed']:.0f}%; goal >= 50%)")
-    print(f"    outside the edited region: PSNR vs input {rs['min_psnr_outside']:.1f} dB at worst (default blend; "
-          f"goal >= 30), raw regenerated image {rs['mean_psnr_outside_raw']:.1f} dB; reconstruction "
-          f"{rs['mean_reconstruction_psnr']:.1f} dB")
-    print(f"  add door ({ins['wall']['cases']} scenes, >= {args.min_added} door pixels added): on a wall "
-          f"{100 * ins['wall']['success_rate']:.0f}% (mean {ins['wall']['mean_added_pixels']:.0f} px; goal >= 50%), "
-          f"in the sky {100 * ins['sky']['success_rate']:.0f}% (mean {ins['sky']['mean_added_pixels']:.0f} px)")
+    if rs:
+        print(f"  remove tree ({rs['scenes']} scenes): {100 * rs['mean_removed']:.0f}% of tree pixels removed on "
+              f"average (pooled {100 * rs['pooled_removed']:.0f}%; goal >= 50%)")
+        print(f"    outside the edited region: PSNR vs input {rs['min_psnr_outside']:.1f} dB at worst (default "
+              f"blend; goal >= 30), raw regenerated image {rs['mean_psnr_outside_raw']:.1f} dB; reconstruction "
+              f"{rs['mean_reconstruction_psnr']:.1f} dB")
+    on, off = ins[args.on], ins[args.off]
+    print(f"  add {args.add} ({on['cases']} scenes, >= {args.min_added} pixels added): on {args.on} "
+          f"{100 * on['success_rate']:.0f}% (mean {on['mean_added_pixels']:.0f} px; goal >= 50%), "
+          f"on {args.off} {100 * off['success_rate']:.0f}% (mean {off['mean_added_pixels']:.0f} px)")
     print(f"  {result['seconds']:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=float))

@@ -272,8 +272,8 @@ def main() -> None:
               + (f" | {r['classical_name']} PSNR {c['psnr']:.2f} SSIM {c['ssim']:.3f}" if c else "")
               + f"  ({r['seconds']:.0f} s)", flush=True)
 
-    ttq = time_to_quality(gan, clean[: args.ttq_n], encoder, args) if encoder is not None else None
-    thr = throughput(gan, clean[: args.throughput_n], args)
+    ttq = time_to_quality(gan, clean[: args.ttq_n], encoder, args) if encoder is not None and args.ttq_n else None
+    thr = throughput(gan, clean[: args.throughput_n], args) if args.throughput_n else None
 
     print()
     print("| task | gantools PSNR | gantools SSIM | classical | classical PSNR | classical SSIM | input PSNR |")
@@ -292,9 +292,10 @@ def main() -> None:
               f"the common loss: encoder init {ttq['median_steps_encoder']}, random init "
               f"{ttq['median_steps_random']} (of {ttq['steps']}); reached by encoder init for "
               f"{ttq['encoder_reached']}/{ttq['images']}, random init for {ttq['random_reached']}/{ttq['images']}")
-    print(f"throughput ({thr['images']} images, {thr['steps']} steps, {thr['restarts']} restarts): batched "
-          f"{thr['batched_img_per_s']:.2f} img/s vs one at a time {thr['single_img_per_s']:.2f} img/s "
-          f"(x{thr['speedup']:.1f}); max |z| difference {thr['max_z_diff']:.2e}")
+    if thr:
+        print(f"throughput ({thr['images']} images, {thr['steps']} steps, {thr['restarts']} restarts): batched "
+              f"{thr['batched_img_per_s']:.2f} img/s vs one at a time {thr['single_img_per_s']:.2f} img/s "
+              f"(x{thr['speedup']:.1f}); max |z| difference {thr['max_z_diff']:.2e}")
     print(f"total {time.time() - t_start:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

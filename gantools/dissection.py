@@ -409,6 +409,7 @@ class _Histogram:
         units = lo.shape[0]
         self.label_stride = units * (bins + 2)
         self._counts = torch.zeros(self.k1, units, bins + 2, dtype=torch.long, device=lo.device)
+        self._pending: list[torch.Tensor] = []
         self._lo32 = self.lo.float()
         # slot c + 1 of unit u sits at u * (bins + 2) + c + 1; kept as float to add before one .long()
         self._base = (torch.arange(units, device=lo.device) * (bins + 2) + 1).float()
@@ -417,6 +418,7 @@ class _Histogram:
     @property
     def counts(self) -> torch.Tensor:
         """units x (bins + 2) x (concepts + 1) view of the counts."""
+        self.flush()
         return self._counts.permute(1, 2, 0)
 
     def _sync(self) -> None:
@@ -424,6 +426,7 @@ class _Histogram:
 
     def grow(self, vmax: torch.Tensor) -> None:
         """Widen the bins (merging 2**j neighbours) so that values up to vmax (units,) fit."""
+        self.flush()
         top = self.lo + self.bins * self.width
         over = vmax.double() >= top
         if not bool(over.any()):
@@ -457,8 +460,16 @@ class _Histogram:
         if d is not None:
             x = torch.addcmul(x, d * inv, lam)
         x = x.ceil_().clamp_(-1, self.bins).add_(self._base.index_select(0, unit)[:, None])
-        flat = x.long().add_(labels)
-        self._counts.view(-1).add_(torch.bincount(flat.view(-1), minlength=self._counts.numel()))
+        # Counted by `flush`, once per batch: one bincount over the whole counts table costs about
+        # as much as the indices of a chunk, so doing it per chunk doubled the cost.
+        self._pending.append(x.long().add_(labels).view(-1))
+
+    def flush(self) -> None:
+        """Count the values added since the last flush (call before reading or growing the counts)."""
+        if self._pending:
+            idx = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending)
+            self._pending = []
+            self._counts.view(-1).add_(torch.bincount(idx, minlength=self._counts.numel()))
 
     def tail(self) -> torch.Tensor:
         """tail[:, j] = count of values > lo + j w for j = 0..bins (units x (bins + 1) x concepts)."""
@@ -764,6 +775,7 @@ class _LayerState:
         pos = (feat >= self.raw_hist._lo32.view(1, -1, 1, 1)).view(-1).nonzero().squeeze(1)
         unit = torch.div(pos, feat.shape[2] * feat.shape[3], rounding_mode="floor") % u
         self.raw_hist.add(unit, flat.index_select(0, pos)[:, None], None, None, torch.zeros_like(pos)[:, None])
+        self.raw_hist.flush()
         lam = self.up.lam
         if self.mode == "fixed":
             # index = label * 2u + unit * 2 + above
@@ -779,6 +791,7 @@ class _LayerState:
             scaled = self.hist.scale_labels(labels)
             for unit, a, d, lab in self.up.values(feat, scaled, lo, self.k * self.hist.label_stride, peak):
                 self.hist.add(unit, a, d, lam, lab)
+            self.hist.flush()
         if self.top_k:
             self.top.update(start, feat, peak, images_u8)
 

@@ -440,7 +440,7 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
     else:
         paths = [Path(p) for p in images]
         if not paths:
-            raise GantoolsError("no input images given")
+            raise GantoolsError("no images to invert")
         for p in paths:
             shown = read_image(p, 3 if want_c == 3 or task == "colorize" else nc)
             originals.append(shown)
@@ -463,6 +463,8 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
             notice(progress, f"{name}: {w}x{h} resized and center-cropped to the generator's {side}x{side}")
         resized.append((h, w) != (side, side))
         out.append(img.clamp(-1, 1))
+    if not out:
+        raise GantoolsError("no images to invert")
     return Observations(torch.stack(out), labels, originals, resized)
 
 

@@ -327,6 +327,9 @@ def test_inputs_any_size_with_notice_and_errors(gan, gray_gan, tmp_path):
         invert(gan, [pal], "inpaint", mask=mask, steps=1)
     with pytest.raises(GantoolsError, match="unknown task 'deblur'"):
         invert(gan, [pal], "deblur", steps=1)
+    for nothing in ([], torch.zeros(0, 3, 16, 16)):
+        with pytest.raises(GantoolsError, match="no images to invert"):
+            invert(gan, nothing, steps=1)
 
 
 def test_mask_resized_with_image_stays_conservative(gan, tmp_path):

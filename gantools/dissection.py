@@ -26,7 +26,10 @@ are its tail sums (linear interpolation inside the one bin that holds the thresh
 gives both thresholds and IoUs, with no second generation of the samples. The histogram's range
 starts at the first batch's maximum and doubles (merging bin pairs) whenever a later batch exceeds
 it. If the first batch was unrepresentative and fewer than `quantile` of all values lie above lo_u,
-that layer is redone once with the bound at each unit's minimum (correct, just slower). The IQR
+that layer is redone once with the bound at each unit's minimum (correct, just slower). Once
+FLOOR_AFTER samples are in, values are binned only from a floor (the level exceeded by 1.5 times
+`quantile` of them, snapped to a bin edge), which halves the work of the remaining batches; counts
+above the floor stay complete, and a threshold that lands below it sends the layer to the same redo. The IQR
 selection pass histograms each unit's whole range, which gives the IQR of every candidate threshold
 at once; the main pass then counts intersections exactly at the chosen thresholds.
 
@@ -87,6 +90,10 @@ ALIGN_CORNERS = False
 
 IQR_SEED_OFFSET = 1_000_003  # the IQR thresholds are chosen on samples of seed + this offset
 TAIL_MARGIN = 4.0  # histograms start at the level exceeded by TAIL_MARGIN * quantile of the first batch
+# Once FLOOR_AFTER samples are counted, values are only binned from the level exceeded by FLOOR_MARGIN *
+# quantile of them (a far better estimate than the first batch's), which halves the candidates.
+FLOOR_AFTER = 256
+FLOOR_MARGIN = 1.5
 MAX_BINS = 512
 HIST_CELLS = 1 << 22  # units x (bins + 1) x concepts counts per layer, at most (32 MiB of int64)
 CHUNK = 1 << 20  # elements per temporary tensor when upsampling: bounds memory per batch (4 MiB floats)
@@ -709,9 +716,12 @@ class _LayerState:
 
     def __init__(self, name: str, mode: str, quantile: float, concepts: int, top_k: int,
                  thresholds: torch.Tensor | None = None, lo_override: torch.Tensor | None = None,
-                 raw_lo_override: torch.Tensor | None = None) -> None:
+                 raw_lo_override: torch.Tensor | None = None, raise_floor: bool = True) -> None:
         self.name, self.mode, self.quantile, self.k, self.top_k = name, mode, quantile, concepts, top_k
         self.thresholds, self.lo_override, self.raw_lo_override = thresholds, lo_override, raw_lo_override
+        self.raise_floor = raise_floor and mode == "quantile"
+        self.floor: torch.Tensor | None = None  # values below it are no longer binned (see FLOOR_AFTER)
+        self.images = 0
         self.ready = False
 
     def _init(self, feat: torch.Tensor, labels: torch.Tensor, images_u8) -> None:
@@ -763,6 +773,7 @@ class _LayerState:
             self._init(feat, labels, images_u8)
         n, u = feat.shape[:2]
         self.pixels += labels[0].numel() * n
+        self.images += n
         self.sum += feat.sum(dim=(0, 2, 3), dtype=torch.float64)
         self.raw_count += n * feat.shape[2] * feat.shape[3]
         peak = feat.amax(dim=(2, 3))  # n x u
@@ -787,13 +798,32 @@ class _LayerState:
                 self.exact += torch.bincount(idx.view(-1), minlength=self.exact.numel())
         else:
             self.hist.grow(bmax)  # bilinear interpolation never exceeds the raw maximum
-            lo = None if self.mode == "iqr" else self.lo
+            lo = None if self.mode == "iqr" else (self.floor if self.floor is not None else self.lo)
             scaled = self.hist.scale_labels(labels)
             for unit, a, d, lab in self.up.values(feat, scaled, lo, self.k * self.hist.label_stride, peak):
                 self.hist.add(unit, a, d, lam, lab)
             self.hist.flush()
+            if self.raise_floor and self.floor is None and self.images >= FLOOR_AFTER:
+                self._raise_floor()
         if self.top_k:
             self.top.update(start, feat, peak, images_u8)
+
+    def _raise_floor(self) -> None:
+        """Stop binning values below the level exceeded by FLOOR_MARGIN * quantile of those counted so
+        far, snapped down to a bin edge. Counts above the floor stay complete; `_finish` checks that
+        the threshold lies above it (else the layer is redone without a floor)."""
+        h = self.hist
+        t, ok = h.level(FLOOR_MARGIN * self.quantile * self.pixels)
+        edge = h.lo + torch.floor(((t - h.lo) / h.width).clamp_min(0)) * h.width
+        self.floor = torch.where(ok, torch.maximum(h.lo, edge), h.lo).float()
+
+    def floor_ok(self, t: torch.Tensor) -> torch.Tensor:
+        """Per unit: does threshold t lie in bins that are complete (at or above the floor's next edge)?"""
+        if self.floor is None:
+            return torch.ones_like(t, dtype=torch.bool)
+        h = self.hist
+        edge = h.lo + torch.ceil(((self.floor.double() - h.lo) / h.width).clamp_min(0)) * h.width
+        return (t >= edge) | (self.floor.double() <= h.lo)
 
     def raw_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean, q99, ok) of the raw feature maps; ok is False where the q99 tail was too short."""
@@ -1067,11 +1097,12 @@ def _finish(s: _LayerState, totals: torch.Tensor, concepts: list[str],
     else:
         t, ok = s.hist.level(s.quantile * s.pixels)
         ok = ok.cpu()
-    if not bool(ok.all()) or not bool(raw_ok.all()):
+    floor_ok = s.floor_ok(t).cpu() if s.mode == "quantile" else torch.ones_like(raw_ok)
+    if not bool(ok.all()) or not bool(raw_ok.all()) or not bool(floor_ok.all()):
         lo = None if s.mode == "fixed" else torch.where(ok, s.lo.cpu(), s.raw_min.cpu())
         raw_lo = torch.where(raw_ok, s.raw_hist._lo32.cpu(), s.raw_min.cpu())
         return _LayerState(s.name, s.mode, s.quantile, s.k, s.top_k, thresholds=s.thresholds, lo_override=lo,
-                           raw_lo_override=raw_lo)
+                           raw_lo_override=raw_lo, raise_floor=False)
     if s.mode == "fixed":
         inter = s.exact_counts().double()
     else:

@@ -125,8 +125,10 @@ def tiny_gen(tiny_config) -> Generator:
 # Correctness against brute force
 
 
-@pytest.mark.parametrize("q", [0.01, 0.15])
-def test_quantile_thresholds_and_iou_match_brute_force(tiny_gen, q):
+@pytest.mark.parametrize("q,floor_after", [(0.01, None), (0.15, None), (0.01, 16), (0.15, 16)])
+def test_quantile_thresholds_and_iou_match_brute_force(tiny_gen, q, floor_after, monkeypatch):
+    if floor_after is not None:  # values below a floor stop being binned after the first batch
+        monkeypatch.setattr(D, "FLOOR_AFTER", floor_after)
     n, seed = 72, 3
     result = dissect(tiny_gen, layers=(1, 2), segmenter=quadrant_segmenter, n=n, seed=seed, quantile=q,
                      batch_size=16, top_k=4)
@@ -190,6 +192,25 @@ def test_batch_size_does_not_change_the_answer_beyond_tolerance(tiny_gen):
     la, lb = a.layers["layer2"], b.layers["layer2"]
     assert (la.iou - lb.iou).abs().max() <= 2 * IOU_TOL
     assert la.top_samples.tolist() == lb.top_samples.tolist()
+
+
+def test_a_floor_above_the_threshold_is_redone(tiny_gen, monkeypatch):
+    # A floor at the level of the top 0.5% lies above the top-1% threshold: the bins below it are
+    # incomplete, so the layer must be redone without a floor, and still match brute force.
+    monkeypatch.setattr(D, "FLOOR_AFTER", 16)
+    monkeypatch.setattr(D, "FLOOR_MARGIN", 0.5)
+    notes = []
+    result = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=64, seed=4, batch_size=16,
+                     progress=lambda p: notes.append(p.message) if p.message else None)
+    assert any("again" in m for m in notes)
+    _, ups, labels = brute_force(tiny_gen, ["layer2"], quadrant_segmenter, 64, 4)
+    up = ups["layer2"]
+    values = up.transpose(0, 1).reshape(up.shape[1], -1)
+    exact_t = torch.quantile(values, 0.99, dim=1)
+    span = values.max(dim=1).values - values.min(dim=1).values
+    layer = result.layers["layer2"]
+    assert ((layer.threshold - exact_t).abs() <= THRESHOLD_TOL * span).all()
+    assert (layer.iou.double() - explicit_iou(up, labels, exact_t, 4)).abs().max() <= IOU_TOL
 
 
 def test_first_batch_misestimate_is_redone(tiny_config):

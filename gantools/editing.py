@@ -290,6 +290,8 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
     if action == "remove":
         where = (recon_labels[0] == idx) | (raw_labels[0] == idx)
         region = _dilate(where.cpu(), dilate)
+        if not bool(where.any()):
+            notice(progress, f"the segmenter finds no {concept} in {stem}: nothing to remove")
     elif at is not None:
         cells = point_region(at, (fh, fw), patch)
         region = F.interpolate(cells[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5

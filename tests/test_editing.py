@@ -115,6 +115,14 @@ def test_low_psnr_warns(gan, photo):
     assert any("PSNR" in (m.message or "") for m in msgs)
 
 
+def test_removing_an_absent_concept_says_so(gan):
+    black = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    msgs = []
+    r = edit(gan, black, 2, remove="bright", units=[0, 1], segmenter=Bright(), progress=msgs.append, **FAST)
+    assert not r.region.any() and torch.equal(r.edited, black)
+    assert any("finds no bright" in (m.message or "") for m in msgs)
+
+
 def test_errors(gan, photo, tmp_path):
     seg = Bright()
     with pytest.raises(GantoolsError, match="dark, bright"):

@@ -672,7 +672,11 @@ class _Upsampler:
 
 
 class _TopK:
-    """Running top-k samples per unit by maximum raw activation, with their images and maps."""
+    """Running top-k samples per unit by maximum raw activation, with their images and maps.
+
+    Slots are kept unsorted: a batch's winners are written into the slots of the entries they
+    displace, so only new images are copied (not every kept one); `sort` orders them once at the end.
+    """
 
     def __init__(self, units: int, k: int, image_shape: Sequence[int], map_hw: Sequence[int],
                  device: torch.device) -> None:
@@ -684,27 +688,37 @@ class _TopK:
 
     def update(self, start: int, feat: torch.Tensor, peak: torch.Tensor, images_u8) -> None:
         """Merge a batch (feat n x u x h x w, peak = its per-image maxima n x u) into the top k."""
-        u = feat.shape[1]
-        if self.k == 0:
+        k = self.k
+        if k == 0:
             return
         peak = peak.t()  # units x n
-        if not bool((peak.max(dim=1).values > self.values[:, -1]).any()):
+        if not bool((peak.max(dim=1).values > self.values.min(dim=1).values).any()):
             return
-        values, sel = torch.cat([self.values, peak], dim=1).topk(self.k, dim=1)
-        new = sel >= self.k
-        rows = new.any(dim=1).nonzero().squeeze(1)  # only units whose top k changed are rewritten
-        if rows.numel() == 0:
+        sel = torch.cat([self.values, peak], dim=1).topk(k, dim=1).indices  # units x k
+        new = sel >= k
+        if not bool(new.any()):
             return
-        sel, new = sel[rows], new[rows]
-        ar = rows[:, None].expand_as(sel)
-        old = sel.clamp(max=self.k - 1)
-        images, maps, index = self.images[ar, old], self.maps[ar, old], self.index[ar, old]
-        src = (sel - self.k)[new]
-        images[new] = images_u8()[src]
-        maps[new] = feat[src, ar[new]]
-        index[new] = src + start
-        self.values[rows] = values[rows]
-        self.images[rows], self.maps[rows], self.index[rows] = images, maps, index
+        # slots whose entry survives; the others are free for this batch's winners
+        kept = torch.zeros(sel.shape[0], k + 1, dtype=torch.bool, device=sel.device)
+        kept.scatter_(1, torch.where(new, k, sel), True)
+        free = ~kept[:, :k]
+        # pair the j-th free slot of a row with the j-th new entry of that row (equal counts)
+        order = torch.arange(k, device=sel.device).expand_as(sel)
+        slot = torch.where(free, order, k).sort(dim=1).values
+        src = torch.where(new, sel - k, peak.shape[1]).sort(dim=1).values
+        rows, j = (slot < k).nonzero(as_tuple=True)
+        slot, src = slot[rows, j], src[rows, j]
+        self.values[rows, slot] = peak[rows, src]
+        self.index[rows, slot] = src + start
+        self.images[rows, slot] = images_u8()[src]
+        self.maps[rows, slot] = feat[src, rows]
+
+    def sort(self) -> None:
+        """Order every unit's slots by decreasing activation (empty slots last)."""
+        order = self.values.argsort(dim=1, descending=True, stable=True)
+        ar = torch.arange(order.shape[0], device=order.device)[:, None]
+        self.values, self.index = self.values[ar, order], self.index[ar, order]
+        self.images, self.maps = self.images[ar, order], self.maps[ar, order]
 
 
 class _LayerState:
@@ -1112,6 +1126,8 @@ def _finish(s: _LayerState, totals: torch.Tensor, concepts: list[str],
     union = area + totals.double().to(inter.device)[None] - inter
     iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
     top = s.top
+    if s.top_k:
+        top.sort()
     valid = top.index >= 0
     examples = Examples(images=top.images.cpu(), maps=top.maps.cpu()) if s.top_k else None
     return LayerDissection(name=s.name, concepts=list(concepts), threshold=t.float().cpu(), iou=iou.float().cpu(),

@@ -177,6 +177,18 @@ def test_one_pass_over_several_layers_equals_separate_runs(tiny_gen):
         assert torch.equal(alone.layers[name].iou, both.layers[name].iou)
 
 
+def test_inline_bookkeeping_equals_the_worker_thread(tiny_gen, monkeypatch):
+    # With a spare core the accumulators run in a worker thread; without one, inline. Same answer.
+    monkeypatch.setattr(D.os, "cpu_count", lambda: 64)
+    worker = dissect(tiny_gen, layers=(1, 2), segmenter=quadrant_segmenter, n=40, seed=1, batch_size=16)
+    monkeypatch.setattr(D.os, "cpu_count", lambda: 1)
+    inline = dissect(tiny_gen, layers=(1, 2), segmenter=quadrant_segmenter, n=40, seed=1, batch_size=16)
+    for name in ("layer1", "layer2"):
+        a, b = worker.layers[name], inline.layers[name]
+        assert torch.equal(a.threshold, b.threshold) and torch.equal(a.iou, b.iou)
+        assert torch.equal(a.top_samples, b.top_samples) and torch.allclose(a.mean, b.mean)
+
+
 def test_deterministic_and_seed_dependent(tiny_gen):
     a = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=32, seed=5)
     b = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=32, seed=5)

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 import gantools
-from gantools.utils import from_uint8
 
 FRESH_SEED = 777  # scenes seed for the test images; the shipped model trained on seed 0
 

@@ -25,8 +25,6 @@ import math
 import time
 from pathlib import Path
 
-import torch
-
 import gantools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,5 +147,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     main()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 import gantools
-from gantools.data import load_image, make_grid, save_image, split_holdout
+from gantools.data import find_images, load_image, make_grid, save_image, split_holdout
 from gantools.dissection import unit_masks
 from gantools.inversion import compare_strip
 from gantools.reports import image_row, overlay
@@ -78,7 +78,7 @@ def inversion() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if MNIST.is_dir():
-            _, held = split_holdout(sorted(p for p in MNIST.rglob("*.png")), 500)
+            _, held = split_holdout(find_images(MNIST), 500)
             clean = torch.stack([load_image(p, nc=1, size=32) for p in held[:1]])
             low = F.avg_pool2d(clean.float(), 4).round().to(torch.uint8)
             r = gantools.invert("mnist32", low, "superres", scale=4, layerwise=1, names=["digit"])

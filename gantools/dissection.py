@@ -735,7 +735,7 @@ class _LayerState:
         self.thresholds, self.lo_override, self.raw_lo_override = thresholds, lo_override, raw_lo_override
         self.raise_floor = raise_floor and mode == "quantile"
         self.floor: torch.Tensor | None = None  # values below it are no longer binned (see FLOOR_AFTER)
-        self.images = 0
+        self.samples = 0  # samples accumulated so far
         self.ready = False
 
     def _init(self, feat: torch.Tensor, labels: torch.Tensor, images_u8) -> None:
@@ -787,7 +787,7 @@ class _LayerState:
             self._init(feat, labels, images_u8)
         n, u = feat.shape[:2]
         self.pixels += labels[0].numel() * n
-        self.images += n
+        self.samples += n
         self.sum += feat.sum(dim=(0, 2, 3), dtype=torch.float64)
         self.raw_count += n * feat.shape[2] * feat.shape[3]
         peak = feat.amax(dim=(2, 3))  # n x u
@@ -817,7 +817,7 @@ class _LayerState:
             for unit, a, d, lab in self.up.values(feat, scaled, lo, self.k * self.hist.label_stride, peak):
                 self.hist.add(unit, a, d, lam, lab)
             self.hist.flush()
-            if self.raise_floor and self.floor is None and self.images >= FLOOR_AFTER:
+            if self.raise_floor and self.floor is None and self.samples >= FLOOR_AFTER:
                 self._raise_floor()
         if self.top_k:
             self.top.update(start, feat, peak, images_u8)

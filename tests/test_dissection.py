@@ -206,6 +206,18 @@ def test_batch_size_does_not_change_the_answer_beyond_tolerance(tiny_gen):
     assert la.top_samples.tolist() == lb.top_samples.tolist()
 
 
+def assert_layer2_top1_matches_brute_force(result, generator, n: int, seed: int) -> None:
+    """layer2's top-1% thresholds and IoUs agree with torch.quantile and explicit IoU."""
+    _, ups, labels = brute_force(generator, ["layer2"], quadrant_segmenter, n, seed)
+    up = ups["layer2"]
+    values = up.transpose(0, 1).reshape(up.shape[1], -1)
+    exact_t = torch.quantile(values, 0.99, dim=1)
+    span = values.max(dim=1).values - values.min(dim=1).values
+    layer = result.layers["layer2"]
+    assert ((layer.threshold - exact_t).abs() <= THRESHOLD_TOL * span).all()
+    assert (layer.iou.double() - explicit_iou(up, labels, exact_t, 4)).abs().max() <= IOU_TOL
+
+
 def test_a_floor_above_the_threshold_is_redone(tiny_gen, monkeypatch):
     # A floor at the level of the top 0.5% lies above the top-1% threshold: the bins below it are
     # incomplete, so the layer must be redone without a floor, and still match brute force.
@@ -215,14 +227,7 @@ def test_a_floor_above_the_threshold_is_redone(tiny_gen, monkeypatch):
     result = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=64, seed=4, batch_size=16,
                      progress=lambda p: notes.append(p.message) if p.message else None)
     assert any("again" in m for m in notes)
-    _, ups, labels = brute_force(tiny_gen, ["layer2"], quadrant_segmenter, 64, 4)
-    up = ups["layer2"]
-    values = up.transpose(0, 1).reshape(up.shape[1], -1)
-    exact_t = torch.quantile(values, 0.99, dim=1)
-    span = values.max(dim=1).values - values.min(dim=1).values
-    layer = result.layers["layer2"]
-    assert ((layer.threshold - exact_t).abs() <= THRESHOLD_TOL * span).all()
-    assert (layer.iou.double() - explicit_iou(up, labels, exact_t, 4)).abs().max() <= IOU_TOL
+    assert_layer2_top1_matches_brute_force(result, tiny_gen, 64, 4)
 
 
 def test_first_batch_misestimate_is_redone(tiny_config):
@@ -240,14 +245,7 @@ def test_first_batch_misestimate_is_redone(tiny_config):
     result = dissect(gen, layers=2, segmenter=quadrant_segmenter, n=96, seed=0, quantile=0.01, batch_size=16,
                      progress=lambda p: notes.append(p.message) if p.message else None)
     assert any("again" in m for m in notes)
-    _, ups, labels = brute_force(gen, ["layer2"], quadrant_segmenter, 96, 0)
-    up = ups["layer2"]
-    values = up.transpose(0, 1).reshape(up.shape[1], -1)
-    exact_t = torch.quantile(values, 0.99, dim=1)
-    span = values.max(dim=1).values - values.min(dim=1).values
-    layer = result.layers["layer2"]
-    assert ((layer.threshold - exact_t).abs() <= THRESHOLD_TOL * span).all()
-    assert (layer.iou.double() - explicit_iou(up, labels, exact_t, 4)).abs().max() <= IOU_TOL
+    assert_layer2_top1_matches_brute_force(result, gen, 96, 0)
 
 
 # ---------------------------------------------------------------------------------------------

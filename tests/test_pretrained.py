@@ -5,9 +5,7 @@ and recorded in pretrained/README.md; here only quick checks that would catch a 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 from typer.testing import CliRunner
 

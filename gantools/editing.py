@@ -146,10 +146,10 @@ def _read_input(image: Any, nc: int, size: int) -> tuple[torch.Tensor, str, tupl
 
 def _read_mask(mask: Any, own: tuple[int, int], size: int) -> torch.Tensor:
     """An image-space mask (size x size bool) from a PNG or tensor of the input's or the model's size."""
-    from .data import read_image
+    from .data import read_mask
 
     if isinstance(mask, (str, os.PathLike)):
-        m = read_image(mask, nc=1)[0]
+        m = read_mask(mask)
         what = str(mask)
         inside = m > 127
     else:
@@ -278,6 +278,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         raw = generate_from(G, name, iv.apply(feats))
         recon_labels = _segment(seg, recon)
         raw_labels = _segment(seg, raw)
+        input_labels = _segment(seg, from_uint8(x_u8)[None].to(dev))
     recon_u8 = _to_u8(recon[0])
     raw_u8 = _to_u8(raw[0])
     quality = psnr_of(from_uint8(recon_u8), from_uint8(x_u8))
@@ -288,10 +289,14 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
 
     idx = concepts.index(concept)
     if action == "remove":
-        where = (recon_labels[0] == idx) | (raw_labels[0] == idx)
-        region = _dilate(where.cpu(), dilate)
-        if not bool(where.any()):
+        # The input's own pixels of the concept count too: where the reconstruction missed some, the
+        # edited image (which lacks the concept) still replaces them.
+        in_input = input_labels[0] == idx
+        where = in_input | (recon_labels[0] == idx) | (raw_labels[0] == idx)
+        if not bool(in_input.any()):
             notice(progress, f"the segmenter finds no {concept} in {stem}: nothing to remove")
+            where = torch.zeros_like(where)  # the output stays the input
+        region = _dilate(where.cpu(), dilate)
     elif at is not None:
         cells = point_region(at, (fh, fw), patch)
         region = F.interpolate(cells[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5

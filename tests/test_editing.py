@@ -123,6 +123,15 @@ def test_removing_an_absent_concept_says_so(gan):
     assert any("finds no bright" in (m.message or "") for m in msgs)
 
 
+def test_removal_region_covers_the_inputs_concept_even_where_the_reconstruction_missed_it(gan, photo):
+    # Two Adam steps from a random start reconstruct little of the photo; the region must still hold
+    # every bright pixel of the input, so the output keeps none of the input's bright pixels unedited.
+    r = edit(gan, photo, 2, remove="bright", units=[0, 1], segmenter=Bright(), steps=2, restarts=1, encoder=None,
+             dilate=0)
+    input_bright = (photo.float() / 127.5 - 1).mean(0) > 0.5
+    assert input_bright.any() and bool(r.region[input_bright].all())
+
+
 def test_errors(gan, photo, tmp_path):
     seg = Bright()
     with pytest.raises(GantoolsError, match="dark, bright"):

@@ -189,8 +189,8 @@ class LayerDissection:
         return [(self.concepts[i], float(row[i])) for i in _order(row)[:k]]
 
     def ranked_units(self, concept: str, rank: str = "iou") -> list[int]:
-        """All units ordered by their IoU with `concept` (rank="iou") or by the causal effect of
-        ablating them (rank="ace", computed by `gantools rank`), best first; ties by unit number.
+        """All units ordered by their IoU with `concept` (rank="iou"), or the units `gantools rank`
+        measured ordered by the causal effect of ablating them (rank="ace"); best first, ties by unit number.
         """
         k = self.concept_index(concept)
         if rank == "iou":
@@ -200,12 +200,13 @@ class LayerDissection:
                 done = ", ".join(self.ace) or "none"
                 raise GantoolsError(f"no causal ranking for {concept!r} in {self.name} (computed for: {done}): "
                                     f"run gantools rank --layer {self.name.removeprefix('layer')} "
-                                    f"--concept {concept} first, or use rank iou")
+                                    f"--concept {concept} first, or rank by iou (--rank iou)")
             values = torch.tensor(self.ace[concept], dtype=torch.float64)
             if values.numel() != self.units:
                 raise GantoolsError(f"the causal ranking for {concept!r} has {values.numel()} values for "
                                     f"{self.units} units: recompute it with gantools rank")
-            return _order(values)
+            measured = set(torch.nonzero(torch.isfinite(values)).flatten().tolist())
+            return [u for u in _order(values) if u in measured]  # unmeasured units are not ranked
         raise GantoolsError(f"unknown ranking {rank!r}: use iou or ace")
 
     def units_for(self, concept: str) -> list[int]:
@@ -387,9 +388,9 @@ def check_model(result: DissectionResult, gan: GAN | nn.Module) -> None:
     want = result.settings.get("model_fingerprint")
     have = fingerprint(generator)
     if want != have:
-        raise GantoolsError(f"dissection report made for another model (fingerprint {want}, this model is {have}"
-                            f"{', ' + str(result.settings.get('model')) if result.settings.get('model') else ''}): "
-                            f"dissect this model first")
+        made_for = result.settings.get("model")
+        raise GantoolsError(f"the dissection report was made for another model ({made_for or 'fingerprint ' + str(want)}; "
+                            f"this model's fingerprint is {have}): dissect this model first, or pass that --model")
 
 
 # ---------------------------------------------------------------------------------------------

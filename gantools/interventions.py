@@ -543,7 +543,8 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 def check_concept(concept: str, concepts: Sequence[str], where: str = "the segmenter") -> int:
     """Index of `concept`; a GantoolsError listing the known concepts when it is unknown."""
     if concept not in concepts:
-        raise GantoolsError(f"unknown concept {concept!r}: {where} knows {', '.join(concepts)}")
+        hint = " (another segmenter: --segmenter color, or a segmenter file)" if where == "the segmenter" else ""
+        raise GantoolsError(f"unknown concept {concept!r}: {where} knows {', '.join(concepts)}{hint}")
     return list(concepts).index(concept)
 
 
@@ -627,7 +628,11 @@ def _plan_units(gan: GAN, layer: str, segmenter: Any, units: Any, concept: str |
     if chosen is None:
         assert concept is not None
         check_concept(concept, result.concepts, "the dissection report")
-        chosen = [int(u) for u in stats.ranked_units(concept, rank)][:top]
+        ranked = [int(u) for u in stats.ranked_units(concept, rank)]
+        if len(ranked) < top:
+            notice(progress, f"only {len(ranked)} units of {layer} are ranked by {rank} for {concept}: using those "
+                             f"(rank more with gantools rank --units)")
+        chosen = ranked[:top]
         source += f", top {len(chosen)} by {rank}"
     return _Plan(chosen, stats, source)
 
@@ -771,9 +776,9 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
 def _image_region(mask: Any, size: int) -> tuple[torch.Tensor, str]:
     """An image-space mask (S x S bool) from a PNG path or a tensor; non-zero/bright pixels are inside."""
     if isinstance(mask, (str, os.PathLike)):
-        from .data import load_image
+        from .data import read_mask
 
-        m = load_image(mask, nc=1)[0]
+        m = read_mask(mask)
         if tuple(m.shape) != (size, size):
             # Nearest-neighbour keeps the mask binary; the loader's antialiased resize would blur it.
             m = F.interpolate(m[None, None].float(), size=(size, size), mode="nearest")[0, 0]

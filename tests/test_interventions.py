@@ -384,6 +384,19 @@ def test_rank_stored_in_report_drives_top_ace(gan, report, tmp_path):
         ablate(gan, 2, concept="dark", top=2, rank="ace", dissection=loaded, segmenter=Bright(), n=8)
 
 
+def test_partial_ace_ranking_uses_only_the_measured_units(gan, report):
+    import copy
+
+    partial = copy.deepcopy(report)
+    rank_units(gan, 2, "bright", units=[3, 1], dissection=partial, segmenter=Bright(), n=8, seed=4).store(partial)
+    assert sorted(partial.layers["layer2"].ranked_units("bright", "ace")) == [1, 3]
+    notes = []
+    result = ablate(gan, 2, concept="bright", top=5, rank="ace", dissection=partial, segmenter=Bright(), n=4,
+                    progress=notes.append)
+    assert sorted(result.units) == [1, 3]
+    assert any(m.message and "only 2 units of layer2 are ranked by ace" in m.message for m in notes)
+
+
 def test_report_for_another_model_is_refused(report):
     other = planted_gan()
     with torch.no_grad():

@@ -26,8 +26,9 @@ IN_MEMORY_LIMIT = 4 * 1024**3
 # Single images
 
 
-def _to_mode(img, nc: int):
-    """Convert a PIL image of any mode to 'L' (nc=1) or 'RGB' (nc=3); alpha is composited on white."""
+def _to_mode(img, nc: int, background: int = 255):
+    """Convert a PIL image of any mode to 'L' (nc=1) or 'RGB' (nc=3); alpha is composited on a
+    `background` grey level (white for pictures, black for masks)."""
     from PIL import Image
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -43,13 +44,14 @@ def _to_mode(img, nc: int):
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img.convert("RGBA"))
+        matte = Image.new("RGBA", img.size, (background, background, background, 255))
+        img = Image.alpha_composite(matte, img.convert("RGBA"))
     return img.convert("L" if nc == 1 else "RGB")
 
 
-def read_image(path: str | os.PathLike, nc: int = 3) -> torch.Tensor:
-    """Decode an image file at its own size: uint8 tensor nc x H x W. Raises GantoolsError if unreadable."""
+def read_image(path: str | os.PathLike, nc: int = 3, background: int = 255) -> torch.Tensor:
+    """Decode an image file at its own size: uint8 tensor nc x H x W. Raises GantoolsError if unreadable.
+    Transparent pixels are composited on the `background` grey level."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -58,13 +60,18 @@ def read_image(path: str | os.PathLike, nc: int = 3) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             img.load()
-            img = _to_mode(img, nc)
+            img = _to_mode(img, nc, background)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise GantoolsError(f"cannot read image {path}: {e}") from e
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def read_mask(path: str | os.PathLike) -> torch.Tensor:
+    """A mask file as a uint8 H x W tensor (white = selected); transparent pixels are unselected."""
+    return read_image(path, nc=1, background=0)[0]
 
 
 def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -396,12 +396,14 @@ class Observations:
         names: stems used for output files.
         originals: the inputs as read (uint8 C x H x W at their own size), for display.
         resized: which inputs were resized to fit.
+        sources: the file each input came from (None for tensor inputs).
     """
 
     images: torch.Tensor
     names: list[str]
     originals: list[torch.Tensor]
     resized: list[bool]
+    sources: list[str | None] = field(default_factory=list)
 
 
 def load_observations(images: ImageSource, image_size: int, nc: int, task: str, scale: int = 4,
@@ -409,7 +411,8 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
     """Read and convert the user's degraded inputs to what the operator of `task` expects.
 
     Args:
-        images: paths, or a tensor N x C x H x W (uint8, or float in [-1, 1]).
+        images: paths (a folder stands for the images in it), or a tensor N x C x H x W (uint8, or
+            float in [-1, 1]).
         image_size, nc: the generator's resolution and channels.
         task: which operator; colorize reads grayscale, superres needs exactly image_size / scale.
         scale: superres factor.
@@ -423,6 +426,7 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
     raw: list[torch.Tensor] = []
     labels: list[str] = []
     originals: list[torch.Tensor] = []
+    sources: list[str | None] = []
     if isinstance(images, torch.Tensor):
         t = images if images.dim() == 4 else images[None]
         if t.dim() != 4:
@@ -437,8 +441,19 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
             originals.append(to_uint8(img))
             raw.append(_convert_channels(img, want_c))
             labels.append(names[i] if names is not None else f"img{i:04d}")
+            sources.append(None)
     else:
-        paths = [Path(p) for p in images]
+        from .data import find_images
+
+        paths = []
+        for p in map(Path, [images] if isinstance(images, (str, os.PathLike)) else images):
+            if p.is_dir():  # a folder stands for the images in it
+                found = find_images(p)
+                if not found:
+                    raise GantoolsError(f"no images in {p}")
+                paths += found
+            else:
+                paths.append(p)
         if not paths:
             raise GantoolsError("no images to invert")
         for p in paths:
@@ -449,6 +464,7 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
                 notice(progress, f"{p.name}: colour input converted to grayscale (BT.601 luminance) for colorize")
             raw.append(from_uint8(img))
             labels.append(p.stem)
+            sources.append(str(p))
     if len(set(labels)) != len(labels):
         dup = sorted({n for n in labels if labels.count(n) > 1})
         raise GantoolsError(f"several inputs share the name {dup[0]!r}: outputs are named by stem, so rename them")
@@ -465,7 +481,7 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
         out.append(img.clamp(-1, 1))
     if not out:
         raise GantoolsError("no images to invert")
-    return Observations(torch.stack(out), labels, originals, resized)
+    return Observations(torch.stack(out), labels, originals, resized, sources)
 
 
 def _convert_channels(img: torch.Tensor, nc: int) -> torch.Tensor:
@@ -490,13 +506,13 @@ def load_mask(mask: str | os.PathLike | torch.Tensor, sizes: Sequence[tuple[int,
         sizes: the inputs' own (height, width); the mask must have the same size.
         image_size: generator resolution to bring it to.
     """
-    from .data import read_image, resize_center_crop
+    from .data import read_mask, resize_center_crop
 
     if isinstance(mask, torch.Tensor):
         m = _as_mask(mask)
         name = "mask"
     else:
-        m = _as_mask(read_image(mask, 1))
+        m = _as_mask(read_mask(mask)[None])
         name = f"mask {Path(mask).name}"
     h, w = m.shape[-2:]
     for ih, iw in sizes:
@@ -657,6 +673,7 @@ class InversionResult:
             and layer_psnr, layer_ssim with layer-wise).
         settings: the parameters used.
         originals: the inputs as read (uint8, their own size), for display.
+        sources: the file each input came from (None for tensor inputs).
         missing: inpaint: the hole (N|1 x 1 x S x S, 1 = missing) at generator resolution.
     """
 
@@ -684,6 +701,7 @@ class InversionResult:
     settings: dict[str, Any] = field(default_factory=dict)
     originals: list[torch.Tensor] | None = field(default=None, repr=False)
     missing: torch.Tensor | None = field(default=None, repr=False)
+    sources: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -708,6 +726,8 @@ class InversionResult:
     def record(self, i: int) -> dict[str, Any]:
         """One JSON-ready dict of image i's losses and metrics."""
         rec: dict[str, Any] = {"name": self.names[i], "task": self.task}
+        if self.sources and self.sources[i] is not None:
+            rec["input"] = self.sources[i]
         rec.update({f"{k}_loss" if k not in ("mse",) else k: float(v[i]) for k, v in self.losses.items()})
         rec["init_loss"] = float(self.init_loss[i])
         rec["restart"] = int(self.best_restart[i])
@@ -744,7 +764,7 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
 
     Args:
         model: a loaded GAN or a model spec (file, run directory, pretrained name).
-        images: the degraded inputs: image paths, or a tensor N x C x H x W (uint8 or [-1, 1]).
+        images: the degraded inputs: image paths and folders, or a tensor N x C x H x W (uint8 or [-1, 1]).
             Converted to the generator's channels and resolution (superres: exactly size / scale).
         task: reconstruct, inpaint, colorize, denoise or superres.
         mask: inpaint: PNG path or tensor with the inputs' size, nonzero = missing (one for all, or
@@ -780,6 +800,8 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
     weights = weights or ObjectiveWeights()
     if task == "colorize":
         Colorize(cfg.image_size, cfg.nc)  # fail early on a grayscale model, before reading files
+    if task == "superres":
+        SuperResolution(cfg.image_size, cfg.nc, scale)  # fail early on a scale that does not fit the model
     layer = layer_name(G, layerwise) if layerwise is not None else None
     if layer == "output":
         raise GantoolsError("layer-wise inversion needs a hidden layer (1..%d), not the output" % cfg.num_layers)
@@ -787,6 +809,8 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
     obs_set = load_observations(images, cfg.image_size, cfg.nc, task, scale, names, progress)
     obs_all = obs_set.images
     n = obs_all.shape[0]
+    if targets is not None:  # read them now: a wrong path should fail before the optimisation, not after
+        targets = load_targets(targets, obs_set.names, cfg.image_size, cfg.nc, progress)
     sigma_used = None
     deg_mask = None
     if task == "inpaint":
@@ -930,7 +954,7 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
                   "scale": scale if task == "superres" else None,
                   "noise_sigma": [float(s) for s in sigma_used] if sigma_used is not None else None,
                   "resized": obs_set.resized, "degradation": deg.describe()},
-        originals=obs_set.originals, missing=deg_mask,
+        originals=obs_set.originals, missing=deg_mask, sources=obs_set.sources,
     )
     if targets is not None:
         result.metrics = score(result, targets, progress)
@@ -1066,11 +1090,13 @@ def load_targets(targets: ImageSource, names: Sequence[str], image_size: int, nc
 
 
 def score(result: InversionResult, targets: ImageSource, progress: ProgressCallback | None = None) -> list[dict[str, float]]:
-    """PSNR and SSIM ([0, 1] scale) of each result (and layer-wise result) against clean targets."""
+    """PSNR and SSIM ([0, 1] scale) of each result (and layer-wise result) against clean targets
+    (anything `load_targets` reads, or the list it returns)."""
     from .metrics import psnr, ssim
 
     s = result.images.shape[-1]
-    clean = load_targets(targets, result.names, s, result.images.shape[1], progress)
+    loaded = isinstance(targets, list) and all(t is None or isinstance(t, torch.Tensor) for t in targets)
+    clean = targets if loaded else load_targets(targets, result.names, s, result.images.shape[1], progress)
     out = []
     for i, t in enumerate(clean):
         if t is None:

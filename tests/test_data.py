@@ -11,8 +11,8 @@ from PIL import Image
 
 from conftest import write_images
 from gantools import data
-from gantools.data import (ImageFolder, batch_images, load_image, make_grid, open_dataset, read_image, save_grid,
-                           save_image)
+from gantools.data import (ImageFolder, batch_images, load_image, make_grid, open_dataset, read_image, read_mask,
+                           save_grid, save_image)
 from gantools.utils import GantoolsError, Progress, from_uint8
 
 
@@ -143,3 +143,18 @@ def test_split_holdout_keeps_every_class(tmp_path: Path) -> None:
     assert torch.equal(ho.images[0], folder.images[i])
     with pytest.raises(GantoolsError, match="leaves none"):
         split_holdout(files, 30)
+
+
+def test_read_mask_treats_transparent_pixels_as_unselected(tmp_path):
+    # A white opaque square on a transparent background: a mask selects only the square, while a
+    # picture (read_image) still composites transparency on white.
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[2:5, 3:6] = 255
+    path = tmp_path / "mask.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    m = read_mask(path)
+    assert m.shape == (8, 8) and m.dtype == torch.uint8
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[2:5, 3:6] = True
+    assert torch.equal(m > 127, expected)
+    assert int(read_image(path, nc=1).min()) == 255

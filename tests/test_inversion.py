@@ -330,6 +330,27 @@ def test_inputs_any_size_with_notice_and_errors(gan, gray_gan, tmp_path):
     for nothing in ([], torch.zeros(0, 3, 16, 16)):
         with pytest.raises(GantoolsError, match="no images to invert"):
             invert(gan, nothing, steps=1)
+    # A folder stands for its images (sorted), and each result remembers its file.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for name in ("b", "a"):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "RGB").save(folder / f"{name}.png")
+    res2 = invert(gan, [folder, pal], steps=1, restarts=1, encoder=None)
+    assert res2.names == ["a", "b", "pal"] and res2.record(0)["input"] == str(folder / "a.png")
+    (tmp_path / "void").mkdir()
+    with pytest.raises(GantoolsError, match="no images in"):
+        invert(gan, [tmp_path / "void"], steps=1)
+    # A missing clean target fails before any optimisation step.
+    steps_seen: list[Progress] = []
+    with pytest.raises(GantoolsError, match="image not found"):
+        invert(gan, [pal], steps=5, encoder=None, targets=tmp_path / "nothere.png", progress=steps_seen.append)
+    assert not any(p.task == "invert" for p in steps_seen)
+    # transparent mask pixels are known pixels, not holes
+    rgba_mask = np.zeros((16, 16, 4), np.uint8)
+    rgba_mask[4:8, 4:8] = 255
+    Image.fromarray(rgba_mask, "RGBA").save(mask)
+    res3 = invert(gan, [pal], "inpaint", mask=mask, steps=1, restarts=1, encoder=None)
+    assert int(res3.missing.sum()) == 16
 
 
 def test_mask_resized_with_image_stays_conservative(gan, tmp_path):

@@ -257,8 +257,10 @@ def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int 
         device: "cpu", "cuda", "auto".
         progress: callback (per-epoch loss and accuracy).
     """
-    if epochs < 1 or batch_size < 1:
-        raise GantoolsError("epochs and batch size must be at least 1")
+    if epochs < 1 or batch_size < 1 or width < 1 or feature_dim < 1:
+        raise GantoolsError("epochs, batch size, width and feature dim must be at least 1")
+    if not lr > 0:
+        raise GantoolsError(f"the learning rate must be positive, got {lr}")
     if not 0 <= val_fraction < 1:
         raise GantoolsError(f"val_fraction must be in [0, 1), got {val_fraction}")
     dev = get_device(device)
@@ -351,7 +353,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     """Load a classifier written by `train_classifier`/`save_classifier`, in eval mode."""
     from .models import component_state, load_state, read_safetensors
 
-    tensors, meta = read_safetensors(path)
+    tensors, meta = read_safetensors(path, "classifier")
     if "classifier_config" not in meta:
         raise GantoolsError(f"{path} is not a gantools classifier (no classifier_config in its metadata)")
     model = Classifier(ClassifierConfig.from_dict(meta["classifier_config"]))
@@ -389,6 +391,8 @@ def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: st
     Class folders are matched to the classifier's classes by name; a folder the classifier does not
     know is an error.
     """
+    if batch_size < 1 or holdout < 0:
+        raise GantoolsError("batch size must be at least 1 and holdout at least 0")
     model = load_classifier(classifier, device) if isinstance(classifier, (str, os.PathLike)) else classifier
     model.eval()
     part = "holdout" if holdout else "all"

@@ -36,6 +36,40 @@ class _Group(TyperGroup):
         except GantoolsError as e:
             _error(str(e))
             raise typer.Exit(1) from None
+        except OSError as e:  # a path the user gave cannot be read or written: say which, no traceback
+            _error(_os_message(e))
+            raise typer.Exit(1) from None
+
+
+def _os_message(e: OSError) -> str:
+    what = {FileExistsError: "not a directory (a file is in the way)", IsADirectoryError: "is a directory, not a file",
+            NotADirectoryError: "a part of this path is a file, not a directory",
+            FileNotFoundError: "no such file or directory", PermissionError: "permission denied"}
+    reason = next((text for cls, text in what.items() if isinstance(e, cls)), e.strerror or str(e))
+    return f"{e.filename}: {reason}" if e.filename else f"{reason}"
+
+
+def _check_out_dir(path: Optional[Path], option: str = "--out") -> None:
+    """Fail before any work when an output directory is already a file."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise typer.BadParameter(f"{path} is a file; give a directory", param_hint=f"'{option}'")
+
+
+def _default_companion(model_path: Path, component: str) -> Path:
+    """The file beside the model, unless that would silently replace a shipped model's companion."""
+    from .models import companion_path, pretrained_dir
+
+    path = companion_path(model_path, component)
+    if path.exists() and path.resolve().is_relative_to(pretrained_dir().resolve()):
+        raise typer.BadParameter(f"this would replace the shipped {path}; give another file (or that path, "
+                                 "to replace it on purpose)", param_hint="'--out'")
+    return path
+
+
+def _check_out_file(path: Optional[Path], option: str = "--out") -> None:
+    """Fail before any work when an output file is already a directory."""
+    if path is not None and path.is_dir():
+        raise typer.BadParameter(f"{path} is a directory; give a file name", param_hint=f"'{option}'")
 
 
 app = typer.Typer(
@@ -103,7 +137,8 @@ class Reporter:
             self._bar.__exit__(*exc)
 
     def print(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        # soft_wrap: a log file keeps one line per record instead of rich's 80-column wrapping
+        self.console.print(text, highlight=False, soft_wrap=not self.console.is_terminal)
 
     def __call__(self, p: Progress) -> None:
         if p.message:
@@ -203,6 +238,7 @@ def train_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a DCGAN on a folder of images or a built-in dataset (Ctrl-C saves and stops)."""
+    _check_out_dir(out)
     from .training import TrainConfig, train
 
     given = {k: v for k, v in dict(
@@ -247,6 +283,7 @@ def export_cmd(
                                                 show_default=False)] = None,
 ) -> None:
     """Write a run's model.safetensors (G, D and config) for the analysis commands."""
+    _check_out_file(out)
     from .training import export
 
     path = export(run_dir, best=best, out=out, half=half)
@@ -276,6 +313,7 @@ def sample_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw samples from a model: a grid, an interpolation strip, or latent vector arithmetic."""
+    _check_out_file(out)
     from .data import save_grid
     from .models import load_model
     from . import sampling
@@ -423,6 +461,7 @@ def segmenter_train_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a segmenter (segmentation-models-pytorch) on labelled images; report held-out IoU."""
+    _check_out_file(out)
     from .segmenters import train_segmenter
 
     if steps is not None and epochs is not None:
@@ -558,26 +597,26 @@ def _dissection_table(result: Any, limit: int = 8) -> Any:
 def dissect_cmd(
     layer: Annotated[Optional[list[str]], typer.Option(
         "--layer", "-l", help="Layer: a number (3 = layer3) or a dotted module name. Repeat for several "
-        "layers (dissected in one pass). [default: 3]", show_default=False)] = None,
+        "layers (dissected in one pass). (default: 3)", show_default=False)] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Generated samples.")] = 2000,
-    quantile: Annotated[float, typer.Option("--quantile", min=0.0, max=1.0, help="Threshold each unit at the "
-                                            "level exceeded by this top fraction of its upsampled activations.")] = 0.01,
+    quantile: Annotated[float, typer.Option("--quantile", help="Threshold each unit at the level exceeded by "
+                                            "this top fraction (0 < q < 1) of its upsampled activations.")] = 0.01,
     threshold: Annotated[ThresholdMethod, typer.Option(
         "--threshold", help="quantile (--quantile), or iqr: the level maximising the information quality ratio "
         "with the unit's best concept, chosen on n other samples.")] = ThresholdMethod.quantile,
     min_iou: Annotated[float, typer.Option("--min-iou", min=0.0, max=1.0,
                                            help="A unit is interpretable when its best IoU reaches this.")] = 0.04,
     segmenter: Annotated[Optional[str], typer.Option(
-        "--segmenter", "-s", help="color, or a segmenter .safetensors file. [default: the model's own segmenter, "
-        "else color]", show_default=False)] = None,
+        "--segmenter", "-s", help="color, or a segmenter .safetensors file. (default: the model's own segmenter, "
+        "else color)", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch.")] = 64,
     strip: Annotated[int, typer.Option("--strip", min=0, help="Top-activating images per unit in the HTML "
                                        "report.")] = 6,
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory. [default: "
-                                                "dissect/<model>-<layers>]", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory. (default: "
+                                                "dissect/<model>-<layers>)", show_default=False)] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -588,6 +627,7 @@ def dissect_cmd(
 
     Writes report.json, units.csv and a self-contained report.html (offline; open it from disk).
     """
+    _check_out_dir(out)
     from .dissection import dissect
 
     layers = layer or ["3"]
@@ -624,11 +664,11 @@ _IV_CONCEPT = typer.Option("--concept", "-c", help="Target concept; with no --un
 _IV_TOP = typer.Option("--top", "-k", min=1, help="How many of the concept's top-ranked units to edit.")
 _IV_RANK = typer.Option("--rank", help="Rank units by dissection IoU, or by causal effect (ace, from `gantools rank`).")
 _IV_REPORT = typer.Option("--report", "-r", help="Dissection report (directory or report.json) to rank units and "
-                          "read unit levels from. [default: dissect on the fly]", show_default=False)
+                          "read unit levels from. (default: dissect on the fly)", show_default=False)
 _IV_DISSECT_N = typer.Option("--dissect-n", min=1, help="Samples for a dissection computed on the fly (no --report).")
 _IV_ALPHA = typer.Option("--alpha", min=0.0, max=1.0, help="Edit strength: x' = (1-alpha)*x + alpha*v.")
-_IV_SEGMENTER = typer.Option("--segmenter", "-s", help="color, or a segmenter .safetensors file. [default: the "
-                             "model's own segmenter, else color]", show_default=False)
+_IV_SEGMENTER = typer.Option("--segmenter", "-s", help="color, or a segmenter .safetensors file. (default: the "
+                             "model's own segmenter, else color)", show_default=False)
 _IV_BATCH = typer.Option("--batch-size", "-b", min=1, help="Latents per batch.")
 _IV_GRID = typer.Option("--grid", min=0, help="Before/after pairs in the picture.")
 
@@ -690,6 +730,7 @@ def ablate_cmd(
 
     Writes effect.json, curve.json, curve.png (effect against k units ablated) and before/after pictures to --out.
     """
+    _check_out_dir(out)
     from .interventions import ablate
 
     _iv_selection(units, concept)
@@ -752,6 +793,7 @@ def insert_cmd(
 
     Writes effect.json and before/after pictures (the region highlighted) to --out.
     """
+    _check_out_dir(out)
     from .interventions import insert
     from .utils import parse_point
 
@@ -798,7 +840,7 @@ def rank_cmd(
         "--report", "-r", help="Dissection report (directory or report.json): the ranking is stored in it as "
         "ace[concept], so --rank ace works in ablate/insert.", show_default=False)] = None,
     units: Annotated[Optional[str], typer.Option("--units", "-u", help="Only these units, e.g. 0-63. "
-                                                 "[default: all]", show_default=False)] = None,
+                                                 "(default: all)", show_default=False)] = None,
     value: Annotated[str, typer.Option("--value", help="Ablation level: zero, mean (needs --report) or a number.")]
     = "zero",
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples per unit.")] = 200,
@@ -814,6 +856,7 @@ def rank_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Rank a layer's units by the causal effect on a concept of ablating each one alone."""
+    _check_out_dir(out)
     from .interventions import rank_units
     from .models import load_model
 
@@ -870,8 +913,9 @@ class InvertTask(str, Enum):
 
 @app.command("invert")
 def invert_cmd(
-    images: Annotated[list[Path], typer.Argument(help="The real degraded images (any size, mode and common "
-                                                 "format; superres: exactly the generator's size / --scale).")],
+    images: Annotated[list[Path], typer.Argument(help="The real degraded images, or folders of them (any size, "
+                                                 "mode and common format; superres: exactly the generator's size / "
+                                                 "--scale).")],
     model: ModelOpt = DEFAULT_MODEL,
     task: Annotated[InvertTask, typer.Option("--task", "-t", help="What the input lacks: reconstruct (nothing), "
                                              "inpaint (--mask), colorize (colour), denoise (Gaussian noise), "
@@ -879,9 +923,9 @@ def invert_cmd(
     mask: Annotated[Optional[Path], typer.Option("--mask", help="inpaint: PNG of the input's size whose nonzero "
                                                  "pixels are missing.", show_default=False)] = None,
     scale: Annotated[Optional[int], typer.Option("--scale", help="superres: the input is the generator's size "
-                                                 "divided by this. [default: 4]", show_default=False)] = None,
+                                                 "divided by this. (default: 4)", show_default=False)] = None,
     noise_sigma: Annotated[Optional[float], typer.Option(
-        "--noise-sigma", help="denoise: noise std on the [0,1] scale (e.g. 0.1). [default: estimated per image]",
+        "--noise-sigma", help="denoise: noise std on the [0,1] scale (e.g. 0.1). (default: estimated per image)",
         show_default=False)] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Adam steps per image.")] = 300,
     restarts: Annotated[int, typer.Option("--restarts", min=1, help="Starting points per image, optimised "
@@ -890,12 +934,12 @@ def invert_cmd(
         "--layerwise", help="Also optimise this generator layer's features (number or name) to reach details "
         "outside the generator's range; both results are reported.", show_default=False)] = None,
     layer_steps: Annotated[Optional[int], typer.Option("--layer-steps", min=1, help="Steps of the layer-wise "
-                                                       "refinement. [default: --steps]", show_default=False)] = None,
+                                                       "refinement. (default: --steps)", show_default=False)] = None,
     composite: Annotated[bool, typer.Option("--composite/--no-composite", help="inpaint: paste the known pixels "
                                             "back; colorize: keep the input's luminance. --no-composite keeps "
                                             "the raw generator output.")] = True,
-    encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder file to start from. [default: the "
-                                                    "model's encoder.safetensors, when present]",
+    encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder file to start from. (default: the "
+                                                    "model's encoder.safetensors, when present)",
                                                     show_default=False)] = None,
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Start from random latents only.")] = False,
     target: Annotated[Optional[Path], typer.Option(
@@ -911,6 +955,7 @@ def invert_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Invert real images into the GAN and restore what they lack (GAN-prior restoration)."""
+    _check_out_dir(out)
     from .inversion import invert, save_outputs
     from .models import load_model
 
@@ -929,15 +974,15 @@ def invert_cmd(
         raise typer.BadParameter("give --encoder or --no-encoder, not both")
     with Reporter(quiet) as rep:
         gan = load_model(model, device=device)
-        result = invert(gan, images, t, mask=mask, scale=scale or 4, noise_sigma=noise_sigma, steps=steps,
-                        restarts=restarts, layerwise=layerwise, layer_steps=layer_steps, composite=composite,
+        result = invert(gan, images, t, mask=mask, scale=4 if scale is None else scale, noise_sigma=noise_sigma,
+                        steps=steps, restarts=restarts, layerwise=layerwise, layer_steps=layer_steps, composite=composite,
                         encoder=None if no_encoder else (encoder if encoder is not None else "auto"),
                         targets=target, batch_size=batch_size, seed=seed, progress=rep)
         paths = save_outputs(result, out)
     records = []
     for i, p in enumerate(paths):
         rec = result.record(i)
-        rec.update(input=str(images[i]), **p)
+        rec.update(**p)
         records.append(rec)
     if json_out:
         for rec in records:
@@ -980,8 +1025,8 @@ def encoder_train_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2, help="Images per step.")] = 64,
     width: Annotated[int, typer.Option("--width", min=4, help="Channels of the first conv block.")] = 32,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine decay).")] = 1e-3,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file. [default: encoder.safetensors "
-                                                "beside the model, where invert finds it]",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file. (default: encoder.safetensors "
+                                                "beside the model, where invert finds it)",
                                                 show_default=False)] = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -989,14 +1034,15 @@ def encoder_train_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Train an encoder E(x) -> z for a model; `gantools invert` starts from E(x) when it exists."""
+    _check_out_file(out)
     from .encoder import Encoder, EncoderConfig, encoder_errors, train_encoder
-    from .models import companion_path, load_model
+    from .models import load_model
 
     gan = load_model(model, device=device)
     if out is None:
         if gan.path is None:
             raise typer.BadParameter("give --out: the model has no file to store the encoder beside")
-        out = companion_path(gan.path, "encoder")
+        out = _default_companion(gan.path, "encoder")
     with Reporter(quiet) as rep:
         dataset = None
         if data is not None:
@@ -1109,11 +1155,12 @@ def eval_cmd(
     inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", help="Local torchvision "
                                                               "Inception-v3 weights (.pth); never downloaded.",
                                                               show_default=False)] = None,
-    holdout: Annotated[int, typer.Option("--holdout", help="Compare with only the last N images of the --data "
-                                         "folder (sorted paths), e.g. those held out of training.")] = 0,
-    k: Annotated[int, typer.Option("--k", help="Nearest neighbours for precision/recall.")] = 3,
-    kid_subsets: Annotated[int, typer.Option("--kid-subsets", help="Random subsets for KID.")] = 100,
-    kid_subset_size: Annotated[int, typer.Option("--kid-subset-size", help="Images per KID subset.")] = 1000,
+    holdout: Annotated[int, typer.Option("--holdout", help="Compare with only the N images of the --data "
+                                         "folder that `train --holdout N` leaves out (the last by file name in "
+                                         "each class folder).")] = 0,
+    k: Annotated[int, typer.Option("--k", min=1, help="Nearest neighbours for precision/recall.")] = 3,
+    kid_subsets: Annotated[int, typer.Option("--kid-subsets", min=1, help="Random subsets for KID.")] = 100,
+    kid_subset_size: Annotated[int, typer.Option("--kid-subset-size", min=2, help="Images per KID subset.")] = 1000,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 100,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the reference statistics (cached in "
                                            "$GANTOOLS_CACHE/stats, default ~/.cache/gantools/stats).")] = False,
@@ -1158,9 +1205,9 @@ def classifier_train_cmd(
     feature_dim: Annotated[int, typer.Option("--feature-dim", help="Length of the feature vector eval uses.")] = 128,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of training images kept aside to "
                                                 "measure accuracy.")] = 0.1,
-    holdout: Annotated[int, typer.Option("--holdout", help="Leave out the last N images (sorted paths, as "
-                                         "`gantools train --holdout`); evaluate on them with `classifier eval "
-                                         "--holdout N`.")] = 0,
+    holdout: Annotated[int, typer.Option("--holdout", help="Leave out N images, the last by file name in each "
+                                         "class folder (as `gantools train --holdout`); evaluate on them with "
+                                         "`classifier eval --holdout N`.")] = 0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random small shifts and scalings.")] = True,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
@@ -1168,15 +1215,16 @@ def classifier_train_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a small CNN classifier on class folders (e.g. digits in 0/ ... 9/)."""
+    _check_out_file(out)
     from .classifier import train_classifier
 
     if model is not None:
-        from .models import companion_path, load_model
+        from .models import load_model
 
         gan = load_model(model)
         image_size = image_size or gan.config.image_size
         nc = nc or gan.config.nc
-        out = out or companion_path(gan.path, "classifier")
+        out = out or _default_companion(gan.path, "classifier")
     with Reporter(quiet) as rep:
         result = train_classifier(data, image_size=image_size or 32, nc=nc or 1,
                                   out=out or Path("classifier.safetensors"), epochs=epochs, batch_size=batch_size,
@@ -1197,7 +1245,8 @@ def classifier_eval_cmd(
                                                        "(default: the one beside --model).", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Use this model's classifier.safetensors.",
                                                  show_default=False)] = None,
-    holdout: Annotated[int, typer.Option("--holdout", help="Classify only the last N images (sorted paths).")] = 0,
+    holdout: Annotated[int, typer.Option("--holdout", help="Classify only the N images that `train --holdout N` "
+                                         "leaves out (the last by file name in each class folder).")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 256,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -1283,6 +1332,7 @@ def edit_cmd(
     (input | reconstruction | edited | difference) and edit.json (concept pixel fractions before and
     after) to --out.
     """
+    _check_out_dir(out)
     from .editing import edit
 
     if (remove is None) == (add is None):

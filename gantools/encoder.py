@@ -259,7 +259,7 @@ def load_encoder(spec: str | os.PathLike | GAN, gan: GAN | None = None, device: 
             raise GantoolsError(f"this model has no encoder ({where} not found): run `gantools encoder train --model ...`")
     else:
         path = Path(spec)
-    tensors, meta = read_safetensors(path)
+    tensors, meta = read_safetensors(path, "encoder")
     if "encoder_config" not in meta:
         raise GantoolsError(f"{path} is not a gantools encoder (no encoder_config in its metadata)")
     config = EncoderConfig.from_dict(meta["encoder_config"])

@@ -422,7 +422,7 @@ def _file_kind(path: Path) -> str:
     if path.suffix == ".safetensors":
         from .models import read_safetensors
 
-        _, meta = read_safetensors(path)
+        _, meta = read_safetensors(path, "extractor")
         if "classifier_config" in meta:
             return "classifier"
         if "segmenter_config" in meta:
@@ -859,6 +859,8 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
     cfg = gan.config
     if n < 2:
         raise GantoolsError(f"n must be at least 2, got {n}")
+    if k < 1 or kid_subsets < 1 or kid_subset_size < 2 or batch_size < 1:
+        raise GantoolsError("k, kid subsets and batch size must be at least 1, kid subset size at least 2")
     wanted = parse_metrics(metrics, has_classifier=classifier is not None or gan.companion("classifier") is not None,
                            has_segmenter=segmenter is not None or gan.companion("segmenter") is not None)
     need_features = any(m in wanted for m in ("fid", "kid", "pr"))

@@ -189,19 +189,22 @@ def save_safetensors(path: str | os.PathLike, modules: dict[str, nn.Module], met
     return Path(path)
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a safetensors file written by `save_safetensors`: (tensors, decoded metadata)."""
+def read_safetensors(path: str | os.PathLike, what: str = "model") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a safetensors file written by `save_safetensors`: (tensors, decoded metadata).
+    `what` names the file in errors (model, encoder, classifier, segmenter)."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise GantoolsError(f"model file not found: {path}")
+        raise GantoolsError(f"{what} file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise GantoolsError(f"{path} is not a readable safetensors file ({e})") from e
+        hint = (": it is a training checkpoint; give its run directory, or `gantools export` it"
+                if path.suffix in (".pt", ".pth") else f" ({e})")
+        raise GantoolsError(f"{path} is not a readable safetensors file{hint}") from e
     meta: dict[str, Any] = {}
     for k, v in raw.items():
         try:
@@ -251,7 +254,10 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
     if path.is_dir():
         if (path / MODEL_FILE).is_file():
             return path / MODEL_FILE
-        raise GantoolsError(f"{path} holds no {MODEL_FILE}: run `gantools export {path}` first")
+        if (path / "checkpoint.pt").is_file():
+            raise GantoolsError(f"{path} holds no {MODEL_FILE}: run `gantools export {path}` first")
+        raise GantoolsError(f"{path} is a folder without a model ({MODEL_FILE} or checkpoint.pt): give a "
+                            ".safetensors file, a run directory, or a pretrained name")
     named = pretrained_dir() / str(spec) / MODEL_FILE
     if named.is_file():
         return named

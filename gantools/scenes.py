@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .utils import GantoolsError, ProgressCallback, report
+from .utils import GantoolsError, ProgressCallback, notice, report
 
 CONCEPTS: list[str] = ["sky", "cloud", "sun", "mountain", "grass", "water", "road", "tree", "trunk",
                        "wall", "roof", "door", "window"]
@@ -846,7 +846,8 @@ def write_scenes(out: str | os.PathLike, n: int = 1000, image_size: int = 64, se
     `concepts.json` ({"concepts": [...]}) and `preview.png`.
 
     Args:
-        out: output folder (created; existing files of the same names are replaced).
+        out: output folder (created). Scenes of an earlier write there are replaced, and those beyond
+            this write's n are removed, so the folder holds exactly this dataset.
         n, image_size, seed, nc: as for `Scenes`.
         preview: number of scenes shown in preview.png.
         progress: callback for progress.
@@ -861,6 +862,8 @@ def write_scenes(out: str | os.PathLike, n: int = 1000, image_size: int = 64, se
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     digits = max(6, len(str(n - 1)))
+    # Only files named as this function names them: anything else in the folder is the user's.
+    earlier = [f for sub in ("images", "labels") for f in (out / sub).glob("*.png") if f.stem.isdigit()]
     counter = _FrequencyCounter(len(CONCEPTS))
     shown_images, shown_labels = [], []
     # Each file is written atomically (temp file, fsync, rename); fsync waits on the disk, so a few
@@ -889,6 +892,12 @@ def write_scenes(out: str | os.PathLike, n: int = 1000, image_size: int = 64, se
         for f in pending:
             f.result()
     report(progress, "write scenes", n, n)
+    stale = [f for f in earlier if f.name != f"{int(f.stem):0{digits}d}.png" or int(f.stem) >= n]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    if stale:
+        count = sum(f.parent.name == "images" for f in stale)
+        notice(progress, f"removed {count} scene(s) of an earlier write to {out}")
     write_json(out / "concepts.json", {"concepts": list(CONCEPTS)})
     preview_path = save_preview(torch.stack(shown_images), torch.stack(shown_labels), CONCEPTS,
                                 out / "preview.png")

@@ -429,7 +429,7 @@ def load_learned_segmenter(path: str | os.PathLike, device: str | torch.device =
     """A LearnedSegmenter from a segmenter .safetensors file, in eval mode."""
     from .models import component_state, load_state, read_safetensors
 
-    tensors, meta = read_safetensors(path)
+    tensors, meta = read_safetensors(path, "segmenter")
     if CONFIG_KEY not in meta:
         raise GantoolsError(f"{path} is not a segmenter file (no {CONFIG_KEY} in its metadata); "
                             f"make one with `gantools segmenter train`")

@@ -365,7 +365,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated or foreign files
-        raise GantoolsError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+        # torch's weights-only message advises weights_only=False, which a user must not do for a
+        # file that is not a checkpoint; name the file instead.
+        reason = "not a torch checkpoint, or one holding more than tensors" if "Weights only" in str(e) \
+            else str(e).splitlines()[0]
+        raise GantoolsError(f"cannot read checkpoint {path}: {reason}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise GantoolsError(f"{path} is not a gantools checkpoint")
     return ckpt

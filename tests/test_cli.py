@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -122,3 +123,30 @@ def test_bad_options(image_folder: Path, tmp_path: Path) -> None:
     assert_one_line_error(run("sample", "--model", tmp_path / "missing.safetensors"), "no model")
     assert_one_line_error(run("train", "--data", image_folder, *TINY, "--steps", "1", "--device", "tpu"),
                           "unknown device")
+
+
+def _usage_error(result) -> str:
+    """typer's boxed usage error as one line of words (the box may wrap long paths)."""
+    assert result.exit_code == 2, result.output
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+
+
+def test_output_paths_are_checked_before_work_and_fail_in_one_line(image_folder: Path, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    a_file = tmp_path / "taken.png"
+    a_file.write_bytes(b"")
+    r = run("train", "--data", image_folder, *TINY, "--steps", "1", "--out", a_file)
+    assert "is a file; give a directory" in _usage_error(r) and not (tmp_path / "runs").exists()
+    out = tmp_path / "run"
+    assert run("train", "--data", image_folder, *TINY, "--steps", "1", "--out", out, "--quiet").exit_code == 0
+    assert "is a directory; give a file name" in _usage_error(run("sample", "-m", out, "-o", tmp_path))
+    # An OS-level failure on a path the user gave: one line naming the path, no traceback.
+    assert_one_line_error(run("sample", "-m", out, "-o", a_file / "grid.png"), str(a_file))
+    # A shipped model's companion is never replaced by default.
+    shipped = tmp_path / "pretrained" / "tiny"
+    shipped.mkdir(parents=True)
+    (out / "model.safetensors").rename(shipped / "model.safetensors")
+    (shipped / "encoder.safetensors").write_bytes(b"shipped")
+    monkeypatch.setenv("GANTOOLS_PRETRAINED", str(tmp_path / "pretrained"))
+    assert "would replace the shipped" in _usage_error(run("encoder", "train", "-m", "tiny", "--steps", "1"))
+    assert (shipped / "encoder.safetensors").read_bytes() == b"shipped"

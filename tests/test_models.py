@@ -134,8 +134,13 @@ def test_load_model_errors(tmp_path) -> None:
     with pytest.raises(GantoolsError, match="no model"):
         load_model(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
+    with pytest.raises(GantoolsError, match="folder without a model"):
+        load_model(tmp_path / "empty")
+    (tmp_path / "empty" / "checkpoint.pt").write_bytes(b"")  # a run directory that was never exported
     with pytest.raises(GantoolsError, match="gantools export"):
         load_model(tmp_path / "empty")
+    with pytest.raises(GantoolsError, match="training checkpoint"):
+        load_model(tmp_path / "empty" / "checkpoint.pt")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(GantoolsError, match="not a readable"):

@@ -269,6 +269,18 @@ def test_write_scenes_python_api(tmp_path):
     assert result.frequencies == freq
 
 
+def test_rewriting_a_folder_leaves_exactly_the_new_dataset(tmp_path):
+    root = tmp_path / "w"
+    write_scenes(root, n=6, image_size=16, seed=2, preview=1)
+    (root / "images" / "notes.png").write_bytes(b"")  # not a scene: the user's file stays
+    msgs = []
+    write_scenes(root, n=2, image_size=32, seed=2, preview=1, progress=msgs.append)
+    assert sorted(p.name for p in (root / "images").glob("0*.png")) == ["000000.png", "000001.png"]
+    assert sorted(p.name for p in (root / "labels").glob("*.png")) == ["000000.png", "000001.png"]
+    assert (root / "images" / "notes.png").exists()
+    assert any("removed 4 scene(s)" in (m.message or "") for m in msgs)
+
+
 def _labeled(tmp_path: Path, n: int = 3, size: int = 16) -> Path:
     root = tmp_path / "lab"
     write_scenes(root, n=n, image_size=size, seed=0, preview=1)

@@ -297,7 +297,7 @@ def sample_cmd(
     seed: SeedOpt = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write. (default: samples.png, "
                                                 "interpolation.png or arithmetic.png)", show_default=False)] = None,
-    nrow: Annotated[Optional[int], typer.Option("--nrow", help="Images per row (default: a square grid).",
+    nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, help="Images per row (default: a square grid).",
                                                 show_default=False)] = None,
     interpolate: Annotated[bool, typer.Option("--interpolate", help="Write a strip from the latent of --seed to "
                                               "that of --seed2 instead of a grid.")] = False,
@@ -597,7 +597,7 @@ def _dissection_table(result: Any, limit: int = 8) -> Any:
 def dissect_cmd(
     layer: Annotated[Optional[list[str]], typer.Option(
         "--layer", "-l", help="Layer: a number (3 = layer3) or a dotted module name. Repeat for several "
-        "layers (dissected in one pass). (default: 3)", show_default=False)] = None,
+        "layers (dissected in one pass). (default: 3, or 2 on a 16px model)", show_default=False)] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Generated samples.")] = 2000,
     quantile: Annotated[float, typer.Option("--quantile", help="Threshold each unit at the level exceeded by "
                                             "this top fraction (0 < q < 1) of its upsampled activations.")] = 0.01,
@@ -630,9 +630,14 @@ def dissect_cmd(
     _check_out_dir(out)
     from .dissection import dissect
 
-    layers = layer or ["3"]
+    layers, target = layer, model
+    if not layers:  # layer 3, or the last hidden layer of a 16px model (which has two)
+        from .models import load_model
+
+        target = load_model(model, device)
+        layers = [str(min(3, target.config.num_layers))]
     with Reporter(quiet) as rep:
-        result = dissect(model, layers=layers, segmenter=segmenter, n=n, seed=seed, quantile=quantile,
+        result = dissect(target, layers=layers, segmenter=segmenter, n=n, seed=seed, quantile=quantile,
                          threshold=threshold.value, min_iou=min_iou, batch_size=batch_size, device=device,
                          progress=rep, top_k=strip)
         folder = out if out is not None else Path("dissect") / f"{_model_label(model)}-{'-'.join(result.layers)}"

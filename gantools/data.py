@@ -91,8 +91,13 @@ def load_image(path: str | os.PathLike, nc: int = 3, size: int | None = None) ->
     return resize_center_crop(image, size) if size is not None else image
 
 
+# Formats by file suffix; anything else is written as PNG (the lossless default).
+SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
 def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Save one image (C x H x W, uint8 or float in [-1, 1]) as PNG, atomically."""
+    """Save one image (C x H x W, uint8 or float in [-1, 1]) atomically, as PNG unless the suffix
+    names another format (.jpg, .webp, .bmp, .tif)."""
     from PIL import Image
 
     if image.dtype != torch.uint8:
@@ -101,7 +106,7 @@ def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
     pil = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, "L" if arr.shape[2] == 1 else "RGB")
     path = Path(path)
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG")
+        pil.save(tmp, format=SAVE_FORMATS.get(path.suffix.lower(), "PNG"))
     return path
 
 

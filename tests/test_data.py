@@ -158,3 +158,10 @@ def test_read_mask_treats_transparent_pixels_as_unselected(tmp_path):
     expected[2:5, 3:6] = True
     assert torch.equal(m > 127, expected)
     assert int(read_image(path, nc=1).min()) == 255
+
+
+def test_save_image_format_follows_the_suffix(tmp_path):
+    img = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
+    for name, fmt in (("a.png", "PNG"), ("a.jpg", "JPEG"), ("a.webp", "WEBP"), ("a.out", "PNG")):
+        with Image.open(save_image(img, tmp_path / name)) as f:
+            assert f.format == fmt

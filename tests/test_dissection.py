@@ -548,3 +548,8 @@ def test_cli_dissect(tiny_model_file, tmp_path):
     assert "interpretable units per concept" in res.stdout and "report.html" in res.stdout
     res = runner.invoke(app, ["dissect", "-m", str(tiny_model_file), "--layer", "9", "--n", "8"])
     assert res.exit_code == 1 and "unknown layer" in res.output and "Traceback" not in res.output
+    # no --layer: layer 3, or on this 16px model (two hidden layers) its last one
+    res = runner.invoke(app, ["dissect", "-m", str(tiny_model_file), "--n", "8", "--json", "-q",
+                              "--out", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.stdout.strip().splitlines()[-1])["layers"]) == {"layer2"}

@@ -990,6 +990,17 @@ def _resolve_segmenter(segmenter: Any, gan: GAN | None, device: torch.device) ->
     return segmenter, describe_segmenter(segmenter)
 
 
+def segmenter_source(segmenter: Any) -> str | None:
+    """What reloads this segmenter: "color", its file (absolute), or None for a Python object.
+    Stored in reports, so interventions on a report use the segmenter it was made with."""
+    from .segmenters import ColorSegmenter
+
+    if isinstance(segmenter, ColorSegmenter):
+        return "color"
+    path = getattr(segmenter, "path", None)
+    return str(Path(path).resolve()) if path is not None else None
+
+
 def dissect(model: Any, layers: int | str | Iterable[int | str] = (3,), segmenter: Any = None, n: int = 2000,
             seed: int = 0, quantile: float = 0.01, threshold: str = "quantile", min_iou: float = 0.04,
             batch_size: int = DEFAULT_BATCH_SIZE, device: str | torch.device = "cpu",
@@ -1053,7 +1064,8 @@ def dissect(model: Any, layers: int | str | Iterable[int | str] = (3,), segmente
     try:
         settings: dict[str, Any] = {
             "model": model_path if model_path is not None else (str(model) if isinstance(model, str) else None),
-            "model_fingerprint": fingerprint(generator), "segmenter": seg_text, "layers": names, "n": n,
+            "model_fingerprint": fingerprint(generator), "segmenter": seg_text,
+            "segmenter_source": segmenter_source(seg), "layers": names, "n": n,
             "seed": seed, "threshold": threshold, "quantile": quantile if threshold == "quantile" else None,
             "min_iou": min_iou, "batch_size": batch_size, "top_k": top_k, "align_corners": ALIGN_CORNERS,
             "upsampling": "bilinear",

@@ -29,10 +29,8 @@ import torch.nn.functional as F
 
 from .hooks import generate_from, layer_name
 from .models import load_model
-from .segmenters import load_segmenter
 from .interventions import (DEFAULT_DISSECT_N, DEFAULT_PATCH, Intervention, _device_of, _eval_mode, _fractions,
-                            _plan_units, _segment, check_concept, point_region,
-                            unit_values)
+                            _plan_units, _segment, check_concept, point_region, report_segmenter, unit_values)
 from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, parse_point, write_json
 
 BLENDS = ("input", "reconstruction")
@@ -206,7 +204,8 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         units: edit these units instead of the concept's top ones.
         rank: rank units by "iou" or "ace".
         dissection: a DissectionResult or report path (default: dissect on the fly).
-        segmenter: a Segmenter, "color", a path, or None (the model's own, else color).
+        segmenter: a Segmenter, "color", a path, or None: the dissection report's segmenter
+            when it records one, else the model's own, else colours.
         blend: outside the edited region keep the "input" pixels or the "reconstruction".
         patch: with `at`, the block side in feature-map cells.
         dilate: remove: grow the segmented concept region by this many pixels before blending.
@@ -250,7 +249,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         inv_name = layer_name(G, invert_layer)
         if name in blocks and (inv_name not in blocks or blocks.index(inv_name) > blocks.index(name)):
             raise GantoolsError(f"invert at {name} or a layer below it, not {inv_name}")
-    seg = load_segmenter(segmenter, gan=gan, device=dev)
+    seg, dissection = report_segmenter(segmenter, dissection, gan, dev, progress)
     concepts = list(seg.concepts)
     check_concept(concept, concepts)
     size, nc = gan.config.image_size, gan.config.nc

@@ -580,6 +580,21 @@ def _load_dissection(dissection: Any, gan: GAN) -> DissectionResult:
     return result
 
 
+def report_segmenter(segmenter: Any, dissection: Any, gan: GAN, device: torch.device,
+                     progress: ProgressCallback | None = None) -> tuple[Any, Any]:
+    """(segmenter, dissection): with no segmenter given, the one the report was made with (when it
+    can be reloaded), else the model's own; the report is loaded once and returned for reuse."""
+    if dissection is not None:
+        dissection = _load_dissection(dissection, gan)
+        source = dissection.settings.get("segmenter_source")
+        if segmenter is None and source is not None and (source == "color" or Path(source).is_file()):
+            seg = load_segmenter(source, gan=gan, device=device)
+            if source != "color" and gan.companion("segmenter") != Path(source):
+                notice(progress, f"segmenter: {source} (the dissection report's)")
+            return seg, dissection
+    return load_segmenter(segmenter, gan=gan, device=device), dissection
+
+
 def _layer_of(result: DissectionResult, layer: str) -> LayerDissection:
     if layer not in result.layers:
         have = ", ".join(result.layers) or "none"
@@ -711,7 +726,8 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
         alpha: α, the strength of the edit (1 = replace by v).
         dissection: a DissectionResult or a report path; computed on the fly (dissect_n samples,
             seed + 1) when units must be chosen or levels looked up and none is given.
-        segmenter: a Segmenter, a spec for load_segmenter, or None (the model's own, else colours).
+        segmenter: a Segmenter, a spec for load_segmenter, or None: the dissection report's segmenter
+            when it records one, else the model's own, else colours.
         n: samples measured; seed: their latent seed; batch_size: images per forward pass.
         curve_points: at most this many k values on the curve (k = 0…K).
         grid: before/after pairs kept for pictures.
@@ -722,7 +738,7 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
     dev = _device_of(gan.generator)
     G = gan.generator
     name = layer_name(G, layer)
-    seg = load_segmenter(segmenter, gan=gan, device=dev)
+    seg, dissection = report_segmenter(segmenter, dissection, gan, dev, progress)
     concepts = list(seg.concepts)
     if concept is not None:
         check_concept(concept, concepts)
@@ -822,7 +838,7 @@ def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
     dev = _device_of(gan.generator)
     G = gan.generator
     name = layer_name(G, layer)
-    seg = load_segmenter(segmenter, gan=gan, device=dev)
+    seg, dissection = report_segmenter(segmenter, dissection, gan, dev, progress)
     concepts = list(seg.concepts)
     if concept is not None:
         check_concept(concept, concepts)
@@ -924,7 +940,8 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
         value, alpha: the ablation (default: zero, fully).
         dissection: a DissectionResult or report path; checked against the model, and used for
             `value="mean"`. Store the result in it with `RankResult.store`.
-        segmenter: a Segmenter, a spec, or None (the model's own, else colours).
+        segmenter: a Segmenter, a spec, or None: the dissection report's segmenter
+            when it records one, else the model's own, else colours.
         n: samples; seed: their latent seed; batch_size: latents per batch.
         max_images: at most this many images per generator call (chunk size = max_images // batch).
         device, progress: where to run, and the progress callback.
@@ -933,7 +950,7 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
     dev = _device_of(gan.generator)
     G = gan.generator
     name = layer_name(G, layer)
-    seg = load_segmenter(segmenter, gan=gan, device=dev)
+    seg, dissection = report_segmenter(segmenter, dissection, gan, dev, progress)
     concepts = list(seg.concepts)
     ci = check_concept(concept, concepts)
     count = layer_units(G, name)

@@ -329,3 +329,21 @@ def test_load_segmenter_passes_segmenter_objects_through():
     assert load_segmenter(bright) is bright
     with pytest.raises(GantoolsError, match="non-empty `concepts` list"):
         load_segmenter(lambda images: images)
+
+
+def test_interventions_on_a_report_use_its_segmenter(tiny_model_file, trained, tmp_path):
+    # A report made with a segmenter file records it; ablate on that report, with no --segmenter,
+    # uses that file rather than the model's default (colours here: the model has no companion).
+    from gantools.dissection import dissect, load_report
+    from gantools.interventions import ablate
+
+    seg, _, _ = trained
+    seg_file = save_segmenter(seg, tmp_path / "elsewhere" / "seg.safetensors")
+    report = dissect(str(tiny_model_file), layers=2, segmenter=str(seg_file), n=8, seed=0, batch_size=8)
+    report.save(tmp_path / "rep", html=False)
+    assert load_report(tmp_path / "rep").settings["segmenter_source"] == str(seg_file.resolve())
+    notes = []
+    result = ablate(str(tiny_model_file), 2, units=[0], dissection=tmp_path / "rep", n=4, progress=notes.append)
+    assert result.concepts == list(seg.concepts)
+    assert any(m.message and "the dissection report's" in m.message for m in notes)
+    assert ablate(str(tiny_model_file), 2, units=[0], n=4).concepts == list(ColorSegmenter().concepts)

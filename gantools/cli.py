@@ -303,7 +303,8 @@ def sample_cmd(
                                               "that of --seed2 instead of a grid.")] = False,
     seed2: Annotated[Optional[int], typer.Option("--seed2", help="Other end of --interpolate. (default: seed + 1)",
                                                  show_default=False)] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Images in the --interpolate strip.")] = 10,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=2, help="Images in the --interpolate strip. "
+                                                 "(default: 10)", show_default=False)] = None,
     method: Annotated[InterpMethod, typer.Option("--method", help="slerp (spherical) or lerp (straight line).")]
     = InterpMethod.slerp,
     arithmetic: Annotated[Optional[str], typer.Option(
@@ -320,6 +321,9 @@ def sample_cmd(
 
     if interpolate and arithmetic:
         raise typer.BadParameter("choose --interpolate or --arithmetic, not both")
+    if not interpolate and (seed2 is not None or steps is not None):
+        raise typer.BadParameter("--seed2 and --steps are for --interpolate")
+    steps = 10 if steps is None else steps
     gan = load_model(model, device=device)
     if interpolate:
         images = sampling.interpolate(gan, seed, seed + 1 if seed2 is None else seed2, steps, method.value)
@@ -599,8 +603,9 @@ def dissect_cmd(
         "--layer", "-l", help="Layer: a number (3 = layer3) or a dotted module name. Repeat for several "
         "layers (dissected in one pass). (default: 3, or 2 on a 16px model)", show_default=False)] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Generated samples.")] = 2000,
-    quantile: Annotated[float, typer.Option("--quantile", help="Threshold each unit at the level exceeded by "
-                                            "this top fraction (0 < q < 1) of its upsampled activations.")] = 0.01,
+    quantile: Annotated[Optional[float], typer.Option("--quantile", help="Threshold each unit at the level "
+                                                      "exceeded by this top fraction (0 < q < 1) of its upsampled "
+                                                      "activations. (default: 0.01)", show_default=False)] = None,
     threshold: Annotated[ThresholdMethod, typer.Option(
         "--threshold", help="quantile (--quantile), or iqr: the level maximising the information quality ratio "
         "with the unit's best concept, chosen on n other samples.")] = ThresholdMethod.quantile,
@@ -630,6 +635,9 @@ def dissect_cmd(
     _check_out_dir(out)
     from .dissection import dissect
 
+    if quantile is not None and threshold != ThresholdMethod.quantile:
+        raise typer.BadParameter("--quantile is for --threshold quantile (iqr chooses each unit's level itself)")
+    quantile = 0.01 if quantile is None else quantile
     layers, target = layer, model
     if not layers:  # layer 3, or the last hidden layer of a 16px model (which has two)
         from .models import load_model
@@ -969,6 +977,8 @@ def invert_cmd(
         raise typer.BadParameter("--mask is for --task inpaint")
     if t == "inpaint" and mask is None:
         raise typer.BadParameter("--task inpaint needs --mask MASK.png (nonzero pixels = missing)")
+    if layer_steps is not None and layerwise is None:
+        raise typer.BadParameter("--layer-steps is for --layerwise")
     if noise_sigma is not None and t != "denoise":
         raise typer.BadParameter("--noise-sigma is for --task denoise")
     if noise_sigma is not None and not 0 < noise_sigma < 1:

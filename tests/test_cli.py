@@ -89,6 +89,7 @@ def test_train_resume_export_sample(image_folder: Path, tmp_path: Path) -> None:
     r = run("sample", "-m", out, "--arithmetic", "0,1-2+3", "-o", tmp_path / "a.png")
     assert r.exit_code == 0 and (tmp_path / "a.png").is_file()
     assert run("sample", "-m", out, "--interpolate", "--arithmetic", "0-1+2").exit_code == 2
+    assert "are for --interpolate" in _usage_error(run("sample", "-m", out, "--steps", "4"))
     assert_one_line_error(run("sample", "-m", out, "--arithmetic", "0,1+2", "-o", tmp_path / "b.png"), "A-B+C")
 
 

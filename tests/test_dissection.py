@@ -546,6 +546,8 @@ def test_cli_dissect(tiny_model_file, tmp_path):
                               "--out", str(tmp_path / "t"), "-q"])
     assert res.exit_code == 0, res.output
     assert "interpretable units per concept" in res.stdout and "report.html" in res.stdout
+    res = runner.invoke(app, ["dissect", "-m", str(tiny_model_file), "--threshold", "iqr", "--quantile", "0.02"])
+    assert res.exit_code == 2 and "--quantile is for" in res.output
     res = runner.invoke(app, ["dissect", "-m", str(tiny_model_file), "--layer", "9", "--n", "8"])
     assert res.exit_code == 1 and "unknown layer" in res.output and "Traceback" not in res.output
     # no --layer: layer 3, or on this 16px model (two hidden layers) its last one

@@ -440,6 +440,7 @@ def test_cli_invert_outputs_and_json(gan, model_file, tmp_path):
     (["--task", "denoise", "--scale", "2"], "--scale is for --task superres"),
     (["--task", "colorize", "--model", "{gray_model}"], "RGB model"),
     (["--layerwise", "7"], "unknown layer '7'"),
+    (["--layer-steps", "5"], "--layer-steps is for --layerwise"),
 ])
 def test_cli_errors(args, message, model_file, gray_gan, tmp_path):
     from PIL import Image

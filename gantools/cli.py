@@ -851,7 +851,7 @@ def rank_cmd(
     concept: Annotated[str, typer.Option("--concept", "-c", help="Concept whose pixels are measured.")],
     report_dir: Annotated[Optional[Path], typer.Option(
         "--report", "-r", help="Dissection report (directory or report.json): the ranking is stored in it as "
-        "ace[concept], so --rank ace works in ablate/insert.", show_default=False)] = None,
+        "ace (per concept), so --rank ace works in ablate/insert.", show_default=False)] = None,
     units: Annotated[Optional[str], typer.Option("--units", "-u", help="Only these units, e.g. 0-63. "
                                                  "(default: all)", show_default=False)] = None,
     value: Annotated[str, typer.Option("--value", help="Ablation level: zero, mean (needs --report) or a number.")]
@@ -1125,8 +1125,9 @@ def _eval_table(result: Any) -> None:
             table.add_row(f"precision (k={result.settings['k']})", f"{m['precision']:.3f}")
             table.add_row(f"recall (k={result.settings['k']})", f"{m['recall']:.3f}")
         console.print(table)
-        console.print(f"extractor: {ex['description']}  [fingerprint {ex['fingerprint']}, {ex['dim']} features] "
-                      "- compare scores only between results with the same extractor fingerprint", highlight=False)
+        console.print(f"extractor: {ex['description']}  (fingerprint {ex['fingerprint']}, {ex['dim']} features) "
+                      "- compare scores only between results with the same extractor fingerprint", highlight=False,
+                      markup=False)
     cov = result.class_coverage
     if cov is not None:
         table = Table(title=f"class coverage: {100 * cov.confident_fraction:.1f}% of samples classified with "

@@ -987,13 +987,19 @@ def invert_cmd(
         raise typer.BadParameter("--scale is for --task superres")
     if encoder is not None and no_encoder:
         raise typer.BadParameter("give --encoder or --no-encoder, not both")
+    paths: list[dict[str, str]] = []
     with Reporter(quiet) as rep:
         gan = load_model(model, device=device)
-        result = invert(gan, images, t, mask=mask, scale=4 if scale is None else scale, noise_sigma=noise_sigma,
-                        steps=steps, restarts=restarts, layerwise=layerwise, layer_steps=layer_steps, composite=composite,
-                        encoder=None if no_encoder else (encoder if encoder is not None else "auto"),
-                        targets=target, batch_size=batch_size, seed=seed, progress=rep)
-        paths = save_outputs(result, out)
+        try:  # each batch's files are written as soon as it is done
+            result = invert(gan, images, t, mask=mask, scale=4 if scale is None else scale, noise_sigma=noise_sigma,
+                            steps=steps, restarts=restarts, layerwise=layerwise, layer_steps=layer_steps,
+                            composite=composite, encoder=None if no_encoder else (encoder if encoder is not None
+                                                                                   else "auto"),
+                            targets=target, batch_size=batch_size, seed=seed, progress=rep,
+                            on_batch=lambda part: paths.extend(save_outputs(part, out)))
+        except KeyboardInterrupt:
+            rep.print(f"interrupted: the {len(paths)} result(s) of finished batches are in {out}/")
+            raise typer.Exit(130) from None
     records = []
     for i, p in enumerate(paths):
         rec = result.record(i)

@@ -706,6 +706,33 @@ class InversionResult:
     def __len__(self) -> int:
         return len(self.names)
 
+    def subset(self, index: Sequence[int] | slice) -> "InversionResult":
+        """The result for some of the images (e.g. one batch), with every per-image field sliced."""
+        idx = list(range(len(self.names)))[index] if isinstance(index, slice) else [int(i) for i in index]
+        rows = torch.tensor(idx, dtype=torch.long)
+
+        def take(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[rows]
+
+        def cols(t: torch.Tensor | None) -> torch.Tensor | None:  # steps x N histories
+            return None if t is None else t[:, rows]
+
+        def pick(items: list) -> list:
+            return [items[i] for i in idx] if items else items
+
+        return InversionResult(
+            task=self.task, names=pick(self.names), observed=take(self.observed), seen=take(self.seen),
+            z=take(self.z), raw=take(self.raw), images=take(self.images),
+            losses={k: take(v) for k, v in self.losses.items()}, init_loss=take(self.init_loss),
+            restart_losses=take(self.restart_losses), best_restart=take(self.best_restart), init=self.init,
+            history=cols(self.history), layer=self.layer, layer_z=take(self.layer_z), features=take(self.features),
+            layer_raw=take(self.layer_raw), layer_images=take(self.layer_images),
+            layer_losses=None if self.layer_losses is None else {k: take(v) for k, v in self.layer_losses.items()},
+            layer_history=cols(self.layer_history), metrics=pick(self.metrics), settings=self.settings,
+            originals=pick(self.originals) if self.originals is not None else None,
+            missing=self.missing if self.missing is None or self.missing.shape[0] == 1 else take(self.missing),
+            sources=pick(self.sources))
+
     @property
     def final_images(self) -> torch.Tensor:
         """The result to keep: the layer-wise images when that refinement ran, else the z-only ones."""
@@ -759,7 +786,8 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
            names: Sequence[str] | None = None, batch_size: int = 16, lr: float = 0.2,
            weights: ObjectiveWeights | None = None, init_samples: int = 32,
            device: str | torch.device | None = None, seed: int = 0,
-           progress: ProgressCallback | None = None) -> InversionResult:
+           progress: ProgressCallback | None = None,
+           on_batch: Callable[[InversionResult], None] | None = None) -> InversionResult:
     """Find latents whose degraded images match the given degraded images, and restore them.
 
     Args:
@@ -787,6 +815,9 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
         device: where to run (default: the model's device).
         seed: random starts are seeded per image, so results do not depend on batching.
         progress: progress callback.
+        on_batch: called with each batch's result (`InversionResult.subset`, scored when targets
+            are given) as soon as it is done, e.g. `lambda part: part.save(out)`, so a long run that
+            is stopped keeps its finished batches.
     """
     if task not in TASKS:
         raise GantoolsError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
@@ -836,7 +867,7 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
         return _invert(gan, obs_set, deg, task, enc, steps=steps, restarts=restarts, layer=layer,
                        layer_steps=layer_steps, composite=composite, targets=targets, batch_size=batch_size,
                        lr=lr, weights=weights, init_samples=init_samples, dev=dev, seed=seed, scale=scale,
-                       sigma_used=sigma_used, deg_mask=deg_mask, progress=progress)
+                       sigma_used=sigma_used, deg_mask=deg_mask, progress=progress, on_batch=on_batch)
 
 
 @contextlib.contextmanager
@@ -857,7 +888,8 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
             layer: str | None, layer_steps: int | None, composite: bool, targets: ImageSource | None,
             batch_size: int, lr: float, weights: ObjectiveWeights, init_samples: int, dev: torch.device,
             seed: int, scale: int, sigma_used: torch.Tensor | None, deg_mask: torch.Tensor | None,
-            progress: ProgressCallback | None) -> InversionResult:
+            progress: ProgressCallback | None,
+            on_batch: Callable[[InversionResult], None] | None = None) -> InversionResult:
     D = gan.discriminator
     obs_all = obs_set.images
     n = obs_all.shape[0]
@@ -873,6 +905,12 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
                                                  "lz", "feat", "lraw", "limg", "lhist", "seen")}
     loss_parts: dict[str, list] = {}
     layer_loss_parts: dict[str, list] = {}
+
+    def assemble() -> InversionResult:
+        return _assemble(parts, loss_parts, layer_loss_parts, obs_set, deg, task, gan, enc, steps=steps, k=k,
+                         init_kinds=init_kinds, layer=layer, layer_steps=layer_steps, composite=composite,
+                         batch_size=batch_size, lr=lr, weights=weights, init_samples=init_samples, seed=seed,
+                         scale=scale, sigma_used=sigma_used, deg_mask=deg_mask)
 
     for b in range(n_batches):
         idx = torch.arange(b * batch_size, min(n, (b + 1) * batch_size))
@@ -938,9 +976,30 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
             for key in ("total", "pixel", "perceptual", "prior", "mse", "correction"):
                 layer_loss_parts.setdefault(key, []).append(lres[key].cpu())
 
+        if on_batch is not None:  # e.g. write this batch's files now, so a killed run keeps them
+            part = assemble().subset(range(int(idx[0]), int(idx[-1]) + 1))
+            if targets is not None:
+                part.metrics = score(part, targets[int(idx[0]):int(idx[-1]) + 1], progress)
+            on_batch(part)
+
+    result = assemble()
+    if targets is not None:
+        result.metrics = score(result, targets, progress)
+    return result
+
+
+def _assemble(parts: dict[str, list], loss_parts: dict[str, list], layer_loss_parts: dict[str, list],
+              obs_set: Observations, deg: Degradation, task: str, gan: GAN, enc, *, steps: int, k: int,
+              init_kinds: list[str], layer: str | None, layer_steps: int, composite: bool, batch_size: int, lr: float,
+              weights: ObjectiveWeights, init_samples: int, seed: int, scale: int, sigma_used: torch.Tensor | None,
+              deg_mask: torch.Tensor | None) -> InversionResult:
+    """The result for the images inverted so far (the first len(parts["z"]) batches)."""
     cat = lambda key: torch.cat(parts[key]) if parts[key] else None  # noqa: E731
-    result = InversionResult(
-        task=task, names=obs_set.names, observed=obs_all, seen=cat("seen"), z=cat("z"), raw=cat("raw"),
+    count = sum(len(z) for z in parts["z"])
+    obs_all = obs_set.images[:count]
+    per_image_mask = deg_mask is not None and deg_mask.shape[0] > 1
+    return InversionResult(
+        task=task, names=obs_set.names[:count], observed=obs_all, seen=cat("seen"), z=cat("z"), raw=cat("raw"),
         images=cat("images"), losses={k_: torch.cat(v) for k_, v in loss_parts.items()},
         init_loss=cat("init"), restart_losses=cat("rl"), best_restart=cat("best"), init=init_kinds,
         history=torch.cat(parts["hist"], 1),
@@ -954,11 +1013,9 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
                   "scale": scale if task == "superres" else None,
                   "noise_sigma": [float(s) for s in sigma_used] if sigma_used is not None else None,
                   "resized": obs_set.resized, "degradation": deg.describe()},
-        originals=obs_set.originals, missing=deg_mask, sources=obs_set.sources,
+        originals=obs_set.originals[:count], missing=deg_mask[:count] if per_image_mask else deg_mask,
+        sources=obs_set.sources[:count],
     )
-    if targets is not None:
-        result.metrics = score(result, targets, progress)
-    return result
 
 
 def _fingerprint(gan: GAN) -> str:

@@ -200,6 +200,27 @@ def test_restarts_pick_lowest_and_batching_changes_nothing(gan):
     assert single.z.shape == (1, 8)
 
 
+def test_on_batch_hands_over_each_finished_batch(gan, tmp_path):
+    from gantools.inversion import invert, save_outputs
+
+    _, target = planted(gan, n=5, seed=12)
+    parts = []
+    res = invert(gan, target, "reconstruct", steps=3, restarts=2, batch_size=2, encoder=None, layerwise=2,
+                 layer_steps=2, targets=target, on_batch=parts.append)
+    assert [p.names for p in parts] == [res.names[0:2], res.names[2:4], res.names[4:5]]
+    for field in ("z", "images", "layer_images", "features", "restart_losses"):
+        assert torch.equal(torch.cat([getattr(p, field) for p in parts]), getattr(res, field)), field
+    assert torch.equal(torch.cat([p.history for p in parts], 1), res.history)
+    assert [m for p in parts for m in p.metrics] == res.metrics
+    assert [p.record(0) for p in parts] == [res.record(i) for i in (0, 2, 4)]
+    # what a CLI run writes batch by batch is what it would write at the end
+    for p in parts:
+        save_outputs(p, tmp_path / "parts")
+    save_outputs(res, tmp_path / "whole")
+    for name in res.names:
+        assert (tmp_path / "parts" / f"{name}.png").read_bytes() == (tmp_path / "whole" / f"{name}.png").read_bytes()
+
+
 def test_inpaint_composite_keeps_known_pixels(gan):
     from gantools.inversion import invert
 

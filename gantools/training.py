@@ -126,16 +126,18 @@ class TrainConfig:
             raise GantoolsError("give --steps or --epochs, not both")
         positive = {"batch_size": self.batch_size, "d_steps": self.d_steps, "log_every": self.log_every,
                     "eval_n": self.eval_n, "n_samples": self.n_samples}
+        # Errors name the field and its CLI option (n_samples has none): both kinds of user read them.
+        option = lambda name: name if name == "n_samples" else f"{name} (--{name.replace('_', '-')})"  # noqa: E731
         for name, value in positive.items():
             if value < 1:
-                raise GantoolsError(f"{name} must be at least 1, got {value}")
+                raise GantoolsError(f"{option(name)} must be at least 1, got {value}")
         for name in ("steps", "epochs"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise GantoolsError(f"{name} must be positive, got {value}")
         for name in ("sample_every", "checkpoint_every", "eval_every", "holdout"):
             if getattr(self, name) < 0:
-                raise GantoolsError(f"{name} must be 0 or more, got {getattr(self, name)}")
+                raise GantoolsError(f"{option(name)} must be 0 or more, got {getattr(self, name)}")
         if not self.lr > 0:
             raise GantoolsError(f"learning rate must be positive, got {self.lr}")
         unknown = [a for a in self.augmentations() if a not in AUGMENTATIONS]

@@ -503,18 +503,24 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "gantools") / "stats"
 
 
+def _image_files(root: Path) -> list[Path]:
+    """A folder's images; for a labelled folder (images/, labels/), only those under images/."""
+    from .data import find_images, is_labeled_folder
+
+    return find_images(root / "images" if is_labeled_folder(root) else root)
+
+
 def _holdout_files(root: Path, holdout: int) -> list[Path]:
     from .data import split_holdout
-    from .data import find_images
 
-    return split_holdout(find_images(root), holdout)[1]
+    return split_holdout(_image_files(root), holdout)[1]
 
 
 def dataset_signature(data: str | os.PathLike, image_size: int, nc: int, n: int, seed: int = 0,
                       holdout: int = 0) -> dict[str, Any]:
     """What identifies a reference set without decoding it: a built-in name and seed, or a folder's
     resolved path with its file count, total size and newest modification time (so edits invalidate)."""
-    from .data import BUILTIN_DATASETS, _register_builtins, find_images
+    from .data import BUILTIN_DATASETS, _register_builtins
 
     _register_builtins()
     text = str(data)
@@ -526,7 +532,7 @@ def dataset_signature(data: str | os.PathLike, image_size: int, nc: int, n: int,
     if not path.exists():
         raise GantoolsError(f"no dataset {text!r}: give a folder of images or a built-in name "
                             f"({', '.join(sorted(BUILTIN_DATASETS)) or 'none installed'})")
-    files = _holdout_files(path, holdout) if holdout else find_images(path)
+    files = _holdout_files(path, holdout) if holdout else _image_files(path)
     stats = [f.stat() for f in files]
     sig.update(path=str(path.resolve()), files=len(files), bytes=sum(s.st_size for s in stats),
                mtime=max((s.st_mtime_ns for s in stats), default=0), holdout=holdout)
@@ -841,7 +847,7 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
         classifier: classifier for "classes" (a Classifier or path); default the model's companion.
         segmenter: segmenter for "concepts" (see segmenters.load_segmenter); default the model's companion.
         seed: seed of the generated samples.
-        holdout: for folder data, compare with only its last `holdout` images (sorted paths).
+        holdout: for folder data, compare with only the `holdout` images `data.split_holdout` leaves out.
         k: neighbourhood size for precision/recall.
         kid_subsets, kid_subset_size: KID's random subsets.
         confidence: top-class probability that counts as confidently classified.

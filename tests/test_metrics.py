@@ -175,6 +175,15 @@ def test_cache_key_depends_on_dataset_and_extractor(tmp_path, image_folder):
     assert key != M.cache_key("features", M.dataset_signature(image_folder, 16, 3, n=50), fx3.fingerprint)
 
 
+def test_a_labelled_folders_reference_is_its_images_only(tmp_path):
+    from gantools.scenes import write_scenes
+
+    root = write_scenes(tmp_path / "sc", n=6, image_size=16, preview=2).out
+    assert M.dataset_signature(root, 16, 3, n=100)["files"] == 6  # not labels/ nor preview.png
+    held = M._holdout_files(root, 2)
+    assert [f.parent.name for f in held] == ["images", "images"] and [f.stem for f in held] == ["000004", "000005"]
+
+
 def test_reference_features_are_cached_per_extractor(image_folder, monkeypatch):
     fx = M.random_conv_extractor(3)
     first = M.reference_features(image_folder, fx, 16, 3, n=100)

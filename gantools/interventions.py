@@ -564,8 +564,8 @@ def _segment(segmenter: Any, images: torch.Tensor) -> torch.Tensor:
 
 
 def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    if n < 1:
-        raise GantoolsError(f"--n must be at least 1, got {n}")
+    if n < 2:
+        raise GantoolsError(f"--n must be at least 2 (the effects come with a 95% CI over samples), got {n}")
     if batch_size < 1:
         raise GantoolsError(f"batch size must be at least 1, got {batch_size}")
     for start in range(0, n, batch_size):

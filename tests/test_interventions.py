@@ -328,6 +328,8 @@ def test_measurement_errors(gan):
         ablate(gan, 2, segmenter=Bright(), n=4)
     with pytest.raises(GantoolsError, match="between 0 and 1"):
         insert(gan, 2, [0], at="0.5,1.5", value=1.0, segmenter=Bright(), n=4)
+    with pytest.raises(GantoolsError, match="at least 2"):  # one sample has no confidence interval
+        rank_units(gan, 2, "bright", units=[0], segmenter=Bright(), n=1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -268,7 +268,9 @@ def main() -> None:
         if task in layer_rows:
             r["gantools_layerwise"] = layer_rows[task]
         c = r["classical"]
+        lw = r.get("gantools_layerwise")
         print(f"{task}: gantools PSNR {r['gantools']['psnr']:.2f} SSIM {r['gantools']['ssim']:.3f}"
+              + (f" (layer-wise {lw['psnr']:.2f} / {lw['ssim']:.3f})" if lw else "")
               + (f" | {r['classical_name']} PSNR {c['psnr']:.2f} SSIM {c['ssim']:.3f}" if c else "")
               + f"  ({r['seconds']:.0f} s)", flush=True)
 

@@ -706,33 +706,6 @@ class InversionResult:
     def __len__(self) -> int:
         return len(self.names)
 
-    def subset(self, index: Sequence[int] | slice) -> "InversionResult":
-        """The result for some of the images (e.g. one batch), with every per-image field sliced."""
-        idx = list(range(len(self.names)))[index] if isinstance(index, slice) else [int(i) for i in index]
-        rows = torch.tensor(idx, dtype=torch.long)
-
-        def take(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[rows]
-
-        def cols(t: torch.Tensor | None) -> torch.Tensor | None:  # steps x N histories
-            return None if t is None else t[:, rows]
-
-        def pick(items: list) -> list:
-            return [items[i] for i in idx] if items else items
-
-        return InversionResult(
-            task=self.task, names=pick(self.names), observed=take(self.observed), seen=take(self.seen),
-            z=take(self.z), raw=take(self.raw), images=take(self.images),
-            losses={k: take(v) for k, v in self.losses.items()}, init_loss=take(self.init_loss),
-            restart_losses=take(self.restart_losses), best_restart=take(self.best_restart), init=self.init,
-            history=cols(self.history), layer=self.layer, layer_z=take(self.layer_z), features=take(self.features),
-            layer_raw=take(self.layer_raw), layer_images=take(self.layer_images),
-            layer_losses=None if self.layer_losses is None else {k: take(v) for k, v in self.layer_losses.items()},
-            layer_history=cols(self.layer_history), metrics=pick(self.metrics), settings=self.settings,
-            originals=pick(self.originals) if self.originals is not None else None,
-            missing=self.missing if self.missing is None or self.missing.shape[0] == 1 else take(self.missing),
-            sources=pick(self.sources))
-
     @property
     def final_images(self) -> torch.Tensor:
         """The result to keep: the layer-wise images when that refinement ran, else the z-only ones."""
@@ -815,8 +788,8 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
         device: where to run (default: the model's device).
         seed: random starts are seeded per image, so results do not depend on batching.
         progress: progress callback.
-        on_batch: called with each batch's result (`InversionResult.subset`, scored when targets
-            are given) as soon as it is done, e.g. `lambda part: part.save(out)`, so a long run that
+        on_batch: called with each batch's result (an InversionResult of that batch's images,
+            scored when targets are given) as soon as it is done, e.g. `lambda part: part.save(out)`, so a long run that
             is stopped keeps its finished batches.
     """
     if task not in TASKS:
@@ -906,8 +879,14 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
     loss_parts: dict[str, list] = {}
     layer_loss_parts: dict[str, list] = {}
 
-    def assemble() -> InversionResult:
-        return _assemble(parts, loss_parts, layer_loss_parts, obs_set, deg, task, gan, enc, steps=steps, k=k,
+    batch_metrics: list[dict[str, float]] = []
+
+    def assemble(only_last: bool = False) -> InversionResult:
+        # only_last: the latest batch alone (no re-concatenation of earlier ones)
+        last = lambda d: {key: v[-1:] for key, v in d.items()} if only_last else d  # noqa: E731
+        start = sum(len(z) for z in parts["z"][:-1]) if only_last else 0
+        return _assemble(last(parts), last(loss_parts), last(layer_loss_parts), obs_set, deg, task, gan, enc,
+                         start=start, steps=steps, k=k,
                          init_kinds=init_kinds, layer=layer, layer_steps=layer_steps, composite=composite,
                          batch_size=batch_size, lr=lr, weights=weights, init_samples=init_samples, seed=seed,
                          scale=scale, sigma_used=sigma_used, deg_mask=deg_mask)
@@ -977,29 +956,31 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
                 layer_loss_parts.setdefault(key, []).append(lres[key].cpu())
 
         if on_batch is not None:  # e.g. write this batch's files now, so a killed run keeps them
-            part = assemble().subset(range(int(idx[0]), int(idx[-1]) + 1))
+            part = assemble(only_last=True)
             if targets is not None:
                 part.metrics = score(part, targets[int(idx[0]):int(idx[-1]) + 1], progress)
+                batch_metrics += part.metrics
             on_batch(part)
 
     result = assemble()
-    if targets is not None:
-        result.metrics = score(result, targets, progress)
+    if targets is not None:  # scored batch by batch already when on_batch was given
+        result.metrics = batch_metrics if on_batch is not None else score(result, targets, progress)
     return result
 
 
 def _assemble(parts: dict[str, list], loss_parts: dict[str, list], layer_loss_parts: dict[str, list],
-              obs_set: Observations, deg: Degradation, task: str, gan: GAN, enc, *, steps: int, k: int,
+              obs_set: Observations, deg: Degradation, task: str, gan: GAN, enc, *, start: int = 0, steps: int,
+              k: int,
               init_kinds: list[str], layer: str | None, layer_steps: int, composite: bool, batch_size: int, lr: float,
               weights: ObjectiveWeights, init_samples: int, seed: int, scale: int, sigma_used: torch.Tensor | None,
               deg_mask: torch.Tensor | None) -> InversionResult:
-    """The result for the images inverted so far (the first len(parts["z"]) batches)."""
+    """The result for the images whose batches are in `parts`, the first of them image `start`."""
     cat = lambda key: torch.cat(parts[key]) if parts[key] else None  # noqa: E731
-    count = sum(len(z) for z in parts["z"])
-    obs_all = obs_set.images[:count]
+    end = start + sum(len(z) for z in parts["z"])
+    obs_all = obs_set.images[start:end]
     per_image_mask = deg_mask is not None and deg_mask.shape[0] > 1
     return InversionResult(
-        task=task, names=obs_set.names[:count], observed=obs_all, seen=cat("seen"), z=cat("z"), raw=cat("raw"),
+        task=task, names=obs_set.names[start:end], observed=obs_all, seen=cat("seen"), z=cat("z"), raw=cat("raw"),
         images=cat("images"), losses={k_: torch.cat(v) for k_, v in loss_parts.items()},
         init_loss=cat("init"), restart_losses=cat("rl"), best_restart=cat("best"), init=init_kinds,
         history=torch.cat(parts["hist"], 1),
@@ -1013,8 +994,8 @@ def _assemble(parts: dict[str, list], loss_parts: dict[str, list], layer_loss_pa
                   "scale": scale if task == "superres" else None,
                   "noise_sigma": [float(s) for s in sigma_used] if sigma_used is not None else None,
                   "resized": obs_set.resized, "degradation": deg.describe()},
-        originals=obs_set.originals[:count], missing=deg_mask[:count] if per_image_mask else deg_mask,
-        sources=obs_set.sources[:count],
+        originals=obs_set.originals[start:end], missing=deg_mask[start:end] if per_image_mask else deg_mask,
+        sources=obs_set.sources[start:end],
     )
 
 

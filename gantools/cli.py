@@ -182,6 +182,28 @@ def print_json(obj: Any) -> None:
 class GanLoss(str, Enum):
     nonsaturating = "nonsaturating"
     minimax = "minimax"
+    hinge = "hinge"
+
+
+class Recipe(str, Enum):
+    dcgan = "dcgan"
+    stable = "stable"
+
+
+class DNorm(str, Enum):
+    batch = "batch"
+    spectral = "spectral"
+    none = "none"
+
+
+def _parse_betas(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        b1, b2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--betas takes two numbers, e.g. 0.5,0.999; got {text!r}") from None
+    return b1, b2
 
 
 class InterpMethod(str, Enum):
@@ -203,10 +225,22 @@ def train_cmd(
     ngf: Annotated[Optional[int], _opt("--ngf", help="Generator width. (default: 64)")] = None,
     ndf: Annotated[Optional[int], _opt("--ndf", help="Discriminator width. (default: 64)")] = None,
     batch_size: Annotated[Optional[int], _opt("--batch-size", "-b", help="Batch size. (default: 64)")] = None,
-    lr: Annotated[Optional[float], _opt("--lr", help="Adam learning rate, both nets. (default: 0.0002)")] = None,
-    beta1: Annotated[Optional[float], _opt("--beta1", help="Adam beta1. (default: 0.5)")] = None,
-    loss: Annotated[Optional[GanLoss], _opt("--loss", help="Generator loss: nonsaturating (maximise log D(G(z))) "
-                                            "or minimax (minimise log(1-D(G(z)))). (default: nonsaturating)")] = None,
+    recipe: Annotated[Optional[Recipe], _opt("--recipe", help="A set of the options below chosen together. dcgan: "
+                                             "the paper's (BatchNorm D, nonsaturating loss, Adam 2e-4, betas "
+                                             "0.5,0.999). stable: spectral-norm D without BatchNorm, hinge loss, "
+                                             "lr 1e-4 for G and 4e-4 for D, betas 0,0.9 (SAGAN/BigGAN). Options "
+                                             "given explicitly override the recipe. (default: dcgan)")] = None,
+    d_norm: Annotated[Optional[DNorm], _opt("--d-norm", help="D's normalisation: batch (BatchNorm), spectral "
+                                            "(spectral norm on every convolution, no BatchNorm) or none.")] = None,
+    loss: Annotated[Optional[GanLoss], _opt("--loss", help="nonsaturating (G maximises log D(G(z))), minimax (G "
+                                            "minimises log(1-D(G(z)))) or hinge.")] = None,
+    lr: Annotated[Optional[float], _opt("--lr", help="Adam learning rate of both nets (sets --lr-g and --lr-d).")] = None,
+    lr_g: Annotated[Optional[float], _opt("--lr-g", help="Adam learning rate of G.")] = None,
+    lr_d: Annotated[Optional[float], _opt("--lr-d", help="Adam learning rate of D (two time-scale updates when it "
+                                          "differs from --lr-g).")] = None,
+    betas: Annotated[Optional[str], _opt("--betas", help="Adam betas of both nets, e.g. 0.5,0.999.")] = None,
+    r1: Annotated[Optional[float], _opt("--r1", help="R1 penalty weight gamma on real images (gamma/2 |grad D|^2), "
+                                        "applied every 16 D steps; 0: off. (default: 0)")] = None,
     d_steps: Annotated[Optional[int], _opt("--d-steps", help="Discriminator steps per generator step. (default: 1)")] = None,
     steps: Annotated[Optional[int], _opt("--steps", help="Stop after this many generator steps in all.")] = None,
     epochs: Annotated[Optional[float], _opt("--epochs", help="Stop after this many passes over the data "
@@ -225,6 +259,13 @@ def train_cmd(
     eval_every: Annotated[Optional[int], _opt("--eval-every", help="Steps between FID evaluations; keeps best.pt "
                                               "(lowest FID). 0: never. (default: 0)")] = None,
     eval_n: Annotated[Optional[int], _opt("--eval-n", help="Generated images per FID evaluation. (default: 1000)")] = None,
+    track_concepts: Annotated[Optional[str], _opt("--track-concepts", help="At every --eval-every, also log each "
+                                                  "concept's pixel share in generated and real images through "
+                                                  "this segmenter (a file or a pretrained name) and plot "
+                                                  "concepts_curve.png.")] = None,
+    data_version: Annotated[Optional[int], _opt("--data-version", help="Design version of a built-in dataset "
+                                                "(scenes: 1 or 2). (default: the current one)")] = None,
+    threads: Annotated[Optional[int], _opt("--threads", help="CPU threads for torch; 0: one per core. (default: 0)")] = None,
     holdout: Annotated[Optional[int], _opt("--holdout", help="Leave N images out of training: the last by sorted "
                                            "file name in each class folder (equal shares). (default: 0)")] = None,
     data_n: Annotated[Optional[int], _opt("--data-n", help="Images of a generated dataset (scenes).")] = None,
@@ -241,9 +282,16 @@ def train_cmd(
     _check_out_dir(out)
     from .training import TrainConfig, train
 
+    if lr is not None and (lr_g is not None or lr_d is not None):
+        raise typer.BadParameter("--lr sets both learning rates: give it, or --lr-g/--lr-d, not both")
+    beta_pair = _parse_betas(betas)
     given = {k: v for k, v in dict(
-        data=data, image_size=image_size, nc=nc, nz=nz, ngf=ngf, ndf=ndf, batch_size=batch_size, lr=lr,
-        beta1=beta1, loss=loss.value if loss else None, d_steps=d_steps, steps=steps, epochs=epochs, seed=seed,
+        data=data, image_size=image_size, nc=nc, nz=nz, ngf=ngf, ndf=ndf, batch_size=batch_size,
+        recipe=recipe.value if recipe else None, d_norm=d_norm.value if d_norm else None,
+        lr_g=lr if lr is not None else lr_g, lr_d=lr if lr is not None else lr_d,
+        beta1=beta_pair[0] if beta_pair else None, beta2=beta_pair[1] if beta_pair else None, r1=r1,
+        track_concepts=track_concepts, data_version=data_version, threads=threads,
+        loss=loss.value if loss else None, d_steps=d_steps, steps=steps, epochs=epochs, seed=seed,
         device=device, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
         eval_every=eval_every, eval_n=eval_n, holdout=holdout, data_n=data_n, amp=amp, augment=augment, ema=ema).items() if v is not None}
     with Reporter(quiet) as rep:
@@ -348,25 +396,30 @@ def data_scenes_cmd(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Dataset seed: scene i of a seed is always the same.")] = 0,
     nc: Annotated[int, typer.Option("--nc", help="Channels: 3 (RGB) or 1 (luminance).")] = 3,
     preview: Annotated[int, typer.Option("--preview", min=1, help="Scenes shown in preview.png.")] = 16,
+    version: Annotated[Optional[int], typer.Option("--data-version", help="Design version: 2 (current; every "
+                                                   "concept drawable at 64 px) or 1 (the first design, for "
+                                                   "old runs). (default: the current one)",
+                                                   show_default=False)] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Write procedural scenes with per-pixel concept labels (palette PNGs) and print concept frequencies."""
-    from .scenes import write_scenes
+    from .scenes import VERSION, write_scenes
 
     if nc not in (1, 3):
         raise typer.BadParameter("--nc must be 1 (luminance) or 3 (RGB)")
     with Reporter(quiet) as rep:
-        result = write_scenes(out, n=n, image_size=size, seed=seed, nc=nc, preview=min(preview, n), progress=rep)
+        result = write_scenes(out, n=n, image_size=size, seed=seed, nc=nc, preview=min(preview, n), progress=rep,
+                              version=VERSION if version is None else version)
     if json_out:
         print_json({"out": str(result.out), "n": result.n, "image_size": result.image_size, "nc": result.nc,
-                    "seed": result.seed, "preview": str(result.preview), "concepts": result.concepts,
-                    "frequencies": result.frequencies})
+                    "seed": result.seed, "version": result.version, "preview": str(result.preview),
+                    "concepts": result.concepts, "frequencies": result.frequencies})
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{n} scenes ({size}x{size}, seed {seed}) in {result.out}")
+    table = Table(title=f"{n} scenes ({size}x{size}, seed {seed}, design version {result.version}) in {result.out}")
     table.add_column("id", justify="right")
     table.add_column("concept")
     table.add_column("images with it", justify="right")

@@ -288,19 +288,37 @@ def split_dataset(dataset: ImageDataset, holdout: int) -> tuple[ImageDataset, Im
 
 @dataclass
 class DatasetSpec:
-    """A named built-in dataset: `factory(image_size, nc, n, seed)` builds it."""
+    """A named built-in dataset: `factory(image_size, nc, n, seed, version)` builds it.
+
+    `versions` lists the designs it can still render (image i of seed s never changes within one);
+    the last is the current one.
+    """
 
     name: str
     description: str
     factory: Callable[..., ImageDataset]
+    versions: tuple[int, ...] = (1,)
 
 
 BUILTIN_DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, description: str, factory: Callable[..., ImageDataset]) -> None:
+def register_dataset(name: str, description: str, factory: Callable[..., ImageDataset],
+                     versions: tuple[int, ...] = (1,)) -> None:
     """Add a named dataset usable as `--data NAME`."""
-    BUILTIN_DATASETS[name] = DatasetSpec(name, description, factory)
+    BUILTIN_DATASETS[name] = DatasetSpec(name, description, factory, tuple(versions))
+
+
+def _builtin(spec: str | os.PathLike) -> DatasetSpec | None:
+    _register_builtins()
+    text = str(spec)
+    return BUILTIN_DATASETS[text] if text in BUILTIN_DATASETS and not Path(text).exists() else None
+
+
+def dataset_version(spec: str | os.PathLike) -> int | None:
+    """The current design version of a built-in dataset, or None for a folder."""
+    builtin = _builtin(spec)
+    return builtin.versions[-1] if builtin else None
 
 
 def _register_builtins() -> None:
@@ -317,7 +335,7 @@ def _register_builtins() -> None:
 
 
 def open_dataset(spec: str | os.PathLike, image_size: int = 64, nc: int = 3, n: int | None = None,
-                 seed: int = 0, progress: ProgressCallback | None = None) -> ImageDataset:
+                 seed: int = 0, progress: ProgressCallback | None = None, version: int | None = None) -> ImageDataset:
     """A built-in dataset by name ("scenes") or a folder by path.
 
     A folder with images/, labels/ and concepts.json (as `gantools data scenes` writes it) opens as
@@ -329,14 +347,18 @@ def open_dataset(spec: str | os.PathLike, image_size: int = 64, nc: int = 3, n: 
         n: number of images for generated datasets (ignored for folders).
         seed: seed for generated datasets.
         progress: callback (decoding progress, skipped-file notices).
+        version: design version of a generated dataset (default: its current one); ignored for folders.
     """
-    _register_builtins()
     text = str(spec)
-    if text in BUILTIN_DATASETS and not Path(text).exists():
-        kwargs = {"image_size": image_size, "nc": nc, "seed": seed}
+    builtin = _builtin(text)
+    if builtin is not None:
+        if version is not None and version not in builtin.versions:
+            raise GantoolsError(f"dataset {text!r} has no version {version}: this gantools renders versions "
+                                f"{', '.join(map(str, builtin.versions))}")
+        kwargs = {"image_size": image_size, "nc": nc, "seed": seed, "version": version or builtin.versions[-1]}
         if n is not None:
             kwargs["n"] = n
-        return BUILTIN_DATASETS[text].factory(**kwargs)
+        return builtin.factory(**kwargs)
     path = Path(text)
     if not path.exists():
         names = ", ".join(sorted(BUILTIN_DATASETS))

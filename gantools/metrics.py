@@ -517,16 +517,19 @@ def _holdout_files(root: Path, holdout: int) -> list[Path]:
 
 
 def dataset_signature(data: str | os.PathLike, image_size: int, nc: int, n: int, seed: int = 0,
-                      holdout: int = 0) -> dict[str, Any]:
-    """What identifies a reference set without decoding it: a built-in name and seed, or a folder's
-    resolved path with its file count, total size and newest modification time (so edits invalidate)."""
-    from .data import BUILTIN_DATASETS, _register_builtins
+                      holdout: int = 0, version: int | None = None) -> dict[str, Any]:
+    """What identifies a reference set without decoding it: a built-in name, design version and seed,
+    or a folder's resolved path with its file count, total size and newest modification time (so
+    edits invalidate)."""
+    from .data import dataset_version
 
-    _register_builtins()
     text = str(data)
     sig: dict[str, Any] = {"image_size": image_size, "nc": nc, "n": n}
-    if text in BUILTIN_DATASETS and not Path(text).exists():
+    current = dataset_version(text)
+    if current is not None:
         sig.update(dataset=text, seed=seed)
+        if (version or current) != 1:  # version 1 keys stay as they were, so old caches still hit
+            sig["version"] = version or current
         return sig
     path = Path(text)
     if not path.exists():
@@ -545,7 +548,7 @@ def cache_key(kind: str, signature: dict[str, Any], extractor_fingerprint: str) 
 
 
 def _open_reference(data: str | os.PathLike, image_size: int, nc: int, n: int, seed: int, holdout: int,
-                    progress: ProgressCallback | None):
+                    progress: ProgressCallback | None, version: int | None = None):
     from .data import ImageFolder, open_dataset
 
     if holdout:
@@ -553,7 +556,7 @@ def _open_reference(data: str | os.PathLike, image_size: int, nc: int, n: int, s
         if not path.is_dir():
             raise GantoolsError("--holdout applies to image folders only")
         return ImageFolder(path, image_size, nc, files=_holdout_files(path, holdout), progress=progress)
-    return open_dataset(data, image_size, nc, n=n, seed=seed, progress=progress)
+    return open_dataset(data, image_size, nc, n=n, seed=seed, progress=progress, version=version)
 
 
 def _batches(dataset: Any, indices: torch.Tensor, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -588,10 +591,11 @@ _MEMO: dict[str, dict[str, Any]] = {}  # in-process copy of cache entries (train
 
 def _reference(data: str | os.PathLike, image_size: int, nc: int, n: int, consumers: Sequence[_Consumer],
                seed: int = 0, holdout: int = 0, batch_size: int = 100, use_cache: bool = True,
-               progress: ProgressCallback | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+               progress: ProgressCallback | None = None,
+               version: int | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Reference statistics for each consumer, from the cache where present; decodes the data only
     when some consumer misses. Returns ({kind: entry}, cache info)."""
-    sig = dataset_signature(data, image_size, nc, n, seed, holdout)
+    sig = dataset_signature(data, image_size, nc, n, seed, holdout, version)
     out: dict[str, dict[str, Any]] = {}
     info: dict[str, Any] = {"hits": [], "misses": [], "files": {}}
     missing = []
@@ -614,7 +618,7 @@ def _reference(data: str | os.PathLike, image_size: int, nc: int, n: int, consum
     if not missing:
         info["n_real"] = int(next(iter(out.values()))["n"]) if out else 0
         return out, info
-    dataset = _open_reference(data, image_size, nc, n, seed, holdout, progress)
+    dataset = _open_reference(data, image_size, nc, n, seed, holdout, progress, version)
     total = len(dataset)
     if total < 2:
         raise GantoolsError(f"the reference data {data} has {total} image(s): at least 2 are needed")
@@ -656,7 +660,8 @@ def _reference(data: str | os.PathLike, image_size: int, nc: int, n: int, consum
 
 def reference_features(data: str | os.PathLike, extractor: FeatureExtractor, image_size: int, nc: int,
                        n: int = 5000, seed: int = 0, holdout: int = 0, batch_size: int = 100,
-                       use_cache: bool = True, progress: ProgressCallback | None = None) -> torch.Tensor:
+                       use_cache: bool = True, progress: ProgressCallback | None = None,
+                       version: int | None = None) -> torch.Tensor:
     """Features of (up to) n reference images under `extractor`, cached per (dataset, extractor).
 
     Args:
@@ -669,9 +674,11 @@ def reference_features(data: str | os.PathLike, extractor: FeatureExtractor, ima
         batch_size: images per forward pass.
         use_cache: read and write the cache (GANTOOLS_CACHE).
         progress: callback.
+        version: design version of a built-in dataset (default: its current one).
     """
     consumer = _Consumer("features", extractor.fingerprint, lambda x, _: {"features": extractor(x)}, "cat")
-    entries, _ = _reference(data, image_size, nc, n, [consumer], seed, holdout, batch_size, use_cache, progress)
+    entries, _ = _reference(data, image_size, nc, n, [consumer], seed, holdout, batch_size, use_cache, progress,
+                            version)
     return entries["features"]["features"]
 
 
@@ -821,10 +828,23 @@ def parse_metrics(metrics: str | Sequence[str], has_classifier: bool = False, ha
     return out
 
 
-def _data_from_model(gan: "GAN") -> str | None:
+def _training_record(gan: "GAN") -> dict[str, Any]:
     training = (gan.metadata or {}).get("training")
-    data = training.get("data") if isinstance(training, dict) else None
+    return training if isinstance(training, dict) else {}
+
+
+def _data_from_model(gan: "GAN") -> str | None:
+    data = _training_record(gan).get("data")
     return str(data) if data else None
+
+
+def data_version_of(gan: "GAN", data: str | os.PathLike | None) -> int | None:
+    """The design version of a built-in dataset that `gan` was trained on, when `data` is that dataset
+    (models exported before versions were recorded were trained on version 1); else None (current)."""
+    record = _training_record(gan)
+    if data is None or str(data) != str(record.get("data")):
+        return None
+    return int(record.get("data_version") or 1)
 
 
 def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathLike | None = None, n: int = 5000,
@@ -832,7 +852,8 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
              inception_weights: str | os.PathLike | None = None, classifier: Any = None, segmenter: Any = None,
              seed: int = 0, holdout: int = 0, k: int = 3, kid_subsets: int = 100, kid_subset_size: int = 1000,
              confidence: float = 0.9, batch_size: int = 100, use_cache: bool = True,
-             device: str | torch.device = "cpu", progress: ProgressCallback | None = None) -> EvalResult:
+             device: str | torch.device = "cpu", progress: ProgressCallback | None = None,
+             data_version: int | None = None) -> EvalResult:
     """Sample-quality metrics of a GAN against real data: FID, KID, precision/recall, class coverage, concepts.
 
     Args:
@@ -855,6 +876,8 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
         use_cache: use and fill the reference-statistics cache.
         device: where the networks run.
         progress: callback.
+        data_version: design version of a built-in reference dataset; default: the version the model
+            was trained on when `data` is its training data, else the current one.
     """
     from .classifier import Classifier, coverage_from_probs, load_classifier
     from .models import GAN, fingerprint, load_model
@@ -916,7 +939,8 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
     n_real = 0
     if consumers:
         entries, cache = _reference(data, cfg.image_size, cfg.nc, n, consumers, holdout=holdout,
-                                    batch_size=batch_size, use_cache=use_cache, progress=progress)
+                                    batch_size=batch_size, use_cache=use_cache, progress=progress,
+                                    version=data_version if data_version is not None else data_version_of(gan, data))
         n_real = cache.pop("n_real")
 
     # Generated samples, streamed: quantised to uint8 like real images, then every consumer.
@@ -982,7 +1006,7 @@ TRAINING_SEED = 0
 
 
 def training_fid(generator: "Generator", data: str | os.PathLike, image_size: int, nc: int, n: int = 1000,
-                 device: str | torch.device = "cpu") -> float:
+                 device: str | torch.device = "cpu", version: int | None = None) -> float:
     """FID of a generator during training, on the seeded random-conv extractor (needs no companion).
 
     The same extractor, the same n and the same latent seed at every call, with the reference features
@@ -998,7 +1022,7 @@ def training_fid(generator: "Generator", data: str | os.PathLike, image_size: in
     """
     dev = get_device(device)
     fx = _training_extractor(nc, dev)
-    real = reference_features(data, fx, image_size, nc, n=n)
+    real = reference_features(data, fx, image_size, nc, n=n, version=version)
     was_training = generator.training
     generator.eval()
     feats = []

@@ -21,6 +21,10 @@ from .utils import GantoolsError, atomic_path, get_device
 
 SUPPORTED_SIZES = (16, 32, 64, 128)
 FORMAT_VERSION = "1"
+# How D normalises its hidden layers: BatchNorm (the DCGAN paper), spectral normalisation of every
+# convolution (Miyato et al. 2018; no BatchNorm), or nothing. A model file always holds plain weights:
+# a spectral-norm D is saved with the normalisation folded in (see fold_spectral_norm).
+D_NORMS = ("batch", "spectral", "none")
 
 
 @dataclass
@@ -33,6 +37,7 @@ class ModelConfig:
         nz: length of the latent vector z.
         ngf: generator width (channels of its last hidden layer).
         ndf: discriminator width (channels of its first layer).
+        d_norm: D's normalisation, one of D_NORMS ("batch" for files written before it existed).
     """
 
     image_size: int = 64
@@ -40,6 +45,7 @@ class ModelConfig:
     nz: int = 100
     ngf: int = 64
     ndf: int = 64
+    d_norm: str = "batch"
 
     def __post_init__(self) -> None:
         if self.image_size not in SUPPORTED_SIZES:
@@ -49,6 +55,8 @@ class ModelConfig:
         for name in ("nz", "ngf", "ndf"):
             if getattr(self, name) < 1:
                 raise GantoolsError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_norm not in D_NORMS:
+            raise GantoolsError(f"unknown d_norm {self.d_norm!r}: use {', '.join(D_NORMS)}")
 
     @property
     def num_layers(self) -> int:
@@ -126,7 +134,8 @@ class Discriminator(nn.Module):
     """DCGAN discriminator: image -> one logit per image (train with BCE-with-logits).
 
     `forward(x, return_features=True)` also returns the output of every block `layer1 ... layerK`,
-    which inversion uses as a perceptual loss.
+    which inversion uses as a perceptual loss. With `config.d_norm` "spectral" or "none" the hidden
+    blocks have no BatchNorm; training adds the spectral-norm parametrisation (`add_spectral_norm`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -137,7 +146,7 @@ class Discriminator(nn.Module):
         for i in range(k):
             out_ch = config.ndf * 2**i
             layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 4, 2, 1, bias=False)]
-            if i > 0:  # no BatchNorm on D's input layer
+            if i > 0 and config.d_norm == "batch":  # no BatchNorm on D's input layer
                 layers.append(nn.BatchNorm2d(out_ch))
             layers.append(nn.LeakyReLU(0.2, inplace=False))
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
@@ -156,6 +165,31 @@ class Discriminator(nn.Module):
             features.append(x)
         logits = self.output(x).flatten()
         return (logits, features) if return_features else logits
+
+
+def add_spectral_norm(discriminator: Discriminator) -> Discriminator:
+    """Parametrise every convolution of D by its weight over its spectral norm (one power iteration
+    per training forward, torch's `parametrizations.spectral_norm`). In place; returns D."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for module in list(discriminator.modules()):
+        if isinstance(module, nn.Conv2d):
+            spectral_norm(module)
+    return discriminator
+
+
+def fold_spectral_norm(discriminator: Discriminator) -> Discriminator:
+    """A plain copy of a spectral-norm D whose weights are the normalised ones (W / sigma): what a
+    model file stores, so that every analysis loads it as an ordinary D."""
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    plain = copy.deepcopy(discriminator).eval()  # eval: use the stored power-iteration vectors as they are
+    for module in plain.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return plain
 
 
 # ---------------------------------------------------------------------------------------------

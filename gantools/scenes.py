@@ -33,6 +33,65 @@ CONCEPTS: list[str] = ["sky", "cloud", "sun", "mountain", "grass", "water", "roa
 SKY, CLOUD, SUN, MOUNTAIN, GRASS, WATER, ROAD, TREE, TRUNK, WALL, ROOF, DOOR, WINDOW = range(len(CONCEPTS))
 PALETTE_NAMES = ("day", "dusk", "overcast")
 MIN_SIZE, MAX_SIZE = 8, 1024
+VERSIONS = (1, 2)
+VERSION = VERSIONS[-1]  # the current design; image i of seed s never changes within a version
+
+
+@dataclass(frozen=True)
+class SceneDesign:
+    """What differs between versions of the scenes' design (sizes are fractions of the image side).
+
+    Version 1 drew objects in true perspective, so most doors, windows, trunks and suns came out a
+    few pixels across at 64 px: too small for a 64 px generator to learn (0.36-0.49% of pixels each).
+    Version 2 sizes every concept for 64 px: houses and trees stand nearer and never shrink below a
+    drawable size, doors, windows and trunks have minimum sizes, the sun is larger and clear of the
+    horizon and clouds, and the texture noise is halved, so that D cannot win on texture alone.
+    """
+
+    version: int
+    sun_p: tuple[float, float, float]  # probability of a sun per palette (day, dusk, overcast)
+    sun_radius: tuple[float, float]
+    sun_clear: bool  # the whole sun above the horizon, and no cloud in front of it
+    house_counts: tuple[float, float, float]  # cumulative P(0 houses), P(<= 1), P(<= 2); else 3
+    house_depth_min: float  # nearest depth fraction range starts here (0 = horizon, 1 = bottom edge)
+    house_width: tuple[float, float]
+    house_min_width: float  # 0: none
+    house_inside: bool  # the whole house inside the image
+    door_min: tuple[float, float]  # (width, height) at least, as fractions of the side
+    door_size: tuple[float, float, float, float]  # width range (of W), height range (of H)
+    window_min: float
+    four_slots_from: float  # houses at least this wide get four door/window slots, narrower ones three
+    window_size: tuple[float, float]
+    tree_min_height: float
+    tree_depth_min: float
+    trunk_min_width: float
+    trunk_width: tuple[float, float]  # of the tree's height
+    crown_height: tuple[float, float]  # deciduous crown's half-height ry, of the tree's height
+    conifer_trunk: tuple[float, float]  # visible trunk below a conifer, of its height
+    texture: float  # scale of the noise amplitudes in _TEX
+
+
+DESIGNS: dict[int, SceneDesign] = {
+    1: SceneDesign(1, sun_p=(0.55, 0.85, 0.0), sun_radius=(0.045, 0.075), sun_clear=False,
+                   house_counts=(0.22, 0.66, 0.93), house_depth_min=0.12, house_width=(0.32, 0.52),
+                   house_min_width=0.0, house_inside=False, door_min=(0.0, 0.0), door_size=(0.14, 0.2, 0.5, 0.68),
+                   window_min=0.0, four_slots_from=0.3, window_size=(0.12, 0.17), tree_min_height=0.0, tree_depth_min=0.04,
+                   trunk_min_width=0.0, trunk_width=(0.07, 0.1), crown_height=(0.28, 0.36),
+                   conifer_trunk=(0.15, 0.22), texture=1.0),
+    2: SceneDesign(2, sun_p=(0.65, 0.9, 0.0), sun_radius=(0.085, 0.115), sun_clear=True,
+                   house_counts=(0.1, 0.5, 0.88), house_depth_min=0.3, house_width=(0.42, 0.62),
+                   house_min_width=0.3, house_inside=True, door_min=(4 / 64, 6 / 64), door_size=(0.2, 0.26, 0.58, 0.72),
+                   window_min=4 / 64, four_slots_from=0.45, window_size=(0.17, 0.22), tree_min_height=0.28,
+                   tree_depth_min=0.15, trunk_min_width=3 / 64, trunk_width=(0.12, 0.16), crown_height=(0.22, 0.27),
+                   conifer_trunk=(0.24, 0.32), texture=0.5),
+}
+
+
+def design(version: int = VERSION) -> SceneDesign:
+    """The design of a version (1 or 2)."""
+    if version not in DESIGNS:
+        raise GantoolsError(f"scenes have no version {version}: use {', '.join(map(str, VERSIONS))}")
+    return DESIGNS[version]
 
 # Colours per palette (RGB 0-255 before jitter). `light` tints everything lit by the sun (ground
 # objects); skies, clouds, the sun and lit windows are not tinted.
@@ -207,8 +266,10 @@ def _r_ridge(M: np.ndarray, k_lit: int, k_dark: int, y0: int, y1: int, top: np.n
 class _Builder:
     """Accumulates instances (concept + colour model), draw operations and layout objects."""
 
-    def __init__(self, size: int, light: Sequence[float], jitter: Callable[[], float]) -> None:
+    def __init__(self, size: int, light: Sequence[float], jitter: Callable[[], float], design: SceneDesign) -> None:
         self.S = size
+        self.design = design
+        self.texture = design.texture
         self.light = light
         self.jitter = jitter
         self.concepts: list[int] = []
@@ -234,7 +295,8 @@ class _Builder:
         self.concepts.append(concept)
         self.params.append((
             (rgb[0] + j) * l0 - gy0 * fy - gx0 * fx + 0.5, (rgb[1] + j) * l1 - gy1 * fy - gx1 * fx + 0.5,
-            (rgb[2] + j) * l2 - gy2 * fy - gx2 * fx + 0.5, gy0, gy1, gy2, gx0, gx1, gx2) + _TEX[concept])
+            (rgb[2] + j) * l2 - gy2 * fy - gx2 * fx + 0.5, gy0, gy1, gy2, gx0, gx1, gx2)
+            + tuple(a * self.texture for a in _TEX[concept]))
         return len(self.concepts) - 1
 
     def obj(self, concept: int, box: Sequence[float], parent: int | None = None, base: int | None = None) -> int:
@@ -273,8 +335,9 @@ def _spans_op(b: _Builder, k: int, y0: int, y1: int, left: np.ndarray, right: np
     return box
 
 
-def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str], tuple[int, ...]]:
+def _generate(seed: int, index: int, S: int, version: int = VERSION) -> tuple[_Builder, tuple[int, str], tuple[int, ...]]:
     """Draw a scene's random layout: instances, draw ops (far to near) and layout objects."""
+    D = DESIGNS[version]
     rng = np.random.default_rng([seed, index])
     # Pre-drawn uniforms (fast to hand out one by one); more come from rng if a scene needs them.
     stream = itertools.chain(rng.random(256).tolist(), iter(rng.random, None))
@@ -289,7 +352,7 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
     u = r()
     pname = "day" if u < _PALETTE_P[0] else ("dusk" if u < _PALETTE_P[0] + _PALETTE_P[1] else "overcast")
     P = _PALETTES[pname]
-    b = _Builder(S, P["light"], r)
+    b = _Builder(S, P["light"], r, D)
     c = np.arange(S, dtype=np.float32) + 0.5
     hz = int(round(S * U(0.3, 0.58)))
     hz = max(2, min(S - 3, hz))
@@ -302,15 +365,20 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
     assert k == 0
 
     # Sun
-    sun_p = {"day": 0.55, "dusk": 0.85, "overcast": 0.0}[pname]
+    sun_p = dict(zip(PALETTE_NAMES, D.sun_p))[pname]
+    sun_box = None
     if r() < sun_p:
-        rad = S * U(0.045, 0.075)
+        rad = S * U(*D.sun_radius)
         cx = U(0.1, 0.9) * S
-        if pname == "dusk":
+        if D.sun_clear:  # wholly in the sky, above the horizon (low at dusk)
+            cx = min(max(cx, rad + 1), S - rad - 1)
+            top = max(rad + 1, hz - rad - 1 - (0.12 * S if pname == "dusk" else hz))
+            cy = U(top, max(top, hz - rad - 1))
+        elif pname == "dusk":
             cy = U(hz - rad - 0.12 * S, hz - 0.3 * rad)
         else:
             cy = U(rad + 1, max(rad + 1, hz - rad - 2))
-        box = _clip_box(S, cx - rad, cy - rad, cx + rad, min(cy + rad, hz))
+        box = sun_box = _clip_box(S, cx - rad, cy - rad, cx + rad, min(cy + rad, hz))
         k = b.inst(SUN, P["sun"], -8, cy - rad, cy + rad, lit=False, jitter=4)
         b.ops.append((_r_ellipses, k, box, ((cx, cy, rad, rad),)))
         b.obj(SUN, box)
@@ -336,6 +404,9 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
         box = _clip_box(S, x0, y0, x1, y1)
         if box[2] <= box[0] or box[3] <= box[1]:
             continue
+        if D.sun_clear and sun_box and box[0] < sun_box[2] and box[2] > sun_box[0] and box[1] < sun_box[3] \
+                and box[3] > sun_box[1]:
+            continue  # keep the sun whole
         k = b.inst(CLOUD, P["cloud"], P["cloud_shade"], y0, y1, dx=(-8 if sun_left else 8), x0=x0, x1=x1,
                    lit=False, jitter=8)
         b.ops.append((_r_ellipses, k, box, tuple(puffs)))
@@ -444,15 +515,18 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
 
     uprights: list[tuple[int, str, tuple]] = []
     u = r()
-    n_houses = 0 if u < 0.22 else (1 if u < 0.66 else (2 if u < 0.93 else 3))
+    c0, c1, c2 = D.house_counts
+    n_houses = 0 if u < c0 else (1 if u < c1 else (2 if u < c2 else 3))
     placed: list[tuple[float, float, int]] = []
     for _ in range(n_houses):
         for _try in range(6):
-            t = U(0.12, 1.0) ** 0.7
+            t = U(D.house_depth_min, 1.0) ** 0.7
             yb = hz + 1 + int(round(t * (G - 1)))
             s = (yb - hz) / G
-            W = S * U(0.32, 0.52) * s
+            W = max(S * U(*D.house_width) * s, S * D.house_min_width)
             cx = U(0.08, 0.92) * S
+            if D.house_inside:
+                cx = min(max(cx, W / 2 + 1), S - W / 2 - 1)
             x0 = int(round(cx - W / 2))
             x1 = max(x0 + 3, int(round(cx + W / 2)))
             if not free(x0, x1, yb - 0.5):
@@ -466,11 +540,13 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
     n_trees = 0 if u < 0.25 else int(U(1, 6))
     for _ in range(n_trees):
         for _try in range(4):
-            t = U(0.04, 1.0) ** 0.8
+            t = U(D.tree_depth_min, 1.0) ** 0.8
             yb = hz + 1 + int(round(t * (G - 1)))
             s = (yb - hz) / G
-            ht = S * U(0.32, 0.6) * max(s, 0.08)
+            ht = max(S * U(0.32, 0.6) * max(s, 0.08), S * D.tree_min_height)
             cx = U(-0.05, 1.05) * S
+            if D.trunk_min_width:  # the whole trunk inside the image
+                cx = min(max(cx, 0.06 * ht + 1), S - 0.06 * ht - 1)
             if not free(cx - 0.05 * ht, cx + 0.05 * ht, yb - 0.5):
                 continue
             uprights.append((yb, "tree", (cx, ht)))
@@ -502,17 +578,18 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
             if box:
                 b.obj(ROOF, box, parent=iw)
             # Door and windows: slots across the wall; the door takes one, windows some others.
-            nslot = 3 if W < S * 0.3 else 4
+            nslot = 3 if W < S * D.four_slots_from else 4
             slot_w = W / nslot
             door_slot = int(r() * nslot)
-            dw = max(1, int(round(W * U(0.14, 0.2))))
-            dh = max(2, min(H - 1, int(round(H * U(0.5, 0.68)))))
+            dw = max(1, int(round(W * U(D.door_size[0], D.door_size[1]))), math.ceil(S * D.door_min[0]))
+            dh = max(2, min(H - 1, max(int(round(H * U(D.door_size[2], D.door_size[3]))),
+                                       math.ceil(S * D.door_min[1]))))
             dx0 = int(round(x0 + (door_slot + 0.5) * slot_w - dw / 2))
             dx0 = max(x0, min(x1 - dw, dx0))
             kd = b.inst(DOOR, choice(_DOORS), -6, yb - dh, yb, jitter=8)
             b.ops.append((_r_rect, kd, dx0, yb - dh, dx0 + dw, yb))
             b.obj(DOOR, (dx0, yb - dh, dx0 + dw, yb), parent=iw)
-            ws = max(1, int(round(W * U(0.12, 0.17))))
+            ws = max(1, int(round(W * U(*D.window_size))), math.ceil(S * D.window_min))
             wh = max(1, min(int(round(ws * U(1.0, 1.35))), H - 2))
             wy0 = yt + max(1, int(round(H * U(0.18, 0.28))))
             wy1 = min(wy0 + wh, yb - 1)
@@ -529,11 +606,11 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
         else:
             cx, ht = args
             conifer = r() < 0.35
-            tw = max(1, int(round(ht * U(0.07, 0.1))))
+            tw = max(1, int(round(ht * U(*D.trunk_width))), math.ceil(S * D.trunk_min_width))
             tx0 = int(round(cx - tw / 2))
             top = yb - ht
             if conifer:
-                fb = yb - max(1.0, ht * U(0.15, 0.22))
+                fb = yb - max(1.0, ht * U(*D.conifer_trunk))
                 n = int(math.ceil(fb - top))
                 y0 = int(math.floor(top))
                 ff = (np.arange(y0, y0 + n, dtype=np.float32) + 0.5 - top) / max(fb - top, 1.0)
@@ -544,7 +621,7 @@ def _generate(seed: int, index: int, S: int) -> tuple[_Builder, tuple[int, str],
                 kf = b.inst(TREE, P["conifer"], -18, top, fb, dx=light_dx, x0=cx - ht * 0.3, x1=cx + ht * 0.3)
                 shape = (_spans_op, kf, y0, y0 + n, cx - half, cx + half)
             else:
-                rx, ry = ht * U(0.24, 0.34), ht * U(0.28, 0.36)
+                rx, ry = ht * U(0.24, 0.34), ht * U(*D.crown_height)
                 cy = top + ry
                 fb = top + 2 * ry  # lowest point of the main crown, above the trunk
                 puffs = [(cx, cy, rx, ry)]
@@ -601,6 +678,8 @@ def _rasterize(b: _Builder, offsets: Sequence[int], nc: int) -> tuple[np.ndarray
     img += T[6:9] * xn
     img += noise
     if nc == 1:
+        if b.design.version >= 2:  # the luminance of the RGB image as drawn (version 1 skipped this clip)
+            np.clip(img, 0, 255, out=img)
         img = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None]
     np.clip(img, 0, 255, out=img)
     labels = np.take(np.array(b.concepts, dtype=np.int64), M)
@@ -624,7 +703,8 @@ def _layout(b: _Builder, info: tuple[int, str], seed: int, index: int) -> SceneL
     return SceneLayout(index, seed, b.S, hz, pname, b.layout_objects())
 
 
-def render_scene(seed: int, index: int, image_size: int = 64, nc: int = 3) -> tuple[np.ndarray, np.ndarray, SceneLayout]:
+def render_scene(seed: int, index: int, image_size: int = 64, nc: int = 3,
+                 version: int = VERSION) -> tuple[np.ndarray, np.ndarray, SceneLayout]:
     """Render one scene as numpy arrays: (image nc x S x S uint8, labels S x S int64, layout).
 
     Args:
@@ -632,8 +712,9 @@ def render_scene(seed: int, index: int, image_size: int = 64, nc: int = 3) -> tu
         index: image index (>= 0).
         image_size: side in pixels.
         nc: 1 (luminance) or 3 (RGB).
+        version: the design version (see SceneDesign).
     """
-    b, info, offsets = _generate(seed, index, image_size)
+    b, info, offsets = _generate(seed, index, image_size, design(version).version)
     img, labels = _rasterize(b, offsets, nc)
     return img, labels, _layout(b, info, seed, index)
 
@@ -650,12 +731,13 @@ class Scenes:
         image_size: side in pixels (8 to 1024; 16 to 128 is what the scenes are designed for).
         seed: dataset seed (>= 0); different seeds give different scenes.
         nc: 1 (luminance) or 3 (RGB).
+        version: the design version (default: the current one, VERSION); see SceneDesign.
 
     `scenes[i]` returns (image uint8 nc x S x S, label int64 S x S); `layout(i)` returns the
     scene's geometry (horizon row, palette, object boxes).
     """
 
-    def __init__(self, n: int = 10000, image_size: int = 64, seed: int = 0, nc: int = 3) -> None:
+    def __init__(self, n: int = 10000, image_size: int = 64, seed: int = 0, nc: int = 3, version: int = VERSION) -> None:
         if int(n) < 1:
             raise GantoolsError(f"scenes: n must be at least 1, got {n}")
         if not MIN_SIZE <= int(image_size) <= MAX_SIZE:
@@ -666,6 +748,7 @@ class Scenes:
         if int(seed) < 0:
             raise GantoolsError(f"scenes: seed must be >= 0, got {seed}")
         self.n, self.image_size, self.seed, self.nc = int(n), int(image_size), int(seed), int(nc)
+        self.version = design(int(version)).version
         self.concepts: list[str] = list(CONCEPTS)
         _textures(self.image_size)
 
@@ -682,13 +765,13 @@ class Scenes:
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Numpy arrays: (image nc x S x S uint8, labels S x S int64)."""
-        b, _, offsets = _generate(self.seed, self._index(index), self.image_size)
+        b, _, offsets = _generate(self.seed, self._index(index), self.image_size, self.version)
         return _rasterize(b, offsets, self.nc)
 
     def layout(self, index: int) -> SceneLayout:
         """The geometry of scene `index` (without rendering it)."""
         i = self._index(index)
-        b, info, _ = _generate(self.seed, i, self.image_size)
+        b, info, _ = _generate(self.seed, i, self.image_size, self.version)
         return _layout(b, info, self.seed, i)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -701,11 +784,12 @@ class Scenes:
         return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(np.stack([p[1] for p in pairs]))
 
     def __repr__(self) -> str:
-        return f"Scenes(n={self.n}, image_size={self.image_size}, seed={self.seed}, nc={self.nc})"
+        return (f"Scenes(n={self.n}, image_size={self.image_size}, seed={self.seed}, nc={self.nc}, "
+                f"version={self.version})")
 
 
-def _factory(image_size: int = 64, nc: int = 3, seed: int = 0, n: int = 10000) -> Scenes:
-    return Scenes(n=n, image_size=image_size, seed=seed, nc=nc)
+def _factory(image_size: int = 64, nc: int = 3, seed: int = 0, n: int = 10000, version: int = VERSION) -> Scenes:
+    return Scenes(n=n, image_size=image_size, seed=seed, nc=nc, version=version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -778,6 +862,7 @@ class ScenesWritten:
     image_size: int
     nc: int
     seed: int
+    version: int
     concepts: list[str]
     frequencies: dict[str, dict[str, float]]
     preview: Path
@@ -839,23 +924,23 @@ def save_preview(images: torch.Tensor, labels: torch.Tensor, concepts: Sequence[
 
 
 def write_scenes(out: str | os.PathLike, n: int = 1000, image_size: int = 64, seed: int = 0, nc: int = 3,
-                 preview: int = 16, progress: ProgressCallback | None = None) -> ScenesWritten:
+                 preview: int = 16, progress: ProgressCallback | None = None, version: int = VERSION) -> ScenesWritten:
     """Write scenes to a folder that `LabeledFolder` (and `open_dataset`) read back.
 
     Writes `images/NNNNNN.png`, `labels/NNNNNN.png` (palette PNGs whose index is the concept id),
-    `concepts.json` ({"concepts": [...]}) and `preview.png`.
+    `concepts.json` ({"concepts": [...], "dataset": "scenes", "version": V, "seed": s}) and `preview.png`.
 
     Args:
         out: output folder (created). Scenes of an earlier write there are replaced, and those beyond
             this write's n are removed, so the folder holds exactly this dataset.
-        n, image_size, seed, nc: as for `Scenes`.
+        n, image_size, seed, nc, version: as for `Scenes`.
         preview: number of scenes shown in preview.png.
         progress: callback for progress.
     """
     from .data import save_image, save_label
     from .utils import write_json
 
-    scenes = Scenes(n=n, image_size=image_size, seed=seed, nc=nc)
+    scenes = Scenes(n=n, image_size=image_size, seed=seed, nc=nc, version=version)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GantoolsError(f"output {out} exists and is not a folder")
@@ -898,10 +983,12 @@ def write_scenes(out: str | os.PathLike, n: int = 1000, image_size: int = 64, se
     if stale:
         count = sum(f.parent.name == "images" for f in stale)
         notice(progress, f"removed {count} scene(s) of an earlier write to {out}")
-    write_json(out / "concepts.json", {"concepts": list(CONCEPTS)})
+    write_json(out / "concepts.json", {"concepts": list(CONCEPTS), "dataset": "scenes", "version": scenes.version,
+                                       "seed": seed})
     preview_path = save_preview(torch.stack(shown_images), torch.stack(shown_labels), CONCEPTS,
                                 out / "preview.png")
-    return ScenesWritten(out, n, image_size, nc, seed, list(CONCEPTS), counter.result(CONCEPTS), preview_path)
+    return ScenesWritten(out, n, image_size, nc, seed, scenes.version, list(CONCEPTS), counter.result(CONCEPTS),
+                         preview_path)
 
 
 # Register as the built-in dataset `scenes` (gantools.data imports this module on first use).
@@ -909,7 +996,7 @@ def _register() -> None:
     from .data import register_dataset
 
     register_dataset("scenes", f"procedural outdoor scenes with per-pixel labels ({len(CONCEPTS)} concepts)",
-                     _factory)
+                     _factory, versions=VERSIONS)
 
 
 _register()

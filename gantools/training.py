@@ -31,7 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .models import MODEL_FILE, Discriminator, Generator, ModelConfig, save_model
+from .models import MODEL_FILE, Discriminator, Generator, ModelConfig, add_spectral_norm, fold_spectral_norm, \
+    save_model
 from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report, torch_save, write_json, \
     write_text
 
@@ -40,27 +41,50 @@ BEST_FILE = "best.pt"
 STATS_FILE = "stats.jsonl"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "gantools-checkpoint/1"
-LOSSES = ("nonsaturating", "minimax")
+LOSSES = ("nonsaturating", "minimax", "hinge")
 AUGMENTATIONS = ("color", "translation", "cutout")
+# Lazy R1 (StyleGAN2): the penalty is computed on every R1_EVERY-th discriminator step and scaled by
+# R1_EVERY, which costs a sixteenth of the work for the same regularisation.
+R1_EVERY = 16
 # Materialise generated (built-in) datasets in memory up to this many bytes of uint8 pixels.
 MATERIALIZE_LIMIT = 4 * 1024**3
+
+# Named recipes: the fields each one sets. A field given explicitly overrides its recipe's value.
+# "dcgan" is the paper's (Radford et al. 2016). "stable" is the stabilised GAN of SAGAN/BigGAN:
+# spectral norm on every D convolution and no BatchNorm in D (Miyato et al. 2018), the hinge loss,
+# two time-scale learning rates (Heusel et al. 2017) and Adam betas (0, 0.9).
+RECIPES: dict[str, dict[str, Any]] = {
+    "dcgan": dict(d_norm="batch", loss="nonsaturating", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, r1=0.0),
+    "stable": dict(d_norm="spectral", loss="hinge", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9, r1=0.0),
+}
+DEFAULT_RECIPE = "dcgan"
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in config.json and in the checkpoint).
 
-    Defaults follow the DCGAN paper: Adam lr 2e-4, betas (0.5, 0.999), batch 64.
+    The recipe fields (d_norm, loss, lr_g, lr_d, beta1, beta2, r1) default to None, which means "as
+    the recipe says"; the stored config holds the resolved values. The default recipe, "dcgan", is
+    the paper's: Adam lr 2e-4, betas (0.5, 0.999), BatchNorm in D, non-saturating loss, batch 64.
 
     Args:
         data: a folder of images or a built-in dataset name ("scenes").
+        data_version: version of a built-in dataset's design (scenes: 1 or 2); None: its current one.
+            Runs stored without it used version 1.
         image_size: 16, 32, 64 or 128.
         nc: image channels, 1 or 3.
         nz, ngf, ndf: latent size and network widths.
         batch_size: real images per discriminator step.
-        lr, beta1, beta2: Adam settings (both networks).
-        loss: generator loss, "nonsaturating" (maximise log D(G(z)), the default) or "minimax"
-            (minimise log(1 - D(G(z))), the original formulation).
+        recipe: a name from RECIPES that sets the fields below at once.
+        d_norm: D's normalisation: "batch" (BatchNorm), "spectral" (spectral norm on every
+            convolution, no BatchNorm) or "none".
+        loss: "nonsaturating" (G maximises log D(G(z))), "minimax" (G minimises log(1 - D(G(z))),
+            the original game) or "hinge" (D: relu(1 - D(x)) + relu(1 + D(G(z))); G: -D(G(z))).
+        lr_g, lr_d: Adam learning rates of G and D (two time-scale updates when they differ).
+        beta1, beta2: Adam betas, both networks.
+        r1: weight gamma of the R1 penalty gamma/2 * |grad_x D(x)|^2 on real images (Mescheder et
+            al. 2018), applied lazily every R1_EVERY discriminator steps; 0: off.
         d_steps: discriminator steps per generator step; each uses a fresh real batch.
         steps: generator steps to train in all (counted from the start of the run, also on resume).
         epochs: alternatively, passes over the data (converted to steps); default 5 when neither is set.
@@ -75,8 +99,11 @@ class TrainConfig:
         log_every: steps between stats.jsonl lines (each line averages the steps since the last).
         sample_every: steps between sample grids (0: only at the end).
         checkpoint_every: steps between checkpoints (0: only at the end).
-        eval_every: steps between FID evaluations (0: never); keeps best.pt, the lowest FID so far.
-        eval_n: generated images per FID evaluation.
+        eval_every: steps between evaluations (0: never): FID, kept as best.pt when lowest, and with
+            track_concepts each concept's pixel share in generated images.
+        eval_n: generated images per evaluation.
+        track_concepts: a segmenter (file or pretrained model name) whose concept pixel shares in
+            generated and real images are logged at every evaluation (needs eval_every).
         n_samples: images in the fixed-noise sample grids.
         augment: differentiable augmentation of every image D sees, real and generated, in both
             steps (DiffAugment, Zhao et al. 2020): a comma-separated subset of "color" (brightness,
@@ -86,19 +113,25 @@ class TrainConfig:
             grids, FID and the exported model use the averaged generator, which smooths out the
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
             are recomputed on a fixed seeded noise set, since running statistics of G do not fit it.
+        threads: torch intra-op threads on the CPU (0: torch's default, one per core).
     """
 
     data: str = "scenes"
+    data_version: int | None = None
     image_size: int = 64
     nc: int = 3
     nz: int = 100
     ngf: int = 64
     ndf: int = 64
     batch_size: int = 64
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: str = "nonsaturating"
+    recipe: str = DEFAULT_RECIPE
+    d_norm: str | None = None
+    loss: str | None = None
+    lr_g: float | None = None
+    lr_d: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    r1: float | None = None
     d_steps: int = 1
     steps: int | None = None
     epochs: float | None = None
@@ -114,32 +147,46 @@ class TrainConfig:
     checkpoint_every: int = 500
     eval_every: int = 0
     eval_n: int = 1000
+    track_concepts: str | None = None
     n_samples: int = 64
     augment: str = ""
     ema: float = 0.0
+    threads: int = 0
 
     def __post_init__(self) -> None:
-        self.model_config()  # checks image_size, nc, nz, ngf, ndf
+        if self.recipe not in RECIPES:
+            raise GantoolsError(f"unknown recipe {self.recipe!r}: use {' or '.join(RECIPES)}")
+        for name, value in RECIPES[self.recipe].items():  # the recipe fills what was not given
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.data_version is None:
+            from .data import dataset_version
+
+            self.data_version = dataset_version(self.data)
+        self.model_config()  # checks image_size, nc, nz, ngf, ndf, d_norm
         if self.loss not in LOSSES:
-            raise GantoolsError(f"unknown loss {self.loss!r}: use {' or '.join(LOSSES)}")
+            raise GantoolsError(f"unknown loss {self.loss!r}: use {', '.join(LOSSES)}")
         if self.steps is not None and self.epochs is not None:
-            raise GantoolsError("give --steps or --epochs, not both")
+            raise GantoolsError("give steps or epochs, not both")
         positive = {"batch_size": self.batch_size, "d_steps": self.d_steps, "log_every": self.log_every,
                     "eval_n": self.eval_n, "n_samples": self.n_samples}
-        # Errors name the field and its CLI option (n_samples has none): both kinds of user read them.
-        option = lambda name: name if name == "n_samples" else f"{name} (--{name.replace('_', '-')})"  # noqa: E731
         for name, value in positive.items():
             if value < 1:
-                raise GantoolsError(f"{option(name)} must be at least 1, got {value}")
+                raise GantoolsError(f"{name} must be at least 1, got {value}")
         for name in ("steps", "epochs"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise GantoolsError(f"{name} must be positive, got {value}")
-        for name in ("sample_every", "checkpoint_every", "eval_every", "holdout"):
+        for name in ("sample_every", "checkpoint_every", "eval_every", "holdout", "threads"):
             if getattr(self, name) < 0:
-                raise GantoolsError(f"{option(name)} must be 0 or more, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise GantoolsError(f"learning rate must be positive, got {self.lr}")
+                raise GantoolsError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("lr_g", "lr_d"):
+            if not getattr(self, name) > 0:
+                raise GantoolsError(f"{name} (learning rate) must be positive, got {getattr(self, name)}")
+        if not self.r1 >= 0:
+            raise GantoolsError(f"r1 must be 0 or more, got {self.r1}")
+        if self.track_concepts and not self.eval_every:
+            raise GantoolsError("track_concepts logs at each evaluation: give eval_every too")
         unknown = [a for a in self.augmentations() if a not in AUGMENTATIONS]
         if unknown:
             raise GantoolsError(f"unknown augmentation {unknown[0]!r}: use a comma-separated subset of "
@@ -150,7 +197,7 @@ class TrainConfig:
             raise GantoolsError(f"Adam betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(self.image_size, self.nc, self.nz, self.ngf, self.ndf)
+        return ModelConfig(self.image_size, self.nc, self.nz, self.ngf, self.ndf, self.d_norm)
 
     def augmentations(self) -> list[str]:
         return [a.strip() for a in self.augment.split(",") if a.strip()]
@@ -160,6 +207,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        if "recipe" not in d:  # written before recipes existed: the paper's recipe, one learning rate
+            d["recipe"] = "dcgan"
+            if "lr" in d:
+                d.setdefault("lr_g", d["lr"])
+                d.setdefault("lr_d", d["lr"])
+            if d.get("data") == "scenes":
+                d.setdefault("data_version", 1)
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -168,7 +223,7 @@ class TrainConfig:
 # ema too: the average is read from G and never feeds back into training; a run resumed with a new
 # --ema starts its average from the generator of the checkpoint.
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "log_every", "sample_every",
-                              "checkpoint_every", "eval_every", "eval_n", "ema"})
+                              "checkpoint_every", "eval_every", "eval_n", "track_concepts", "ema", "threads"})
 
 
 @dataclass
@@ -204,8 +259,11 @@ class TrainResult:
 # Losses (module-level so tests can hook them)
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """BCE-with-logits: real images labelled 1, generated images 0 (summed, as in the DCGAN example)."""
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """D's loss. BCE-with-logits for "nonsaturating" and "minimax": real images labelled 1, generated
+    images 0 (summed, as in the DCGAN example). "hinge": mean relu(1 - D(x)) + mean relu(1 + D(G(z)))."""
+    if kind == "hinge":
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
     return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
 
@@ -214,13 +272,25 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> to
     """The generator's loss on D's logits for its images.
 
     "nonsaturating": -log D(G(z)) (strong gradients early, when D rejects everything);
-    "minimax": log(1 - D(G(z))), the original game's objective.
+    "minimax": log(1 - D(G(z))), the original game's objective;
+    "hinge": -D(G(z)), the raw logit (Lim & Ye 2017; SAGAN, BigGAN).
     """
+    if kind == "hinge":
+        return -fake_logits.mean()
     if kind == "nonsaturating":
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
     if kind == "minimax":
         return -F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    raise GantoolsError(f"unknown loss {kind!r}: use {' or '.join(LOSSES)}")
+    raise GantoolsError(f"unknown loss {kind!r}: use {', '.join(LOSSES)}")
+
+
+def r1_penalty(discriminator: Any, real: torch.Tensor) -> torch.Tensor:
+    """|grad_x D(x)|^2 on real images, summed over pixels and averaged over the batch (R1, without
+    gamma / 2). Differentiable with respect to D's weights (create_graph), so it can be minimised."""
+    real = real.detach().requires_grad_(True)
+    logits = discriminator(real)
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
 
 
 def diff_augment(x: torch.Tensor, policy: list[str] | tuple[str, ...]) -> torch.Tensor:
@@ -393,9 +463,18 @@ def _restore_rng(state: dict[str, Any], noise_gen: torch.Generator) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
+def build_models(config: TrainConfig) -> tuple[Generator, Discriminator]:
+    """A fresh G and D for a run, D spectral-normalised when the config says so."""
+    mc = config.model_config()
+    g, d = Generator(mc), Discriminator(mc)
+    if mc.d_norm == "spectral":
+        add_spectral_norm(d)
+    return g, d
+
+
 def _models_from_checkpoint(ckpt: dict[str, Any]) -> tuple[Generator, Discriminator, TrainConfig]:
     config = TrainConfig.from_dict(ckpt["config"])
-    g, d = Generator(config.model_config()), Discriminator(config.model_config())
+    g, d = build_models(config)
     g.load_state_dict(ckpt["generator"])
     d.load_state_dict(ckpt["discriminator"])
     return g, d, config
@@ -421,11 +500,12 @@ def export(run_dir: str | os.PathLike, best: bool = False, out: str | os.PathLik
         g.load_state_dict(ckpt["generator_ema"])
         recalibrate_batchnorm(g, seed=config.seed)
     out = Path(out) if out is not None else (run_dir.parent if run_dir.is_file() else run_dir) / MODEL_FILE
-    meta = {"training": {"step": int(ckpt["step"]), "data": config.data, "seed": config.seed,
-                         "loss": config.loss, "batch_size": config.batch_size, "lr": config.lr,
+    meta = {"training": {"step": int(ckpt["step"]), "data": config.data, "data_version": config.data_version,
+                         "seed": config.seed, "recipe": config.recipe, "loss": config.loss,
+                         "batch_size": config.batch_size, "lr_g": config.lr_g, "lr_d": config.lr_d,
                          "fid": ckpt.get("fid"), "checkpoint": path.name,
                          "ema": config.ema if ckpt.get("generator_ema") is not None else 0.0}}
-    return save_model(out, g.eval(), d.eval(), extra_metadata=meta, half=half)
+    return save_model(out, g.eval(), fold_spectral_norm(d), extra_metadata=meta, half=half)
 
 
 def recalibrate_batchnorm(g: Generator, seed: int = 0, batches: int = 16, batch_size: int = 64) -> Generator:
@@ -520,6 +600,66 @@ def plot_losses(run_dir: str | os.PathLike) -> Path | None:
     return path
 
 
+def plot_concepts(run_dir: str | os.PathLike) -> Path | None:
+    """Draw concepts_curve.png: each concept's share of generated pixels against the step, as a
+    fraction of its share in real images (1 = as often as in the data), from the tracked evaluations."""
+    from .reports import line_plot
+
+    run_dir = Path(run_dir)
+    rows = [r for r in read_stats(run_dir) if r.get("concepts")]
+    if not rows:
+        return None
+    real = rows[-1]["concepts_real"]
+    steps = [float(r["step"]) for r in rows]
+    series = {name: (steps, [r["concepts"][name] / real[name] if real[name] > 0 else float("nan") for r in rows])
+              for name in real}
+    return line_plot(series, run_dir / "concepts_curve.png", xlabel="step", ylabel="generated / real share",
+                     title=f"{run_dir.name}: concept pixel shares")
+
+
+class _ConceptTracker:
+    """Each concept's pixel share in generated images, through a segmenter, at every evaluation.
+
+    The same seeded latents every time and the real shares measured once on as many training images
+    (through the same segmenter), so successive evaluations compare with each other and with the data.
+    """
+
+    SEED = 20240607
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        from .segmenters import load_segmenter
+
+        self.config, self.device = config, device
+        self.segmenter = load_segmenter(config.track_concepts, device=device)
+        self.concepts = list(self.segmenter.concepts)
+        self.real: list[float] | None = None
+
+    def _shares(self, batches: Any) -> list[float]:
+        counts = torch.zeros(len(self.concepts), dtype=torch.float64)
+        for images in batches:
+            with torch.no_grad():
+                labels = self.segmenter(images.to(self.device).float())
+            counts += torch.bincount(labels.reshape(-1).cpu(), minlength=len(self.concepts))[:len(self.concepts)]
+        return (counts / counts.sum().clamp_min(1)).tolist()
+
+    def real_shares(self, images: "_Images") -> list[float]:
+        if self.real is None:
+            n = min(self.config.eval_n, images.n)
+            self.real = self._shares(from_uint8(images.get(torch.arange(i, min(i + 100, n))))
+                                     for i in range(0, n, 100))
+        return self.real
+
+    def measure(self, generator: Generator, images: "_Images") -> dict[str, Any]:
+        n = self.config.eval_n
+        z = generator.sample_z(n, self.SEED, device="cpu")
+        with torch.no_grad():
+            fake = self._shares(generator(z[i:i + 100].to(self.device)).float() for i in range(0, n, 100))
+        real = self.real_shares(images)
+        tv = 0.5 * sum(abs(a - b) for a, b in zip(fake, real))
+        return {"concepts": dict(zip(self.concepts, fake)), "concepts_real": dict(zip(self.concepts, real)),
+                "concepts_tv": tv}
+
+
 def _total_steps(config: TrainConfig, n: int) -> int:
     if config.steps is not None:
         return int(config.steps)
@@ -554,11 +694,11 @@ def train(config: TrainConfig | None = None, *, resume: str | os.PathLike | None
         stored = dict(ckpt["config"])
         if overrides.get("data") is not None and Path(overrides["data"]).exists():
             overrides["data"] = str(Path(overrides["data"]).resolve())  # stored resolved, see _Trainer
-        bad = sorted(k for k, v in overrides.items() if k not in RESUMABLE_FIELDS and v != stored.get(k))
+        current = TrainConfig.from_dict(stored).to_dict()  # resolved, so an unchanged value is no change
+        bad = sorted(k for k, v in overrides.items() if k not in RESUMABLE_FIELDS and v != current.get(k))
         if bad:
-            opts = ", ".join("--" + k.replace("_", "-") for k in bad)
-            raise GantoolsError(f"{opts} cannot change when resuming {run_dir} (only when and how long "
-                                f"to train can); start a new run instead")
+            raise GantoolsError(f"{', '.join(bad)} cannot change when resuming {run_dir} (only when and how "
+                                f"long to train can); start a new run instead")
         if "steps" in overrides and overrides["steps"] is not None:
             stored["epochs"] = None
         if "epochs" in overrides and overrides["epochs"] is not None:
@@ -592,8 +732,10 @@ class _Trainer:
                                 f"or choose another --out")
         self.eval_fn = _training_fid() if config.eval_every > 0 else None
 
+        if config.threads and self.device.type == "cpu":
+            torch.set_num_threads(config.threads)
         dataset = open_dataset(config.data, config.image_size, config.nc, n=config.data_n,
-                               seed=config.data_seed, progress=progress)
+                               seed=config.data_seed, progress=progress, version=config.data_version)
         dataset, _ = split_dataset(dataset, config.holdout)
         n = len(dataset)
         self.n = n
@@ -604,8 +746,7 @@ class _Trainer:
         # Weights: seeded here (new run) or loaded (resume). Built on CPU first so that the same seed
         # gives the same initial weights on every device.
         seed_everything(config.seed)
-        mc = config.model_config()
-        self.G, self.D = Generator(mc), Discriminator(mc)
+        self.G, self.D = build_models(config)
         self.noise_gen = torch.Generator().manual_seed(_derived_seed(config.seed, 2))
         self.fixed_noise = self.G.sample_z(config.n_samples, seed=_derived_seed(config.seed, 3), device="cpu")
         self.step, self.elapsed, self.best_fid = 0, 0.0, None
@@ -633,8 +774,10 @@ class _Trainer:
             self.G_ema.to(self.device, memory_format=memory_format)
         self.memory_format = memory_format
         betas = (config.beta1, config.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.lr_d, betas=betas)
+        self.last_r1: float | None = None
+        self.concept_tracker = _ConceptTracker(config, self.device) if config.track_concepts else None
         self.amp_dtype = None
         if cuda and config.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -702,19 +845,26 @@ class _Trainer:
         self.last_samples = save_grid(images, self.run_dir / "samples" / f"step_{self.step:06d}.png")
         return self.last_samples
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> dict[str, Any]:
+        """FID (and tracked concept shares): the stats.jsonl row of one evaluation."""
         c = self.config
-        report(self.progress, "evaluate FID", 0, 1)
+        report(self.progress, "evaluate", 0, 1)
         was_training = self.G.training
         g = self.shown_generator()
         g.eval()
         try:
-            fid = float(self.eval_fn(g, data=c.data, image_size=c.image_size, nc=c.nc, n=c.eval_n,
-                                     device=self.device))
+            row: dict[str, Any] = {"step": self.step, "fid": float(self.eval_fn(
+                g, data=c.data, image_size=c.image_size, nc=c.nc, n=c.eval_n, device=self.device,
+                version=c.data_version))}
+            if self.concept_tracker is not None:
+                row.update(self.concept_tracker.measure(g, self.images))
         finally:
             self.G.train(was_training)
-        report(self.progress, "evaluate FID", 1, 1, FID=fid)
-        return fid
+        shown = {"FID": row["fid"]}
+        if "concepts_tv" in row:
+            shown["concept TV"] = row["concepts_tv"]
+        report(self.progress, "evaluate", 1, 1, **shown)
+        return row
 
     # -- one step ----------------------------------------------------------------------------------
 
@@ -753,9 +903,14 @@ class _Trainer:
                         fake = G(z)
                 real_logits = D(real).float()
                 fake_logits = D(fake.detach()).float()
-                loss_d = discriminator_loss(real_logits, fake_logits)
+                loss_d = discriminator_loss(real_logits, fake_logits, c.loss)
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(loss_d).backward()
+            if c.r1 > 0 and (self.step * c.d_steps + k) % R1_EVERY == 0:
+                # Lazy R1 in float32 on its own forward pass; its gradients add to the D step's.
+                penalty = r1_penalty(D, real)
+                self.scaler.scale(penalty * (0.5 * c.r1 * R1_EVERY)).backward()
+                self.last_r1 = float(penalty.detach())
             self.scaler.step(self.opt_d)
             self.scaler.update()
         # Generator step against the updated D; D's weights need no gradients here.
@@ -837,8 +992,9 @@ class _Trainer:
                         self.write_samples()
                     if c.eval_every and self.step % c.eval_every == 0:
                         self._check_finite(sums)
-                        fid = self.evaluate()
-                        log.write(json.dumps({"step": self.step, "fid": fid}) + "\n")
+                        row = self.evaluate()
+                        fid = row["fid"]
+                        log.write(json.dumps(row) + "\n")
                         log.flush()
                         if self.best_fid is None or fid < self.best_fid:
                             self.best_fid = fid
@@ -866,6 +1022,8 @@ class _Trainer:
         row = {"step": self.step, "epoch": round(self.step * imgs_per_step / self.n, 4)}
         row.update({k: float(v) / count for k, v in sums.items()})
         row["img/s"] = count * imgs_per_step / max(seconds, 1e-9)
+        if self.config.r1 > 0 and self.last_r1 is not None:
+            row["R1"] = self.last_r1  # the latest lazy evaluation of |grad_x D(x)|^2
         row["time"] = round(self.elapsed, 3)
         log.write(json.dumps(row) + "\n")
         log.flush()
@@ -883,12 +1041,13 @@ class _Trainer:
                 if self.last_good_step is not None else "no checkpoint had been saved yet")
         raise GantoolsError(f"the loss became NaN or infinite by step {self.step} "
                             f"(Loss_D {float(losses[0]):.4g}, Loss_G {float(losses[1]):.4g}); {kept}. "
-                            f"Try a lower --lr.")
+                            f"Try lower learning rates (lr_g, lr_d).")
 
     def _finish(self, interrupted: bool) -> TrainResult:
         if self.config.sample_every == 0 or self.step % self.config.sample_every != 0 or self.last_samples is None:
             self.write_samples()
         plot_losses(self.run_dir)
+        plot_concepts(self.run_dir)
         model_path = export(self.run_dir)
         return TrainResult(run_dir=self.run_dir, step=self.step, total_steps=self.total, stats=self.last_stats,
                            model_path=model_path, checkpoint=self.run_dir / CHECKPOINT_FILE,

@@ -3,6 +3,7 @@ frequencies, the written folder reading back through LabeledFolder, and LabeledF
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from typer.testing import CliRunner
 
 from gantools.cli import app
 from gantools.data import LabeledFolder, batch_images, open_dataset, read_label, save_label
-from gantools.scenes import CONCEPTS, Scenes, concept_frequencies, render_scene, write_scenes
+from gantools.scenes import CONCEPTS, DESIGNS, VERSION, VERSIONS, Scenes, concept_frequencies, render_scene, \
+    write_scenes
 from gantools.utils import GantoolsError
 
 ID = {name: i for i, name in enumerate(CONCEPTS)}
@@ -121,9 +123,11 @@ def _covering(box, S):
 RECT_SHAPES = ("sky", "grass", "wall", "door", "window", "trunk")
 
 
-def test_labels_agree_with_layout():
+@pytest.mark.parametrize("version", VERSIONS)
+def test_labels_agree_with_layout(version):
     S, n = 48, 120
-    ds = Scenes(n=n, image_size=S, seed=11)
+    ds = Scenes(n=n, image_size=S, seed=11, version=version)
+    design = DESIGNS[version]
     seen = set()
     for i in range(n):
         layout = ds.layout(i)
@@ -177,12 +181,50 @@ def test_labels_agree_with_layout():
         # far to near: upright objects are drawn in order of their base row
         bases = [o.base for o in objs if o.concept in ("wall", "trunk")]
         assert bases == sorted(bases)
-        # perspective: walls are smaller when they stand closer to the horizon
+        # perspective: walls are smaller when they stand closer to the horizon (down to the design's minimum)
         for o in objs:
             if o.concept == "wall" and o.box[2] < S and o.box[0] > 0:
                 width = o.box[2] - o.box[0]
-                assert width <= 0.52 * S * (o.base - hz) / (S - hz) + 2, (i, o)
+                most = max(design.house_width[1] * S * (o.base - hz) / (S - hz), design.house_min_width * S)
+                assert width <= most + 2, (i, o)
     assert seen == set(CONCEPTS)
+
+
+def _digest(scenes, n):
+    h = hashlib.sha256()
+    for i in range(n):
+        image, labels = scenes.render(i)
+        h.update(image.tobytes())
+        h.update(labels.astype("int64").tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_version_1_renders_exactly_as_it_always_did():
+    # digests of the first design, taken before version 2 existed: old runs stay reproducible
+    assert _digest(Scenes(n=50, image_size=32, seed=3, version=1), 50) == "71e4678f637263d7"
+    assert _digest(Scenes(n=50, image_size=64, seed=3, version=1), 50) == "6cf75d762417676b"
+    assert _digest(Scenes(n=5, image_size=32, seed=3), 5) != _digest(Scenes(n=5, image_size=32, seed=3, version=1), 5)
+    with pytest.raises(GantoolsError, match="no version 3"):
+        Scenes(version=3)
+    with pytest.raises(GantoolsError, match="no version 9"):
+        open_dataset("scenes", version=9)
+    assert open_dataset("scenes", n=4, version=1).version == 1 and open_dataset("scenes", n=4).version == VERSION
+
+
+def test_version_2_draws_every_concept_at_a_learnable_size():
+    S, n = 64, 400
+    ds = Scenes(n=n, image_size=S, seed=21)
+    freq = concept_frequencies(ds, n)
+    for name in CONCEPTS:
+        assert freq[name]["image_frequency"] >= 0.25, name
+    for name in ("door", "window", "sun", "trunk"):
+        assert freq[name]["pixel_frequency"] >= 0.009, (name, freq[name])  # >= 1.0% on 5,000 (benchmarks)
+    least = {"door": (4, 6), "window": (4, 4), "trunk": (3, 1), "sun": (8, 8)}
+    for i in range(n):
+        for o in ds.layout(i).objects:
+            if o.concept in least:
+                x0, y0, x1, y1 = o.box
+                assert x1 - x0 >= least[o.concept][0] and y1 - y0 >= least[o.concept][1], (i, o)
 
 
 def test_render_scene_matches_dataset():
@@ -225,7 +267,8 @@ def test_cli_writes_folder_that_reads_back(tmp_path):
     result = CliRunner().invoke(app, ["data", "scenes", str(out), "--n", "12", "--size", "32", "--seed", "4", "-q"])
     assert result.exit_code == 0, result.output
     assert "door" in result.output and "window" in result.output
-    assert json.loads((out / "concepts.json").read_text()) == {"concepts": CONCEPTS}
+    assert json.loads((out / "concepts.json").read_text()) == {"concepts": CONCEPTS, "dataset": "scenes",
+                                                               "version": VERSION, "seed": 4}
     assert len(list((out / "images").glob("*.png"))) == 12 and len(list((out / "labels").glob("*.png"))) == 12
     with Image.open(out / "labels" / "000000.png") as im:
         assert im.mode == "P"

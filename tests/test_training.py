@@ -64,9 +64,11 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 def test_config_defaults_and_validation() -> None:
     c = TrainConfig()
-    assert (c.lr, c.beta1, c.beta2, c.batch_size, c.loss, c.d_steps) == (2e-4, 0.5, 0.999, 64, "nonsaturating", 1)
+    assert (c.lr_g, c.lr_d, c.beta1, c.beta2, c.batch_size, c.loss, c.d_steps) == \
+        (2e-4, 2e-4, 0.5, 0.999, 64, "nonsaturating", 1)
+    assert (c.recipe, c.d_norm, c.r1, c.data_version) == ("dcgan", "batch", 0.0, 2)
     assert c.eval_every == 0 and c.eval_n == 1000
-    with pytest.raises(GantoolsError, match="nonsaturating or minimax"):
+    with pytest.raises(GantoolsError, match="nonsaturating, minimax, hinge"):
         TrainConfig(loss="wasserstein")
     with pytest.raises(GantoolsError, match="not both"):
         TrainConfig(steps=3, epochs=1)
@@ -106,7 +108,7 @@ def test_run_directory(easy_folder: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert result.run_dir == run and result.step == 6 and not result.interrupted
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["lr"] == 2e-4 and cfg["model"]["ngf"] == 8 and cfg["train_images"] == 24
+    assert cfg["lr_g"] == cfg["lr_d"] == 2e-4 and cfg["model"]["ngf"] == 8 and cfg["train_images"] == 24
     assert cfg["data"] == str(easy_folder.resolve())
     rows = read_stats(run)
     assert [r["step"] for r in rows] == [2, 4, 6]
@@ -177,8 +179,8 @@ def test_bit_exact_resume(easy_folder: Path, tmp_path: Path) -> None:
     # the stats of the resumed run continue where they stopped
     assert [r["step"] for r in read_stats(tmp_path / "resumed")] == [2, 4, 6, 8]
     # only when/how long may change on resume
-    with pytest.raises(GantoolsError, match="--lr cannot change"):
-        train(resume=tmp_path / "resumed", steps=10, lr=1e-3)
+    with pytest.raises(GantoolsError, match="lr_g cannot change"):
+        train(resume=tmp_path / "resumed", steps=10, lr_g=1e-3)
     done = train(resume=tmp_path / "resumed", steps=8)  # nothing left to do
     assert done.step == 8
 
@@ -224,7 +226,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(easy_folder: Path, tmp_path: P
     with pytest.raises(GantoolsError) as e:
         train(tiny(easy_folder, tmp_path / "run", steps=8, checkpoint_every=2, sample_every=0))
     msg = str(e.value)
-    assert "NaN" in msg and "step 5" in msg and "step 4" in msg and "--lr" in msg
+    assert "NaN" in msg and "step 5" in msg and "step 4" in msg and "lr_g" in msg
     ck = load_checkpoint(tmp_path / "run")
     assert ck["step"] == 4
     assert all(torch.isfinite(v).all() for v in ck["generator"].values() if v.is_floating_point())
@@ -233,7 +235,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(easy_folder: Path, tmp_path: P
 
 def test_absurd_learning_rate_stops_cleanly(easy_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(GantoolsError, match=r"NaN or infinite by step 1 .*no checkpoint had been saved yet"):
-        train(tiny(easy_folder, tmp_path / "run", lr=1e30, steps=4, checkpoint_every=1, sample_every=0))
+        train(tiny(easy_folder, tmp_path / "run", lr_g=1e30, lr_d=1e30, steps=4, checkpoint_every=1, sample_every=0))
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
@@ -264,15 +266,15 @@ def test_eval_hook_keeps_best(easy_folder: Path, tmp_path: Path, monkeypatch) ->
     scores = iter([5.0, 3.0, 4.0])
     calls = []
 
-    def fake_fid(generator, data, image_size, nc, n, device):
+    def fake_fid(generator, data, image_size, nc, n, device, version=None):
         calls.append(dict(data=data, image_size=image_size, nc=nc, n=n, device=str(device),
-                          training=generator.training))
+                          training=generator.training, version=version))
         return next(scores)
 
     monkeypatch.setattr(metrics, "training_fid", fake_fid, raising=False)
     r = train(tiny(easy_folder, tmp_path / "run", steps=6, eval_every=2, eval_n=10, sample_every=0))
     assert calls[0] == dict(data=str(easy_folder.resolve()), image_size=16, nc=3, n=10, device="cpu",
-                            training=False)
+                            training=False, version=None)
     assert len(calls) == 3 and r.best_fid == 3.0
     fids = [(row["step"], row["fid"]) for row in read_stats(tmp_path / "run") if "fid" in row]
     assert fids == [(2, 5.0), (4, 3.0), (6, 4.0)]
@@ -404,5 +406,120 @@ def test_augmented_training_resumes_bit_exactly(easy_folder: Path, tmp_path: Pat
     plain = train(tiny(easy_folder, tmp_path / "plain", steps=6, sample_every=0))
     assert not torch.equal(load_checkpoint(plain.run_dir)["generator"]["layer1.0.weight"],
                            load_checkpoint(tmp_path / "straight")["generator"]["layer1.0.weight"])
-    with pytest.raises(GantoolsError, match="--augment cannot change"):
+    with pytest.raises(GantoolsError, match="augment cannot change"):
         train(resume=tmp_path / "resumed", steps=8, augment="")
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes: spectral norm, hinge loss, two time-scale rates, betas, R1, concept tracking
+
+
+def test_recipes_fill_what_was_not_given() -> None:
+    stable = TrainConfig(recipe="stable")
+    assert (stable.d_norm, stable.loss, stable.lr_g, stable.lr_d, stable.beta1, stable.beta2) == \
+        ("spectral", "hinge", 1e-4, 4e-4, 0.0, 0.9)
+    mixed = TrainConfig(recipe="stable", loss="nonsaturating", lr_d=1e-3)
+    assert (mixed.d_norm, mixed.loss, mixed.lr_g, mixed.lr_d) == ("spectral", "nonsaturating", 1e-4, 1e-3)
+    assert TrainConfig.from_dict(stable.to_dict()) == stable
+    with pytest.raises(GantoolsError, match="unknown recipe"):
+        TrainConfig(recipe="fast")
+    with pytest.raises(GantoolsError, match="unknown d_norm"):
+        TrainConfig(d_norm="layer")
+    with pytest.raises(GantoolsError, match="r1"):
+        TrainConfig(r1=-1.0)
+    with pytest.raises(GantoolsError, match="eval_every"):
+        TrainConfig(track_concepts="color")
+
+
+def test_configs_written_before_recipes_load_as_the_paper_recipe_on_scenes_v1() -> None:
+    old = {"data": "scenes", "image_size": 64, "lr": 1e-4, "beta1": 0.5, "beta2": 0.999, "loss": "nonsaturating"}
+    c = TrainConfig.from_dict(old)
+    assert (c.recipe, c.d_norm, c.lr_g, c.lr_d, c.data_version) == ("dcgan", "batch", 1e-4, 1e-4, 1)
+    assert TrainConfig(data="scenes").data_version == 2
+    assert TrainConfig.from_dict({"data": "photos/"}).data_version is None
+
+
+def test_hinge_losses_match_a_hand_computation() -> None:
+    real, fake = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([-3.0, 0.0, 0.5])
+    # D: mean relu(1 - real) = (0 + 0.5 + 2) / 3; mean relu(1 + fake) = (0 + 1 + 1.5) / 3
+    assert training.discriminator_loss(real, fake, "hinge").item() == pytest.approx(2.5 / 3 + 2.5 / 3)
+    assert training.generator_loss(fake, "hinge").item() == pytest.approx((3.0 - 0.0 - 0.5) / 3)
+
+
+def test_r1_penalty_matches_autograd_on_a_toy_discriminator() -> None:
+    w = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    D = lambda x: (x @ w).pow(2).sum(1)  # noqa: E731   grad_x = 2 (x w) w^T
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [0.0, 1.0]])
+    grad = 2 * (x @ w) @ w.T
+    want = grad.pow(2).sum(1).mean()
+    got = training.r1_penalty(D, x)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    # differentiable in D's weights: d/dw of the penalty exists and matches a finite difference
+    w.requires_grad_(True)
+    (dw,) = torch.autograd.grad(training.r1_penalty(D, x), w)
+    eps = 1e-3
+    bumped = w.detach().clone()
+    bumped[0, 1] += eps
+    D2 = lambda x: (x @ bumped).pow(2).sum(1)  # noqa: E731
+    numeric = (training.r1_penalty(D2, x) - want) / eps
+    assert dw[0, 1].item() == pytest.approx(numeric.item(), rel=1e-2)
+
+
+def test_spectral_norm_bounds_every_d_layer_near_one(easy_folder: Path, tmp_path: Path) -> None:
+    from gantools.models import Discriminator
+
+    run = train(tiny(easy_folder, tmp_path / "sn", recipe="stable", steps=12, sample_every=0)).run_dir
+    gan = load_model(run)
+    assert gan.config.d_norm == "spectral"
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gan.discriminator.modules())
+    # the model file holds plain folded weights: every conv's largest singular value is about 1
+    for name, w in gan.discriminator.state_dict().items():
+        sigma = torch.linalg.matrix_norm(w.flatten(1), ord=2).item()
+        assert sigma == pytest.approx(1.0, abs=0.05), name
+    tensors, _ = read_safetensors(run / "model.safetensors")
+    assert not any("parametrizations" in k for k in tensors)
+    # a BatchNorm D's weights are not normalised
+    bn = Discriminator(gan.config.__class__(**{**gan.config.to_dict(), "d_norm": "batch"}))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
+    # the checkpoint loads with weights_only and keeps the parametrisation for an exact resume
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert any("parametrizations" in k for k in ck["discriminator"])
+
+
+def test_each_recipe_option_changes_training(easy_folder: Path, tmp_path: Path) -> None:
+    def d_weight(**kw):
+        r = train(tiny(easy_folder, tmp_path / "_".join(f"{k}{v}" for k, v in kw.items()), steps=3, sample_every=0,
+                       **kw))
+        return load_checkpoint(r.run_dir)["generator"]["layer1.0.weight"]
+
+    base = d_weight()
+    for kw in ({"loss": "hinge"}, {"lr_g": 1e-3}, {"lr_d": 1e-3}, {"beta1": 0.0}, {"r1": 10.0}, {"d_norm": "spectral"}):
+        assert not torch.equal(base, d_weight(**kw)), kw
+
+
+def test_every_option_together_resumes_bit_exactly(easy_folder: Path, tmp_path: Path) -> None:
+    kw = dict(recipe="stable", r1=1.0, lr_g=3e-4, beta2=0.95, augment="translation", ema=0.9,
+              sample_every=0, checkpoint_every=2)
+    train(tiny(easy_folder, tmp_path / "straight", steps=20, **kw))
+    train(tiny(easy_folder, tmp_path / "resumed", steps=9, **kw))
+    train(resume=tmp_path / "resumed", steps=20)
+    assert_same_state(tmp_path / "straight", tmp_path / "resumed")
+    rows = [r for r in read_stats(tmp_path / "resumed") if "R1" in r]
+    assert rows and all(r["R1"] >= 0 for r in rows)  # R1 is logged (lazily computed, every 16 D steps)
+
+
+def test_track_concepts_logs_and_plots_shares(easy_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(metrics, "training_fid", lambda *a, **k: 1.0, raising=False)
+    r = train(tiny(easy_folder, tmp_path / "run", steps=4, eval_every=2, eval_n=20, track_concepts="color",
+                   sample_every=0))
+    rows = [row for row in read_stats(r.run_dir) if "concepts" in row]
+    assert [row["step"] for row in rows] == [2, 4]
+    for row in rows:
+        assert sum(row["concepts"].values()) == pytest.approx(1.0)
+        assert sum(row["concepts_real"].values()) == pytest.approx(1.0)
+        want = 0.5 * sum(abs(row["concepts"][k] - row["concepts_real"][k]) for k in row["concepts"])
+        assert row["concepts_tv"] == pytest.approx(want)
+    # the real images are yellow squares on dark grey: the colour segmenter finds those colours there
+    real = rows[0]["concepts_real"]
+    assert real["yellow"] > 0.05 and real["black"] + real["gray"] > 0.5
+    assert (r.run_dir / "concepts_curve.png").is_file()

@@ -28,9 +28,11 @@ from pathlib import Path
 
 ARMS = {
     "dcgan-v1": {"recipe": "dcgan", "data_version": 1},
-    "stable-v1": {"recipe": "stable", "data_version": 1},
     "dcgan-v2": {"recipe": "dcgan", "data_version": 2},
     "stable-v2": {"recipe": "stable", "data_version": 2},
+    # SAGAN's settings (spectral-norm D, hinge, lr 1e-4 G / 4e-4 D, betas 0, 0.9), stopped at step 1,600
+    # with G still drawing grey noise; kept as evidence for the choice of the "stable" recipe.
+    "ttur-v1": {"recipe": "stable", "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "data_version": 1},
 }
 COMMON = dict(data="scenes", image_size=64, ngf=32, ndf=32, batch_size=64, data_n=50000, seed=0,
               sample_every=500, checkpoint_every=100, threads=1, device="cpu")
@@ -76,12 +78,8 @@ def measure_snapshot(path: Path, segmenter, version: int, n: int, dissect_n: int
     ev = metrics.evaluate(gan, data="scenes", data_version=version, n=n, metrics="fid,concepts",
                           extractor=metrics.segmenter_extractor(segmenter), segmenter=segmenter)
     c = ev.concepts
-    result = gantools.dissect(gan, layers=[3], n=dissect_n, segmenter=segmenter, seed=1)
-    layer = result.layers[0]
-    best = layer.best_iou_per_concept() if hasattr(layer, "best_iou_per_concept") else None
-    if best is None:
-        ious = layer.iou  # units x concepts
-        best = dict(zip(result.concepts, ious.max(0).values.tolist()))
+    layer = gantools.dissect(gan, layers=[3], n=dissect_n, segmenter=segmenter, seed=1).layers["layer3"]
+    best = dict(zip(layer.concepts, layer.iou.max(0).values.tolist()))  # best unit's IoU per concept
     return {
         "fid_segmenter": ev.metrics["fid"],
         "concept_tv": c.tv_distance,

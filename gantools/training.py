@@ -50,12 +50,13 @@ R1_EVERY = 16
 MATERIALIZE_LIMIT = 4 * 1024**3
 
 # Named recipes: the fields each one sets. A field given explicitly overrides its recipe's value.
-# "dcgan" is the paper's (Radford et al. 2016). "stable" is the stabilised GAN of SAGAN/BigGAN:
-# spectral norm on every D convolution and no BatchNorm in D (Miyato et al. 2018), the hinge loss,
-# two time-scale learning rates (Heusel et al. 2017) and Adam betas (0, 0.9).
+# "dcgan" is the paper's (Radford et al. 2016). "stable" keeps the paper's Adam settings but
+# normalises every D convolution by its spectral norm instead of BatchNorm (Miyato et al. 2018) and
+# uses the hinge loss. (SAGAN's two time-scale rates 1e-4/4e-4 with betas (0, 0.9) left this DCGAN's
+# G at grey noise for 1,600 steps on scenes: benchmarks/recipes.py, arm "ttur-v1".)
 RECIPES: dict[str, dict[str, Any]] = {
     "dcgan": dict(d_norm="batch", loss="nonsaturating", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, r1=0.0),
-    "stable": dict(d_norm="spectral", loss="hinge", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9, r1=0.0),
+    "stable": dict(d_norm="spectral", loss="hinge", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, r1=0.0),
 }
 DEFAULT_RECIPE = "dcgan"
 
@@ -114,6 +115,8 @@ class TrainConfig:
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
             are recomputed on a fixed seeded noise set, since running statistics of G do not fit it.
         threads: torch intra-op threads on the CPU (0: torch's default, one per core).
+        channels_last: store images and weights channels-last (NHWC); None: on CUDA only, where it
+            is faster (on this project's CPUs contiguous NCHW measured faster: benchmarks/cpu_layout.py).
     """
 
     data: str = "scenes"
@@ -152,6 +155,7 @@ class TrainConfig:
     augment: str = ""
     ema: float = 0.0
     threads: int = 0
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -223,7 +227,8 @@ class TrainConfig:
 # ema too: the average is read from G and never feeds back into training; a run resumed with a new
 # --ema starts its average from the generator of the checkpoint.
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "log_every", "sample_every",
-                              "checkpoint_every", "eval_every", "eval_n", "track_concepts", "ema", "threads"})
+                              "checkpoint_every", "eval_every", "eval_n", "track_concepts", "ema", "threads",
+                              "channels_last"})
 
 
 @dataclass
@@ -767,7 +772,8 @@ class _Trainer:
             elif ckpt is not None:
                 notice(progress, f"the weight average (--ema {config.ema}) starts at step {self.step}")
         cuda = self.device.type == "cuda"
-        memory_format = torch.channels_last if cuda else torch.contiguous_format
+        channels_last = cuda if config.channels_last is None else config.channels_last
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.G.to(self.device, memory_format=memory_format)
         self.D.to(self.device, memory_format=memory_format)
         if self.G_ema is not None:

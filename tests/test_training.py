@@ -417,9 +417,9 @@ def test_augmented_training_resumes_bit_exactly(easy_folder: Path, tmp_path: Pat
 def test_recipes_fill_what_was_not_given() -> None:
     stable = TrainConfig(recipe="stable")
     assert (stable.d_norm, stable.loss, stable.lr_g, stable.lr_d, stable.beta1, stable.beta2) == \
-        ("spectral", "hinge", 1e-4, 4e-4, 0.0, 0.9)
+        ("spectral", "hinge", 2e-4, 2e-4, 0.5, 0.999)
     mixed = TrainConfig(recipe="stable", loss="nonsaturating", lr_d=1e-3)
-    assert (mixed.d_norm, mixed.loss, mixed.lr_g, mixed.lr_d) == ("spectral", "nonsaturating", 1e-4, 1e-3)
+    assert (mixed.d_norm, mixed.loss, mixed.lr_g, mixed.lr_d) == ("spectral", "nonsaturating", 2e-4, 1e-3)
     assert TrainConfig.from_dict(stable.to_dict()) == stable
     with pytest.raises(GantoolsError, match="unknown recipe"):
         TrainConfig(recipe="fast")

@@ -7,15 +7,20 @@ deep neural network" (PNAS 2020). For every unit u of a layer and every concept 
 
 a dataset-level ratio (not a mean of per-image IoUs), where S_c is where the segmenter sees c and
 A_u is where the unit's feature map, upsampled bilinearly to the segmentation's resolution, exceeds
-the unit's threshold t_u. A unit's label is its best concept; it is interpretable when that IoU
-reaches `min_iou`.
+the unit's threshold t_u. A unit's label is its best-IoU concept (under "iqr", the concept its
+threshold was chosen for); it is interpretable when its IoU with that label reaches `min_iou`.
 
 Thresholds:
 - "quantile" (default): t_u is the level exceeded by the top `quantile` (1%) of the unit's upsampled
   activations over all samples and pixels.
-- "iqr": t_u maximises the information quality ratio IQR = I(A; S) / H(A, S) between the unit's
-  mask and its best concept, chosen on a separate set of samples (seed + IQR_SEED_OFFSET), as in GAN
-  Dissection; IoU is then counted exactly on the main samples.
+- "iqr": t_u and the unit's concept c_u maximise the information quality ratio IQR = I(A; S) / H(A, S)
+  between the unit's mask and a concept, chosen on a separate set of samples (seed + IQR_SEED_OFFSET),
+  with GAN Dissection's rules: only levels above 0, concepts with at least MIN_CONCEPT_SHARE of the
+  pixels, and pairs where the mask raises the concept's probability (P(S | A) > P(S)). Mutual
+  information is as high for a mask of where a concept is absent as for one of where it is present;
+  without that rule, "not sky" masks won and were then labelled by whatever filled the rest of the
+  image. The unit is labelled c_u (not its best-IoU concept), and IoU is counted exactly on the main
+  samples. A unit with no such pair (a dead unit) is unlabelled, with an empty mask.
 
 How it streams (memory does not grow with N): one pass over freshly generated batches. For each
 unit, a fixed-size histogram of its upsampled activations *split by concept* (units x bins x
@@ -89,6 +94,11 @@ HTML_FILE = "report.html"
 ALIGN_CORNERS = False
 
 IQR_SEED_OFFSET = 1_000_003  # the IQR thresholds are chosen on samples of seed + this offset
+# IQR mode never chooses a concept under this share of the selection samples' pixels: its counts are
+# too small to trust (GAN Dissection's rule).
+MIN_CONCEPT_SHARE = 1e-3
+IQR_LABEL_RULE = "IQR-optimal level, positively associated pairs only"
+NO_LABEL_RULE = "unlabelled: no positively associated concept at a level above 0"
 TAIL_MARGIN = 4.0  # histograms start at the level exceeded by TAIL_MARGIN * quantile of the first batch
 # Once FLOOR_AFTER samples are counted, values are only binned from the level exceeded by FLOOR_MARGIN *
 # quantile of them (a far better estimate than the first batch's), which halves the candidates.
@@ -100,6 +110,11 @@ CHUNK = 1 << 20  # elements per temporary tensor when upsampling: bounds memory 
 DEFAULT_BATCH_SIZE = 64
 BOOKKEEPING_THREADS: int | None = 1  # see _bookkeeping_threads
 DEFAULT_TOP_K = 6
+
+
+def quantile_label_rule(quantile: float) -> str:
+    """How units are labelled under threshold="quantile", as the reports say it."""
+    return f"top-{100 * quantile:g}% quantile level, best IoU"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,13 +145,16 @@ class LayerDissection:
         iou: IoU of each unit with each concept (units x concepts).
         mean: mean of each unit's raw feature map over samples and positions (units,).
         q99: 0.99 quantile of each unit's raw feature map values (units,): insertion's default level.
-        min_iou: a unit is interpretable when its best IoU reaches this.
+        min_iou: a unit is interpretable when its IoU with its label reaches this.
         shape: the layer's output shape per sample (channels, height, width).
         top_samples: units x k indices (into `Generator.sample_z(n, seed)`) of the samples with the
             highest maximum activation, best first (-1 where there were fewer than k samples).
         top_values: the maximum raw activation of the unit in those samples.
         ace: per concept, the causal effect of ablating each unit alone (filled by `rank`).
         examples: the top samples' images and maps for the HTML report (in memory only).
+        label_rule: how the labels were chosen (`quantile_label_rule`, IQR_LABEL_RULE).
+        label_concept: per unit, the concept its threshold was chosen for (threshold "iqr"; -1: none),
+            which is then its label; None: each unit is labelled by its best-IoU concept.
     """
 
     name: str
@@ -151,6 +169,8 @@ class LayerDissection:
     top_values: torch.Tensor
     ace: dict[str, list[float]] = field(default_factory=dict)
     examples: Examples | None = field(default=None, repr=False, compare=False)
+    label_rule: str = "best IoU"
+    label_concept: torch.Tensor | None = None
 
     @property
     def units(self) -> int:
@@ -158,22 +178,39 @@ class LayerDissection:
         return int(self.threshold.shape[0])
 
     @property
+    def label_index(self) -> torch.Tensor:
+        """Each unit's label as a concept index (units,): its best-IoU concept (the first one on
+        ties), or the concept its IQR threshold was chosen for; -1 for an unlabelled unit."""
+        if self.label_concept is not None:
+            return self.label_concept.long()
+        if not self.concepts:
+            return torch.full((self.units,), -1, dtype=torch.long)
+        return self.iou.argmax(dim=1)
+
+    @property
     def best_iou(self) -> torch.Tensor:
-        """Each unit's IoU with its best concept (units,)."""
-        return self.iou.max(dim=1).values if self.iou.numel() else torch.zeros(self.units)
+        """Each unit's IoU with its label (units,): its best IoU, or with an IQR label that label's (0 if none)."""
+        if self.label_concept is None:
+            return self.iou.max(dim=1).values if self.iou.numel() else torch.zeros(self.units)
+        k = self.label_concept.long()
+        picked = self.iou.gather(1, k.clamp_min(0)[:, None])[:, 0] if self.iou.numel() else torch.zeros(self.units)
+        return torch.where(k >= 0, picked, torch.zeros_like(picked))
 
     @property
     def label(self) -> list[str]:
-        """Each unit's best concept (the first one on ties)."""
-        if not self.concepts:
-            return [""] * self.units
-        return [self.concepts[i] for i in self.iou.argmax(dim=1).tolist()]
+        """Each unit's label ("" for an unlabelled unit); see `label_index`."""
+        return [self.concepts[i] if i >= 0 else "" for i in self.label_index.tolist()]
+
+    @property
+    def label_rules(self) -> list[str]:
+        """Per unit, how its label was chosen (the layer's rule, or NO_LABEL_RULE)."""
+        return [self.label_rule if i >= 0 else NO_LABEL_RULE for i in self.label_index.tolist()]
 
     @property
     def interpretable(self) -> list[int]:
-        """Units whose best IoU reaches min_iou, best first."""
-        best = self.best_iou
-        return [u for u in _order(best) if float(best[u]) >= self.min_iou]
+        """Labelled units whose IoU with their label reaches min_iou, best first."""
+        best, labelled = self.best_iou, self.label_index >= 0
+        return [u for u in _order(best) if float(best[u]) >= self.min_iou and bool(labelled[u])]
 
     def concept_index(self, concept: str) -> int:
         """Column of a concept in `iou`; GantoolsError naming the valid concepts otherwise."""
@@ -187,6 +224,11 @@ class LayerDissection:
         """The unit's k best concepts with their IoUs, best first."""
         row = self.iou[unit]
         return [(self.concepts[i], float(row[i])) for i in _order(row)[:k]]
+
+    def other_concepts(self, unit: int, k: int = 2) -> list[tuple[str, float]]:
+        """The unit's k best concepts by IoU other than its label, best first."""
+        label = self.label[unit]
+        return [(c, v) for c, v in self.top_concepts(unit, k + 1) if c != label][:k]
 
     def ranked_units(self, concept: str, rank: str = "iou") -> list[int]:
         """All units ordered by their IoU with `concept` (rank="iou"), or the units `gantools rank`
@@ -212,18 +254,20 @@ class LayerDissection:
     def units_for(self, concept: str) -> list[int]:
         """Interpretable units labelled with `concept`, best IoU first."""
         k = self.concept_index(concept)
-        best, arg = self.iou.max(dim=1) if self.iou.numel() else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
-        return [u for u in _order(best) if int(arg[u]) == k and float(best[u]) >= self.min_iou]
+        arg = self.label_index
+        return [u for u in self.interpretable if int(arg[u]) == k]
 
     def to_dict(self) -> dict[str, Any]:
-        labels, best = self.label, self.best_iou.tolist()
+        labels, best, rules = self.label, self.best_iou.tolist(), self.label_rules
+        interpretable = set(self.interpretable)
         units = []
         for u in range(self.units):
             units.append({
                 "unit": u,
                 "label": labels[u],
+                "label_rule": rules[u],
                 "iou": best[u],
-                "interpretable": best[u] >= self.min_iou,
+                "interpretable": u in interpretable,
                 "threshold": float(self.threshold[u]),
                 "top3": [[c, v] for c, v in self.top_concepts(u, 3)],
                 "mean": float(self.mean[u]),
@@ -236,6 +280,7 @@ class LayerDissection:
             chosen = self.units_for(c)
             per_concept[c] = {"units": chosen, "iou": [best[u] for u in chosen]}
         return {"name": self.name, "shape": list(self.shape), "min_iou": self.min_iou,
+                "label_rule": self.label_rule, "label_by": "iou" if self.label_concept is None else "iqr",
                 "units": units, "concepts": per_concept, "iou": self.iou.tolist(), "ace": self.ace}
 
     @classmethod
@@ -251,11 +296,16 @@ class LayerDissection:
         top_samples = torch.tensor([u["top_samples"] for u in units], dtype=torch.long).reshape(len(units), k)
         top_values = torch.tensor([[_nan(v) for v in u["top_values"]] for u in units],
                                   dtype=torch.float32).reshape(len(units), k)
+        label_concept = None
+        if d.get("label_by") == "iqr":  # reports before it was stored labelled every unit by best IoU
+            label_concept = torch.tensor([concepts.index(u["label"]) if u["label"] else -1 for u in units],
+                                         dtype=torch.long)
         return cls(name=d["name"], concepts=list(concepts), threshold=col("threshold"), iou=iou,
                    mean=col("mean"), q99=col("q99"), min_iou=float(d["min_iou"]),
                    shape=tuple(int(s) for s in d["shape"]),  # type: ignore[arg-type]
                    top_samples=top_samples, top_values=top_values,
-                   ace={c: [float(_nan(v)) for v in vs] for c, vs in d.get("ace", {}).items()})
+                   ace={c: [float(_nan(v)) for v in vs] for c, vs in d.get("ace", {}).items()},
+                   label_rule=str(d.get("label_rule", "best IoU")), label_concept=label_concept)
 
     def __eq__(self, other: object) -> bool:
         # Tensors make the generated dataclass __eq__ ambiguous; compare what report.json stores.
@@ -312,17 +362,17 @@ class DissectionResult:
                    concept_coverage=[float(_nan(v)) for v in d.get("concept_coverage", [])])
 
     def units_csv(self) -> str:
-        """One row per (layer, unit): label, IoU, threshold, next two concepts, mean, q99."""
+        """One row per (layer, unit): label, IoU, threshold, the next two concepts by IoU, mean, q99."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["layer", "unit", "label", "iou", "interpretable", "threshold", "concept2", "iou2",
                     "concept3", "iou3", "mean", "q99"])
         for name, layer in self.layers.items():
-            best = layer.best_iou.tolist()
+            best, labels, interpretable = layer.best_iou.tolist(), layer.label, set(layer.interpretable)
             for u in range(layer.units):
-                top = layer.top_concepts(u, 3) + [("", float("nan"))] * 3
-                w.writerow([name, u, top[0][0], _g(best[u]), int(best[u] >= layer.min_iou),
-                            _g(float(layer.threshold[u])), top[1][0], _g(top[1][1]), top[2][0], _g(top[2][1]),
+                top = layer.other_concepts(u, 2) + [("", float("nan"))] * 2
+                w.writerow([name, u, labels[u], _g(best[u]), int(u in interpretable),
+                            _g(float(layer.threshold[u])), top[0][0], _g(top[0][1]), top[1][0], _g(top[1][1]),
                             _g(float(layer.mean[u])), _g(float(layer.q99[u]))])
         return buf.getvalue()
 
@@ -510,8 +560,10 @@ class _Histogram:
         inside = tail[ar, j] - tail[ar, j + 1]
         return tail[ar, j + 1] + inside * frac[:, None]
 
-    def best_iqr(self, total: float, concept_totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per unit, the bin edge t and concept maximising IQR(mask > t; concept): (t, concept, iqr)."""
+    def best_iqr(self, total: float, concept_totals: torch.Tensor,
+                 min_share: float = MIN_CONCEPT_SHARE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per unit, the bin edge t and concept maximising IQR(mask > t; concept) over the pairs that
+        `_iqr_candidates` allows: (t, concept, iqr); concept -1, iqr 0 and t = lo where none is."""
         tail = self.tail()[:, :-1]  # thresholds lo + j w, j = 0..bins-1
         u = tail.shape[0]
         k = tail.shape[2]
@@ -520,10 +572,14 @@ class _Histogram:
                                   torch.empty(u, dtype=torch.long, device=tail.device),
                                   torch.empty(u, dtype=torch.float64, device=tail.device))
         step = max(1, (1 << 21) // max(1, self.bins * k))
+        levels = self.lo[:, None] + torch.arange(tail.shape[1], device=tail.device) * self.width[:, None]
         for a in range(0, u, step):
             inter = tail[a:a + step]
-            iqr = information_quality_ratio(inter, inter.sum(-1, keepdim=True), s_tot, total)
+            mask = inter.sum(-1, keepdim=True)
+            allowed = _iqr_candidates(inter, mask, s_tot, total, levels[a:a + step], min_share)
+            iqr = torch.where(allowed, information_quality_ratio(inter, mask, s_tot, total), -1.0)
             q, idx = iqr.reshape(iqr.shape[0], -1).max(dim=1)
+            found = q >= 0
             concept = idx % k
             # Where the IQR is flat (no values between two levels), take the middle of the plateau of
             # best levels rather than its lowest edge: it generalises better to other samples.
@@ -533,10 +589,26 @@ class _Histogram:
             after = torch.arange(plateau.shape[1], device=plateau.device)[None] >= first[:, None]
             stop = (~plateau & after).float()
             last = torch.where(stop.any(dim=1), stop.argmax(dim=1) - 1, torch.full_like(first, plateau.shape[1] - 1))
-            j = torch.where(q > 0, torch.div(first + last, 2, rounding_mode="floor"), first)  # no information: lo
+            j = torch.where(found, torch.div(first + last, 2, rounding_mode="floor"), 0)
             best_t[a:a + step] = self.lo[a:a + step] + j.double() * self.width[a:a + step]
-            best_k[a:a + step], best_q[a:a + step] = concept, q
+            best_k[a:a + step] = torch.where(found, concept, -1)
+            best_q[a:a + step] = q.clamp_min(0)
         return best_t, best_k, best_q
+
+
+def _iqr_candidates(inter: torch.Tensor, mask: torch.Tensor, concept: torch.Tensor, total: float,
+                    levels: torch.Tensor, min_share: float) -> torch.Tensor:
+    """Which (unit, level, concept) pairs IQR mode may choose (GAN Dissection's rules): levels above 0,
+    concepts with at least `min_share` of the pixels, and masks that raise the concept's probability,
+    P(S | A) > P(S), i.e. |A and S| * total > |A| * |S|. Mutual information cannot tell a mask of where
+    a concept is from one of where it is not; this can. The counts are integers, exact in float64.
+
+    Args:
+        inter: units x levels x concepts |A and S|; mask: units x levels x 1 |A|; concept: |S| per
+        concept; total: pixels; levels: units x levels thresholds.
+    """
+    positive = inter * total > mask * concept
+    return positive & (levels > 0)[:, :, None] & (concept >= min_share * total)
 
 
 def information_quality_ratio(inter: torch.Tensor, mask: torch.Tensor, concept: torch.Tensor,
@@ -1023,9 +1095,11 @@ def dissect(model: Any, layers: int | str | Iterable[int | str] = (3,), segmente
         seed: seed of the samples.
         quantile: with threshold="quantile", each unit's threshold is the level exceeded by this
             fraction of its upsampled activations over all samples and pixels.
-        threshold: "quantile", or "iqr" (maximise the information quality ratio with the unit's best
-            concept, chosen on n other samples of seed + IQR_SEED_OFFSET).
-        min_iou: a unit is interpretable when its best IoU reaches this.
+        threshold: "quantile" (each unit is labelled by its best-IoU concept), or "iqr": each unit's level
+            and concept maximise the information quality ratio over positively associated pairs (levels
+            above 0, concepts with at least MIN_CONCEPT_SHARE of the pixels), chosen on n other samples
+            of seed + IQR_SEED_OFFSET; the unit is labelled with that concept.
+        min_iou: a unit is interpretable when its IoU with its label reaches this.
         batch_size: samples per batch.
         device: where to run ("cpu", "cuda", "auto").
         progress: progress callback.
@@ -1070,26 +1144,35 @@ def dissect(model: Any, layers: int | str | Iterable[int | str] = (3,), segmente
             "min_iou": min_iou, "batch_size": batch_size, "top_k": top_k, "align_corners": ALIGN_CORNERS,
             "upsampling": "bilinear",
         }
-        chosen: dict[str, torch.Tensor] = {}
+        chosen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # per layer: (thresholds, label concepts)
         if threshold == "iqr":
             iqr_seed = seed + IQR_SEED_OFFSET
-            settings.update(iqr_seed=iqr_seed, iqr_n=n)
+            settings.update(iqr_seed=iqr_seed, iqr_n=n, iqr_min_concept_share=MIN_CONCEPT_SHARE)
             states = [_LayerState(nm, "iqr", quantile, k, 0) for nm in names]
             totals, _ = _run_pass(generator, states, seg, k, _sample_z(generator, n, iqr_seed), batch_size, dev,
                                   progress, f"dissect: IQR thresholds (seed {iqr_seed})")
             for s in states:
-                chosen[s.name] = s.hist.best_iqr(float(s.pixels), totals)[0].float()
-            states = [_LayerState(nm, "fixed", quantile, k, top_k, thresholds=chosen[nm]) for nm in names]
+                chosen[s.name] = _iqr_choice(s, totals)
+            states = [_LayerState(nm, "fixed", quantile, k, top_k, thresholds=chosen[nm][0]) for nm in names]
         else:
             states = [_LayerState(nm, "quantile", quantile, k, top_k) for nm in names]
+
+        def finish(s: _LayerState, totals: torch.Tensor) -> LayerDissection | _LayerState:
+            with _bookkeeping_threads(dev):
+                done = _finish(s, totals, concepts, min_iou)
+            if isinstance(done, LayerDissection) and s.name in chosen:
+                done.label_rule, done.label_concept = IQR_LABEL_RULE, chosen[s.name][1]
+            elif isinstance(done, LayerDissection):
+                done.label_rule = quantile_label_rule(quantile)
+            return done
+
         z = _sample_z(generator, n, seed)
         totals, image_shape = _run_pass(generator, states, seg, k, z, batch_size, dev, progress, "dissect")
 
         layers_out: dict[str, LayerDissection] = {}
         redo: list[_LayerState] = []
         for s in states:
-            with _bookkeeping_threads(dev):
-                done = _finish(s, totals, concepts, min_iou)
+            done = finish(s, totals)
             if isinstance(done, _LayerState):
                 short = f"{s.name}: the first batch set some histograms too high; dissecting {s.name} again " \
                         f"with them starting at each unit's minimum"
@@ -1100,8 +1183,7 @@ def dissect(model: Any, layers: int | str | Iterable[int | str] = (3,), segmente
         if redo:
             totals2, _ = _run_pass(generator, redo, seg, k, z, batch_size, dev, progress, "dissect (again)")
             for s in redo:
-                with _bookkeeping_threads(dev):
-                    done = _finish(s, totals2, concepts, min_iou)
+                done = finish(s, totals2)
                 assert not isinstance(done, _LayerState)  # histograms from the minimum hold every value
                 layers_out[s.name] = done
         layers_out = {nm: layers_out[nm] for nm in names}
@@ -1112,6 +1194,14 @@ def dissect(model: Any, layers: int | str | Iterable[int | str] = (3,), segmente
     settings["image_shape"] = list(image_shape)
     settings["seconds"] = round(time.time() - began, 3)
     return DissectionResult(settings=settings, concepts=concepts, layers=layers_out, concept_coverage=coverage)
+
+
+def _iqr_choice(s: _LayerState, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(thresholds, concepts) per unit from an "iqr" selection pass. A unit with no allowed pair
+    gets concept -1 and its maximum as threshold: an empty mask, so it matches nothing."""
+    t, concept, _ = s.hist.best_iqr(float(s.pixels), totals)
+    t = torch.where(concept >= 0, t, s.raw_max.double())
+    return t.float().cpu(), concept.cpu()
 
 
 def _finish(s: _LayerState, totals: torch.Tensor, concepts: list[str],

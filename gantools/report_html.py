@@ -157,27 +157,39 @@ def _strip(layer: LayerDissection, unit: int) -> str | None:
     return data_uri(image_row(overlay(images, masks)))
 
 
+NO_LABEL_COLOR = "#e0e0e0"
+
+
 def _unit_card(layer: LayerDissection, unit: int, colors: list[str]) -> str:
     best = float(layer.best_iou[unit])
-    top3 = layer.top_concepts(unit, 3)
-    label = top3[0][0]
-    interp = best >= layer.min_iou
-    color = colors[layer.concepts.index(label)]
+    label, rule = layer.label[unit], layer.label_rules[unit]
+    interp = best >= layer.min_iou and bool(label)  # as in layer.interpretable
+    color = colors[layer.concepts.index(label)] if label else NO_LABEL_COLOR
     samples = [int(i) for i in layer.top_samples[unit].tolist() if i >= 0]
     strip = _strip(layer, unit)
     alt = f"{layer.name} unit {unit}: top samples {samples}"
     image = (f'<img class="strip" alt="{_esc(alt)}" title="samples {_esc(samples)}" src="{strip}">' if strip
              else '<div class="nostrip">no images (a loaded report: save it with the model to draw them)</div>')
-    others = ", ".join(f"{_esc(c)} {v:.3f}" for c, v in top3[1:])
+    others = ", ".join(f"{_esc(c)} {v:.3f}" for c, v in layer.other_concepts(unit, 2))
     ace = "; ".join(f"{_esc(c)} {values[unit]:+.4f}" for c, values in layer.ace.items() if len(values) > unit)
     ace_line = f'<div class="top3">causal effect of ablating it alone: {ace}</div>' if ace else ""
     return (f'<div class="unit{"" if interp else " weak"}" data-layer="{_esc(layer.name)}" data-unit="{unit}" '
             f'data-concept="{_esc(label)}" data-iou="{best:.6f}" data-interp="{int(interp)}">'
             f'<div class="head"><span class="name">{_esc(layer.name)} · unit {unit}</span>'
-            f'<span class="chip" style="background:{color}">{_esc(label)}</span>'
+            f'<span class="chip" style="background:{color}" title="label: {_esc(rule)}">{_esc(label or "no label")}</span>'
             f'<span class="nums">IoU {best:.3f} · threshold {float(layer.threshold[unit]):.4g} · '
             f'mean {float(layer.mean[unit]):.3g} · q99 {float(layer.q99[unit]):.3g}</span></div>'
+            + (f'<div class="top3">{_esc(rule)}</div>' if rule != layer.label_rule else "") +  # the layer's is in its table
             f'<div class="top3">next: {others or "-"}</div>{ace_line}{image}</div>')
+
+
+def _iqr_rules(settings: dict[str, Any]) -> str:
+    """The IQR selection's rules, for reports that record them (older ones allowed any pair)."""
+    share = settings.get("iqr_min_concept_share")
+    if share is None:
+        return ""
+    return (f" over positively associated pairs only: levels above 0, concepts with at least "
+            f"{100 * share:g}% of the pixels")
 
 
 def dissection_html(result: DissectionResult) -> str:
@@ -187,9 +199,11 @@ def dissection_html(result: DissectionResult) -> str:
     model = s.get("model") or "in-memory generator"
     method = (f"quantile (top {100 * s['quantile']:g}% of each unit's upsampled activations)"
               if s.get("threshold") == "quantile" else
-              f"IQR (information quality ratio, chosen on {s.get('iqr_n')} samples of seed {s.get('iqr_seed')})")
+              f"IQR (information quality ratio{_iqr_rules(s)}, chosen on {s.get('iqr_n')} samples of seed "
+              f"{s.get('iqr_seed')})")
     rows = [("model", model), ("model fingerprint", s.get("model_fingerprint")), ("segmenter", s.get("segmenter")),
             ("samples", f"{s.get('n')} (seed {s.get('seed')})"), ("threshold", method),
+            ("labels", "; ".join(dict.fromkeys(layer.label_rule for layer in result.layers.values()))),
             ("interpretable when", f"IoU ≥ {s.get('min_iou')}"),
             ("upsampling", f"{s.get('upsampling', 'bilinear')}, align_corners={s.get('align_corners')}"),
             ("time", f"{s.get('seconds')} s")]
@@ -198,9 +212,12 @@ def dissection_html(result: DissectionResult) -> str:
     for name, layer in result.layers.items():
         interp = layer.interpretable
         concepts = {layer.label[u] for u in interp}
+        unlabelled = sum(1 for c in layer.label if not c)
+        rule = _esc(layer.label_rule) + (f" ({unlabelled} unit(s) unlabelled: no positively associated concept)"
+                                         if unlabelled else "")
         layer_rows.append(f"<tr><td>{_esc(name)}</td><td>{layer.units}</td><td>{'×'.join(map(str, layer.shape[1:]))}</td>"
                           f"<td>{len(interp)} ({100 * len(interp) / max(1, layer.units):.0f}%)</td>"
-                          f"<td>{len(concepts)}</td></tr>")
+                          f"<td>{len(concepts)}</td><td>{rule}</td></tr>")
     coverage = "".join(f'<tr><td><span class="chip" style="background:{colors[i]}">{_esc(c)}</span></td>'
                        f"<td>{100 * v:.1f}%</td></tr>"
                        for i, (c, v) in enumerate(zip(result.concepts, result.concept_coverage)))
@@ -230,7 +247,8 @@ upsampled activation with each concept's segmentation, summed over all samples.<
 <h2>Summary</h2>
 <table class="kv">{settings_table}</table>
 <h2>Layers</h2>
-<table class="grid"><tr><th>layer</th><th>units</th><th>map</th><th>interpretable</th><th>concepts</th></tr>
+<table class="grid"><tr><th>layer</th><th>units</th><th>map</th><th>interpretable</th><th>concepts</th>
+<th>labels</th></tr>
 {''.join(layer_rows)}</table>
 <h2>Interpretable units per concept</h2>
 <div class="sub">Click a bar to show its units.</div>

@@ -277,25 +277,154 @@ def test_planted_units_get_iou_one_and_right_labels(threshold):
 # IQR thresholds
 
 
-def test_iqr_threshold_is_near_the_best_on_the_selection_samples(tiny_gen):
+def iqr_brute_force(up: torch.Tensor, labels: torch.Tensor, k: int, positive_only: bool = True,
+                    min_share: float = 0.001) -> tuple[torch.Tensor, torch.Tensor]:
+    """One unit's best IQR per concept over every mask `up > t` (t in each gap between two distinct
+    upsampled values of the whole stored maps): (iqr, t) per concept, t the gap's lower end.
+
+    With positive_only (the IQR rules): only levels above 0, concepts with at least `min_share` of
+    the pixels, and pairs with P(concept | mask) > P(concept) on exact counts; a concept with no
+    such pair gets (-1, nan). Without it, every (t, concept) pair counts (the rule before the fix).
+    """
+    v = up.flatten().double()
+    order = v.argsort(descending=True)
+    vs, onehot = v[order], F.one_hot(labels.flatten()[order], k).double()
+    inter = onehot.cumsum(0)[:-1]  # row i: counts among the i + 1 largest values
+    mask = torch.arange(1, v.numel(), dtype=torch.float64)[:, None]
+    concept = onehot.sum(0)[None]
+    total = float(v.numel())
+    iqr = information_quality_ratio(inter, mask, concept, total)
+    ok = (vs[:-1] > vs[1:])[:, None].expand_as(iqr)  # some t separates value i from value i + 1
+    if positive_only:
+        ok = ok & (vs[:-1] > 0)[:, None] & (concept >= min_share * total) & (inter * total > mask * concept)
+    best, row = torch.where(ok, iqr, -1.0).max(dim=0)
+    t = torch.where(best >= 0, vs[1:][row], torch.full_like(best, float("nan")))
+    return best, t
+
+
+def lift(a: torch.Tensor, s: torch.Tensor) -> float:
+    """P(s | a) / P(s) from explicit counts (0 for an empty mask)."""
+    n_a = int(a.sum())
+    return float((a & s).sum()) * a.numel() / (n_a * float(s.sum())) if n_a and s.any() else 0.0
+
+
+def assert_iqr_matches_brute_force(result, generator, name: str, segmenter, k: int, n: int, seed: int) -> int:
+    """Check an IQR dissection against brute force on the stored maps and segmentations of its
+    selection samples, with the IQR rules (levels above 0, concepts with at least 0.1% of the pixels,
+    only pairs where the mask raises the concept's probability), and its IoUs against explicit counts
+    on the main samples. Returns how many units the rule before the fix got wrong."""
+    layer = result.layers[name]
+    assert result.settings["threshold"] == "iqr" and result.settings["iqr_seed"] == seed + IQR_SEED_OFFSET
+    _, ups, labels = brute_force(generator, [name], segmenter, n, seed + IQR_SEED_OFFSET)
+    up = ups[name]
+    wrong_before = 0
+    for u in range(up.shape[1]):
+        per_concept, _ = iqr_brute_force(up[:, u], labels, k)
+        # the rule before the fix: the best of all pairs, often a mask of where a concept is not
+        q_any, t_any = iqr_brute_force(up[:, u], labels, k, positive_only=False)
+        c_any = int(q_any.argmax())
+        wrong_before += float(t_any[c_any]) <= 0 or lift(up[:, u] > t_any[c_any], labels == c_any) <= 1
+        best = float(per_concept.max())
+        if best < 0:  # no positively associated pair above 0
+            assert layer.label[u] == "" and float(layer.best_iou[u]) == 0.0, u
+            continue
+        c, t = layer.concept_index(layer.label[u]), float(layer.threshold[u])
+        a, s = up[:, u] > t, labels == c
+        assert t > 0, (u, t)
+        assert lift(a, s) > 1, (u, layer.label[u], lift(a, s))
+        assert float(s.double().mean()) >= 0.001
+        # within 10% of the optimum: the histogram's levels are its bin edges, brute force tries every
+        # gap between two values. So the concept is the best one unless another is within 10% of it.
+        ours, runner_up = exact_iqr(a, s), float(per_concept.topk(2).values[1])
+        assert ours >= 0.9 * best, (u, ours, best)
+        if runner_up < 0.9 * best:
+            assert c == int(per_concept.argmax()), (u, c, per_concept)
+    # IoU counted exactly on the main samples at those thresholds; each unit's IoU is its label's
+    _, ups, labels = brute_force(generator, [name], segmenter, n, seed)
+    iou = explicit_iou(ups[name], labels, layer.threshold, k)
+    assert torch.allclose(layer.iou.double(), iou, atol=1e-6)
+    for u, concept in enumerate(layer.label):
+        expected = float(iou[u, layer.concept_index(concept)]) if concept else 0.0
+        assert float(layer.best_iou[u]) == pytest.approx(expected, abs=1e-6)
+    return wrong_before
+
+
+def test_iqr_thresholds_and_labels_match_brute_force_positive_pairs(tiny_gen):
     n, seed = 48, 4
     result = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=n, seed=seed, threshold="iqr",
                      batch_size=16)
+    wrong_before = assert_iqr_matches_brute_force(result, tiny_gen, "layer2", quadrant_segmenter, 4, n, seed)
+    assert wrong_before >= 2  # this model has units that the rule before the fix got wrong
     layer = result.layers["layer2"]
-    assert result.settings["threshold"] == "iqr" and result.settings["iqr_seed"] == seed + IQR_SEED_OFFSET
-    # chosen on other samples ...
-    _, ups, labels = brute_force(tiny_gen, ["layer2"], quadrant_segmenter, n, seed + IQR_SEED_OFFSET)
-    up = ups["layer2"]
-    for u in range(up.shape[1]):
-        values = up[:, u].flatten()
-        grid = torch.quantile(values, torch.linspace(0.3, 0.999, 150))
-        best = max(exact_iqr(up[:, u] > t, labels == c) for t in grid.tolist() for c in range(4))
-        ours = max(exact_iqr(up[:, u] > layer.threshold[u], labels == c) for c in range(4))
-        assert ours >= best - 0.02, (u, ours, best)
-    # ... and IoU counted exactly on the main samples at those thresholds
-    _, ups, labels = brute_force(tiny_gen, ["layer2"], quadrant_segmenter, n, seed)
-    iou = explicit_iou(ups["layer2"], labels, layer.threshold, 4)
-    assert torch.allclose(layer.iou.double(), iou, atol=1e-6)
+    assert len([c for c in layer.label if c]) >= layer.units // 2
+
+
+class _AntiSkyUnits(nn.Module):
+    """layer1 of `AntiSky`: unit 0 fires (at 1) exactly where sky is absent, and at 2 on door's 4
+    blocks and on 4 background blocks; unit 1 is sky's indicator."""
+
+    def forward(self, blocks: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        sky, door = blocks[:, 0], blocks[:, 2]
+        rank = z[:, :64].argsort(dim=1).argsort(dim=1).reshape(-1, 8, 8)  # the ranks that place the blocks
+        extra = ((rank >= 16) & (rank < 20)).float()  # 4 background blocks
+        return torch.stack([1 - sky + door + extra, sky], dim=1)
+
+
+class AntiSky(Planted):
+    """Planted's images (and concepts), with `_AntiSkyUnits` as layer1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = _PlantedBlocks()
+        self.layer1 = _AntiSkyUnits()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        blocks = self.blocks(z)
+        self.layer1(blocks, z)
+        return self.output(blocks)
+
+
+def test_iqr_does_not_label_a_unit_by_where_a_concept_is_absent():
+    # Unit 0's lowest level marks exactly where sky is not: that mask has the highest IQR of all
+    # (with sky, negatively), and its best IoU is background's (0.8), the complement by accident.
+    # Among positively associated pairs its best is door (its strong level: door and 4 other blocks).
+    result = dissect(AntiSky(), layers=1, segmenter=planted_segmenter, n=64, seed=0, threshold="iqr",
+                     batch_size=16, min_iou=0.2)
+    layer = result.layers["layer1"]
+    assert layer.label[0] not in ("sky", "background")
+    assert layer.label == ["door", "sky"]
+    assert 1.0 < float(layer.threshold[0]) < 2.0, layer.threshold  # between the weak and the strong level
+    assert 0.4 <= float(layer.best_iou[0]) <= 0.55  # door's 4 blocks of the 8 strong ones
+    assert float(layer.best_iou[1]) >= 0.99
+    # the chosen pair raises door's probability on the main samples too
+    _, ups, labels = brute_force(AntiSky(), ["layer1"], planted_segmenter, 64, 0)
+    assert lift(ups["layer1"][:, 0] > layer.threshold[0], labels == 3) > 4
+    assert [r == D.IQR_LABEL_RULE for r in layer.label_rules] == [True, True]
+    assert assert_iqr_matches_brute_force(result, AntiSky(), "layer1", planted_segmenter, 5, 64, 0) >= 1
+
+
+def test_best_iqr_skips_rare_concepts_and_levels_at_or_below_zero():
+    # 20,000 pixels of concepts 0 (common), 1 (10%) and 2 (10 pixels: 0.05%).
+    lab = torch.zeros(20_000, dtype=torch.long)
+    lab[:2000], lab[2000:2010] = 1, 2
+    # unit 0: 3 on the rare concept (a perfect match), 2 on concept 1, 0.5 elsewhere;
+    # unit 1: -1 on concept 1, 0 elsewhere (positive pairs only at levels below 0: none allowed)
+    unit0 = torch.where(lab == 2, 3.0, torch.where(lab == 1, 2.0, 0.5))
+    unit1 = torch.where(lab == 1, -1.0, 0.0)
+    h = D._Histogram(torch.tensor([0.5, -1.0]), torch.tensor([3.0, 0.0]), 64, 3)
+    scaled = h.scale_labels(lab)[None]
+    h.add(torch.tensor([0]), unit0[None], None, None, scaled)
+    h.add(torch.tensor([1]), unit1[None], None, None, scaled)
+    h.flush()
+    totals = torch.bincount(lab, minlength=3)
+    t, concept, iqr = h.best_iqr(20_000.0, totals)
+    assert concept.tolist() == [1, -1]
+    assert 0.5 <= float(t[0]) < 2.0 and float(iqr[0]) == pytest.approx(
+        exact_iqr(unit0 > float(t[0]), lab == 1), abs=1e-9)
+    assert float(iqr[1]) == 0.0
+    # with a lower minimum share, the rare concept's perfect match wins
+    t, concept, _ = h.best_iqr(20_000.0, totals, min_share=1e-4)
+    assert int(concept[0]) == 2 and 2.0 <= float(t[0]) < 3.0
 
 
 def test_information_quality_ratio_values():
@@ -427,6 +556,38 @@ def test_save_and_load_round_trip(small_result, tmp_path, tiny_model_file):
     assert row["label"] == layer2.label[3]
     assert float(row["iou"]) == pytest.approx(float(layer2.best_iou[3]), abs=1e-6)
     assert float(row["threshold"]) == pytest.approx(float(layer2.threshold[3]), rel=1e-5)
+    # how labels were chosen: the best-IoU concept at the top-1% level
+    assert data["layers"]["layer2"]["label_rule"] == unit0["label_rule"] == "top-1% quantile level, best IoU"
+    assert data["layers"]["layer2"]["label_by"] == "iou"
+
+
+def test_iqr_report_keeps_the_chosen_labels(tiny_gen, tmp_path):
+    # An IQR label need not be the best-IoU concept: report.json, units.csv and a loaded report keep it.
+    result = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=32, seed=1, threshold="iqr",
+                     batch_size=16, top_k=2)
+    layer = result.layers["layer2"]
+    assert layer.label_concept is not None and layer.label_rule == D.IQR_LABEL_RULE
+    layer.label_concept[0] = int(layer.iou[0].argmin())  # a label other than the best IoU's
+    layer.label_concept[1] = -1  # and an unlabelled unit
+    result.save(tmp_path / "rep", html=False)
+    loaded = load_report(tmp_path / "rep")
+    assert loaded == result
+    other = loaded.layers["layer2"]
+    assert torch.equal(other.label_concept, layer.label_concept) and other.label_rule == D.IQR_LABEL_RULE
+    assert other.label[0] == layer.concepts[int(layer.iou[0].argmin())] != layer.top_concepts(0, 1)[0][0]
+    assert float(other.best_iou[0]) == float(layer.iou[0].min())
+    assert other.label[1] == "" and float(other.best_iou[1]) == 0.0 and 1 not in other.interpretable
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())["layers"]["layer2"]
+    assert data["label_by"] == "iqr" and data["label_rule"] == D.IQR_LABEL_RULE
+    assert [u["label"] for u in data["units"]] == layer.label
+    assert data["units"][1]["label_rule"] == D.NO_LABEL_RULE and data["units"][0]["label_rule"] == D.IQR_LABEL_RULE
+    assert data["units"][0]["iou"] == pytest.approx(float(layer.iou[0].min()))
+    assert all(1 not in entry["units"] for entry in data["concepts"].values())
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "units.csv").read_text())))
+    assert [r["label"] for r in rows] == layer.label
+    assert rows[0]["concept2"] == layer.top_concepts(0, 1)[0][0]  # the next concepts leave the label out
+    assert layer.label[0] not in (rows[0]["concept2"], rows[0]["concept3"])
+    assert rows[1]["interpretable"] == "0"
 
 
 def test_settings_and_check_model(small_result, tiny_model_file, tiny_config):

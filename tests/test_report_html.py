@@ -72,6 +72,26 @@ def test_html_shows_stored_causal_effects(planted_result):
     assert "causal effect" not in dissection_html(planted_result)
 
 
+def test_html_says_how_labels_were_chosen(planted_result):
+    text = dissection_html(planted_result)
+    assert "top-6.25% quantile level, best IoU" in text and "no label" not in text
+    # IQR: the layer's rule, and the dead unit (5) shown unlabelled, not as a concept
+    iqr = dissect(Planted(), layers=1, segmenter=planted_segmenter, n=32, seed=0, threshold="iqr", batch_size=16,
+                  min_iou=0.2, top_k=2)
+    layer = iqr.layers["layer1"]
+    assert layer.label == ["sky", "tree", "door", "water", layer.label[4], ""]
+    text = dissection_html(iqr)
+    assert "positively associated pairs only: levels above 0, concepts with at least 0.1% of the pixels" in text
+    assert "IQR-optimal level, positively associated pairs only (1 unit(s) unlabelled" in text
+    cards = {int(re.match(r'[^>]*data-unit="(\d+)"', c).group(1)): c for c in text.split('<div class="unit')[1:]
+             if 'data-unit="' in c}
+    assert ' weak" data-layer="layer1" data-unit="5" data-concept="" ' in cards[5]
+    assert 'data-interp="0"' in cards[5] and ">no label</span>" in cards[5]
+    assert "unlabelled: no positively associated concept at a level above 0" in cards[5]
+    assert 'data-concept="sky"' in cards[0] and "unlabelled" not in cards[0]
+    assert 'title="label: IQR-optimal level, positively associated pairs only"' in cards[0]
+
+
 def load_report_copy(result):
     from gantools.dissection import DissectionResult
 

@@ -523,3 +523,17 @@ def test_track_concepts_logs_and_plots_shares(easy_folder: Path, tmp_path: Path,
     real = rows[0]["concepts_real"]
     assert real["yellow"] > 0.05 and real["black"] + real["gray"] > 0.5
     assert (r.run_dir / "concepts_curve.png").is_file()
+
+
+def test_a_spectral_norm_model_works_in_every_analysis(easy_folder: Path, tmp_path: Path) -> None:
+    from gantools.inversion import discriminator_features, invert
+
+    run = train(tiny(easy_folder, tmp_path / "sn", recipe="stable", steps=6, sample_every=0)).run_dir
+    gan = load_model(run)
+    image = torch.rand(1, 3, 16, 16) * 2 - 1
+    feats = discriminator_features(gan.discriminator, image)
+    assert len(feats) == 2 and all(torch.isfinite(f).all() for f in feats)
+    result = invert(gan, image, "reconstruct", steps=3, restarts=1, encoder=None)
+    assert torch.isfinite(result.images).all() and result.images.shape == (1, 3, 16, 16)
+    layer = gantools.dissect(gan, layers=[1], n=4, segmenter="color", batch_size=2).layers["layer1"]
+    assert layer.iou.shape[0] == 8 * 2 and torch.isfinite(layer.iou).all()

@@ -732,7 +732,11 @@ _IV_RANK = typer.Option("--rank", help="Rank units by dissection IoU, or by caus
 _IV_REPORT = typer.Option("--report", "-r", help="Dissection report (directory or report.json) to rank units and "
                           "read unit levels from. (default: dissect on the fly)", show_default=False)
 _IV_DISSECT_N = typer.Option("--dissect-n", min=1, help="Samples for a dissection computed on the fly (no --report).")
-_IV_ALPHA = typer.Option("--alpha", min=0.0, max=1.0, help="Edit strength: x' = (1-alpha)*x + alpha*v.")
+_IV_STRENGTH = typer.Option("--strength", min=0.0, max=1.0, help="Edit strength s: x' = (1-s)*x + s*v "
+                            "(1 = set the units to v, 0.5 = halfway).")
+_IV_ALLOW_WEAK = typer.Option("--allow-weak", help="With --concept: edit its top units even when none of them "
+                              "matches it (best IoU below the report's interpretable line), instead of stopping.")
+_IV_N = typer.Option("--n", "-n", min=2, help="Samples measured (at least 2: effects come with a 95% CI).")
 _IV_SEGMENTER = typer.Option("--segmenter", "-s", help="color, or a segmenter .safetensors file. (default: the "
                              "model's own segmenter, else color)", show_default=False)
 _IV_BATCH = typer.Option("--batch-size", "-b", min=1, help="Latents per batch.")
@@ -762,9 +766,28 @@ def _iv_written(paths: list[Path]) -> None:
         Console(stderr=True).print(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent}", highlight=False)
 
 
-def _iv_selection(units: Optional[str], concept: Optional[str]) -> None:
+def _iv_selection(units: Optional[str], concept: Optional[str], rank: Optional[UnitRanking] = None,
+                  report_dir: Optional[Path] = None) -> None:
     if units is None and concept is None:
         raise typer.BadParameter("say which units: --units 4,17,33, or --concept NAME (with --top K)")
+    if units is None and rank == UnitRanking.ace and report_dir is None:
+        raise typer.BadParameter("--rank ace reads the causal ranking from a dissection report: give --report DIR "
+                                 "(where gantools rank --report DIR stored it), or --rank iou", param_hint="'--rank'")
+
+
+class _IvFlags:
+    """Re-words a library error that names Python parameters (units=, allow_weak=) with the CLI's flags."""
+
+    def __enter__(self) -> "_IvFlags":
+        return self
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> bool:
+        if isinstance(error, GantoolsError):
+            from .interventions import WeakConceptError
+
+            if isinstance(error, WeakConceptError):
+                raise GantoolsError(error.describe("--units", "--allow-weak")) from None
+        return False
 
 
 @app.command("ablate")
@@ -777,8 +800,9 @@ def ablate_cmd(
     report_dir: Annotated[Optional[Path], _IV_REPORT] = None,
     value: Annotated[str, typer.Option("--value", help="Level the units are set to: zero, mean (each unit's mean "
                                        "activation, from the dissection) or a number.")] = "zero",
-    alpha: Annotated[float, _IV_ALPHA] = 1.0,
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples measured.")] = 500,
+    strength: Annotated[float, _IV_STRENGTH] = 1.0,
+    allow_weak: Annotated[bool, _IV_ALLOW_WEAK] = False,
+    n: Annotated[int, _IV_N] = 500,
     curve_points: Annotated[int, typer.Option("--curve-points", min=2, help="At most this many k values on the "
                                               "curve of the effect against units ablated.")] = 21,
     dissect_n: Annotated[int, _IV_DISSECT_N] = 1000,
@@ -799,11 +823,12 @@ def ablate_cmd(
     _check_out_dir(out)
     from .interventions import ablate
 
-    _iv_selection(units, concept)
-    with Reporter(quiet) as rep:
-        result = ablate(model, layer, units, concept=concept, top=top, rank=rank.value, value=value, alpha=alpha,
-                        dissection=report_dir, segmenter=segmenter, n=n, seed=seed, batch_size=batch_size,
-                        curve_points=curve_points, grid=grid, dissect_n=dissect_n, device=device, progress=rep)
+    _iv_selection(units, concept, rank, report_dir)
+    with Reporter(quiet) as rep, _IvFlags():
+        result = ablate(model, layer, units, concept=concept, top=top, rank=rank.value, value=value,
+                        strength=strength, dissection=report_dir, segmenter=segmenter, n=n, seed=seed,
+                        batch_size=batch_size, curve_points=curve_points, grid=grid, dissect_n=dissect_n,
+                        allow_weak=allow_weak, device=device, progress=rep)
     paths = result.save(out) if out is not None else []
     if json_out:
         print_json(result.to_dict())
@@ -842,8 +867,9 @@ def insert_cmd(
     report_dir: Annotated[Optional[Path], _IV_REPORT] = None,
     value: Annotated[str, typer.Option("--value", help="Level the units are set to: q99 (each unit's 0.99 "
                                        "quantile, from the dissection), mean, or a number.")] = "q99",
-    alpha: Annotated[float, _IV_ALPHA] = 1.0,
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples measured.")] = 500,
+    strength: Annotated[float, _IV_STRENGTH] = 1.0,
+    allow_weak: Annotated[bool, _IV_ALLOW_WEAK] = False,
+    n: Annotated[int, _IV_N] = 500,
     dissect_n: Annotated[int, _IV_DISSECT_N] = 1000,
     segmenter: Annotated[Optional[str], _IV_SEGMENTER] = None,
     batch_size: Annotated[int, _IV_BATCH] = 50,
@@ -863,15 +889,15 @@ def insert_cmd(
     from .interventions import insert
     from .utils import parse_point
 
-    _iv_selection(units, concept)
+    _iv_selection(units, concept, rank, report_dir)
     if (at is None) == (mask is None):
         raise typer.BadParameter("say where to insert: --at x,y or --mask PNG (one of them)")
     point = parse_point(at) if at is not None else None
-    with Reporter(quiet) as rep:
+    with Reporter(quiet) as rep, _IvFlags():
         result = insert(model, layer, units, concept=concept, top=top, rank=rank.value, at=point, mask=mask,
-                        patch=patch, value=value, alpha=alpha, dissection=report_dir, segmenter=segmenter, n=n,
-                        seed=seed, batch_size=batch_size, grid=grid, dissect_n=dissect_n, device=device,
-                        progress=rep)
+                        patch=patch, value=value, strength=strength, dissection=report_dir, segmenter=segmenter,
+                        n=n, seed=seed, batch_size=batch_size, grid=grid, dissect_n=dissect_n,
+                        allow_weak=allow_weak, device=device, progress=rep)
     paths = result.save(out) if out is not None else []
     if json_out:
         print_json(result.to_dict())
@@ -909,7 +935,8 @@ def rank_cmd(
                                                  "(default: all)", show_default=False)] = None,
     value: Annotated[str, typer.Option("--value", help="Ablation level: zero, mean (needs --report) or a number.")]
     = "zero",
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Samples per unit.")] = 200,
+    n: Annotated[int, typer.Option("--n", "-n", min=2, help="Samples per unit (at least 2: each ACE comes with "
+                                   "a 95% CI).")] = 200,
     show: Annotated[int, typer.Option("--show", min=1, help="Units listed in the table.")] = 20,
     segmenter: Annotated[Optional[str], _IV_SEGMENTER] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Latents per batch (each batch is "
@@ -926,6 +953,9 @@ def rank_cmd(
     from .interventions import rank_units
     from .models import load_model
 
+    if report_dir is None and value.strip().lower() in ("mean", "q99"):
+        raise typer.BadParameter(f"{value} is read from a dissection: give --report DIR, or a number",
+                                 param_hint="'--value'")
     dissection = None
     if report_dir is not None:
         from .dissection import HTML_FILE, load_report
@@ -1380,8 +1410,8 @@ def edit_cmd(
     mask: Annotated[Optional[Path], typer.Option("--mask", help="With --add: a mask PNG of the image's size "
                                                  "(white = inside), instead of --at.", show_default=False)] = None,
     top: Annotated[int, _IV_TOP] = 20,
-    strength: Annotated[float, typer.Option("--strength", min=0.0, max=1.0,
-                                            help="Edit strength (alpha): 1 = fully off / fully on.")] = 1.0,
+    strength: Annotated[float, _IV_STRENGTH] = 1.0,
+    allow_weak: Annotated[bool, _IV_ALLOW_WEAK] = False,
     units: Annotated[Optional[str], _IV_UNITS] = None,
     rank: Annotated[UnitRanking, _IV_RANK] = UnitRanking.iou,
     report_dir: Annotated[Optional[Path], _IV_REPORT] = None,
@@ -1416,11 +1446,12 @@ def edit_cmd(
         raise typer.BadParameter("say where to add: --at x,y or --mask PNG (one of them)")
     if remove is not None and (at is not None or mask is not None):
         raise typer.BadParameter("--at and --mask only go with --add")
-    with Reporter(quiet) as rep:
+    _iv_selection(units, remove or add, rank, report_dir)
+    with Reporter(quiet) as rep, _IvFlags():
         result = edit(model, image, layer, remove=remove, add=add, at=at, mask=mask, top=top, strength=strength,
                       units=units, rank=rank.value, dissection=report_dir, segmenter=segmenter, blend=blend.value,
                       steps=steps, restarts=restarts, invert_layer=invert_layer, dissect_n=dissect_n, seed=seed,
-                      device=device, progress=rep)
+                      allow_weak=allow_weak, device=device, progress=rep)
     paths = result.save(out) if out is not None else []
     if json_out:
         print_json(result.to_dict())

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 
 from .hooks import generate_from, layer_name
 from .models import load_model
-from .interventions import (DEFAULT_DISSECT_N, DEFAULT_PATCH, Intervention, _device_of, _eval_mode, _fractions,
-                            _plan_units, _segment, check_concept, point_region, report_segmenter, unit_values)
-from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, parse_point, write_json
+from .interventions import (DEFAULT_DISSECT_N, DEFAULT_PATCH, Intervention, _check_selection, _device_of, _eval_mode,
+                            _fractions, _plan_units, _segment, check_concept, check_point, check_strength, point_region,
+                            report_segmenter, unit_values)
+from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, write_json
 
 BLENDS = ("input", "reconstruction")
 PSNR_WARN = 20.0  # dB: below this the reconstruction is too far from the photo for a faithful edit
@@ -48,7 +49,7 @@ class EditResult:
         layer: canonical layer name.
         units: the units edited.
         values: the level each unit was set towards.
-        strength: alpha of the intervention.
+        strength: s, the strength of the intervention (0..1).
         blend: what is kept outside the edited region: "input" or "reconstruction".
         input, reconstruction, edited, raw_edited, difference: the input, the generator's
             reconstruction of it, the blended edit, the unblended regenerated image, and
@@ -186,7 +187,8 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
          at: tuple[float, float] | str | None = None, mask: Any = None, top: int = 20, strength: float = 1.0,
          units: str | Sequence[int] | None = None, rank: str = "iou", dissection: Any = None, segmenter: Any = None,
          blend: str = "input", patch: int = DEFAULT_PATCH, dilate: int = 1, steps: int = 200, restarts: int = 2,
-         encoder: Any = "auto", invert_layer: int | str | None = None, psnr_warn: float = PSNR_WARN, dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0,
+         encoder: Any = "auto", invert_layer: int | str | None = None, psnr_warn: float = PSNR_WARN,
+         dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0, allow_weak: bool = False,
          device: str | torch.device | None = None, progress: ProgressCallback | None = None) -> EditResult:
     """Remove a concept from, or add one to, a real image through its layer-wise inversion.
 
@@ -200,7 +202,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         mask: add: image-space mask (PNG path or H x W tensor, white/nonzero = inside) of the input's
             or the model's size.
         top: how many of the concept's top-ranked units to edit (with no `units`).
-        strength: alpha of the intervention (0..1).
+        strength: s, the strength of the intervention (0..1): x' = (1 - s)·x + s·v.
         units: edit these units instead of the concept's top ones.
         rank: rank units by "iou" or "ace".
         dissection: a DissectionResult or report path (default: dissect on the fly).
@@ -214,26 +216,40 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
             (default: the one below it; layer 1 for layer 1).
         psnr_warn: warn (through progress) when the reconstruction PSNR is below this (dB).
         dissect_n, seed: dissection on the fly and inversion seeds.
+        allow_weak: edit the top units of a concept that no unit matches (best IoU below the
+            interpretable line) instead of raising WeakConceptError.
         device: where to run (default: the model's device, cpu for a spec).
         progress: progress callback.
+
+    Every value is checked before the dissection on the fly and the inversion start.
     """
     from .inversion import invert
     from .metrics import psnr as psnr_of
 
     if (remove is None) == (add is None):
-        raise GantoolsError("say what to edit: give a concept to remove (--remove) or to add (--add), one of them")
+        raise GantoolsError("say what to edit: give a concept to remove or to add (remove= or add=), one of them")
     action = "remove" if remove is not None else "add"
     concept = remove if remove is not None else add
     if action == "add" and (at is None) == (mask is None):
-        raise GantoolsError("say where to add: give a position (--at x,y) or a mask (--mask PNG), one of them")
+        raise GantoolsError("say where to add: give at (a position x, y) or mask (a PNG or tensor), one of them")
     if action == "remove" and (at is not None or mask is not None):
-        raise GantoolsError("--at and --mask say where to add; removal works on the whole image")
+        raise GantoolsError("at and mask say where to add; removal works on the whole image")
     if blend not in BLENDS:
         raise GantoolsError(f"unknown blend {blend!r}: use {' or '.join(BLENDS)}")
-    if not 0 <= float(strength) <= 1:
-        raise GantoolsError(f"strength must be between 0 and 1, got {strength}")
-    if isinstance(at, str):
-        at = parse_point(at)
+    strength = check_strength(strength)
+    if at is not None:
+        at = check_point(at, patch)
+    if patch < 1:
+        raise GantoolsError(f"patch must be at least 1 cell, got {patch}")
+    if dilate < 0:
+        raise GantoolsError(f"dilate must be 0 or more pixels, got {dilate}")
+    if steps < 1 or restarts < 1:
+        raise GantoolsError(f"steps and restarts must be at least 1, got steps={steps}, restarts={restarts}")
+    if dissect_n < 1:
+        raise GantoolsError(f"dissect_n must be at least 1, got {dissect_n}")
+    if isinstance(encoder, (str, os.PathLike)) and str(encoder) != "auto" and not Path(encoder).exists():
+        raise GantoolsError(f"no encoder file {encoder}: give an encoder .safetensors, \"auto\" or None")
+    _check_selection(units, concept, top, rank, dissection)
 
     gan = load_model(model, get_device(device if device is not None else "cpu"))
     dev = get_device(device) if device is not None else _device_of(gan.generator)
@@ -257,7 +273,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
     region_img = _read_mask(mask, own, size) if mask is not None else None
 
     plan = _plan_units(gan, name, seg, units, concept, top, rank, dissection, action == "add", dissect_n, seed,
-                       dev, 50, progress)
+                       dev, 50, progress, allow_weak)
     values = torch.zeros(len(plan.units)) if action == "remove" else unit_values("q99", plan.stats, plan.units)
 
     x = from_uint8(x_u8)[None].to(dev)
@@ -271,7 +287,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         feat_region = point_region(at, (fh, fw), patch) if at is not None else region_img
     else:
         feat_region = None
-    iv = Intervention(G, name, plan.units, value=values, alpha=strength, region=feat_region)
+    iv = Intervention(G, name, plan.units, value=values, strength=strength, region=feat_region)
     with _eval_mode(G), torch.no_grad():
         recon = generate_from(G, name, feats)
         raw = generate_from(G, name, iv.apply(feats))

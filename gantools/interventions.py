@@ -4,13 +4,18 @@ Dissection finds units whose activations *correlate* with a concept; an interven
 they *cause* it (Bau et al., GAN Dissection §4, ICLR 2019; PNAS 2020). An `Intervention` edits one
 layer's output on the way through the generator:
 
-    x'[u] = (1 - α·m) · x[u] + α·m · v[u]        for each chosen unit u
+    x'[u] = (1 - s·m) · x[u] + s·m · v[u]        for each chosen unit u
 
-where v is a scalar or one level per unit and m is a spatial mask (1 everywhere by default; a
-feature-map mask, or an image-space mask max-pooled down to the feature map). With α = 1, v = 0 it
+where s is the strength (0..1), v is a scalar or one level per unit and m is a spatial mask (1
+everywhere by default; a feature-map mask, or an image-space mask max-pooled down to the feature
+map). With s = 1, v = 0 it
 zeroes the units (ablation); with v = a high activation level inside a small region it forces the
 units on there (insertion). Interventions are context managers around any generator call and they
-compose (nest them, or pass several to `intervene`).
+compose (nest them, or pass several to `intervene`). They take a generator or a loaded GAN:
+
+    gan = load_model("scenes64")
+    with Intervention(gan, 3, [4, 17]):                   # hooks gan.generator
+        images = gan.generator(z)
 
 Measurements sample N latents, generate each image twice (unedited and edited, same z), segment
 both, and average the per-image change in every concept's pixel fraction:
@@ -28,6 +33,15 @@ Sign conventions: effects are signed changes (after − before; ablation effects
 concepts the units draw). The ACE stored in a report is the *reduction* (before − after) of the
 concept's pixel fraction when the unit alone is zeroed, so that, as with IoU, larger means "this unit
 causes the concept" and rankings sort in descending order.
+
+Units chosen by concept (no `units`) must have something to act on: when no unit of the layer
+reaches the dissection's interpretable line for the concept (best IoU below `min_iou`) and the
+concept covers under RARE_CONCEPT (1%) of the generated pixels, the model may not draw it at all and
+its "top" units are arbitrary, so `ablate`, `insert` and `edit` refuse (`WeakConceptError`, which
+shows the best IoU) unless `units` are given or `allow_weak=True`. A concept below the line that the
+model does draw (a top-1% unit mask cannot reach a high IoU with a concept much larger than it)
+goes ahead with a notice. Every value is checked before the expensive work (a dissection on the fly,
+the inversion, the measurement) starts.
 """
 
 from __future__ import annotations
@@ -55,6 +69,9 @@ if TYPE_CHECKING:
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 DEFAULT_PATCH = 3  # --at inserts into a 3 x 3 patch of feature-map cells centred on the point
 DEFAULT_DISSECT_N = 1000  # samples for a dissection computed on the fly (to choose units / get levels)
+# A concept below the interpretable line that covers less than this share of the generated pixels
+# may not be drawn at all: choosing its "top" units is refused (WeakConceptError) unless allowed.
+RARE_CONCEPT = 0.01
 
 Value = float | int | str | torch.Tensor | Sequence[float]
 
@@ -63,11 +80,12 @@ Value = float | int | str | torch.Tensor | Sequence[float]
 # The intervention itself
 
 
-def layer_units(generator: nn.Module, layer: int | str) -> int:
-    """Number of units (channels) in a layer's output.
+def layer_units(generator: nn.Module | GAN, layer: int | str) -> int:
+    """Number of units (channels) in a layer's output, for a generator or a GAN.
 
     Read from the block's last conv/BatchNorm; falls back to one eval-mode forward pass.
     """
+    generator = _generator(generator)
     _, module = resolve_layer(generator, layer)
     for m in reversed(list(module.modules())):
         for attr in ("num_features", "out_channels"):
@@ -145,11 +163,7 @@ def point_region(at: tuple[float, float] | str, size: tuple[int, int], patch: in
         patch: side of the block in cells; it is shifted inwards at the borders so it always holds
             patch x patch cells (smaller when the feature map itself is smaller).
     """
-    x, y = parse_point(at) if isinstance(at, str) else (float(at[0]), float(at[1]))
-    if not (0 <= x <= 1 and 0 <= y <= 1):
-        raise GantoolsError(f"position {x},{y} must lie inside the image: x and y between 0 and 1")
-    if patch < 1:
-        raise GantoolsError(f"patch must be at least 1 cell, got {patch}")
+    x, y = check_point(at, patch)
     h, w = size
     ph, pw = min(patch, h), min(patch, w)
     # Top-left cell of the block whose cell centres are nearest the point (for an odd patch: the
@@ -159,6 +173,27 @@ def point_region(at: tuple[float, float] | str, size: tuple[int, int], patch: in
     mask = torch.zeros(h, w, dtype=torch.bool)
     mask[r0:r0 + ph, c0:c0 + pw] = True
     return mask
+
+
+def check_point(at: tuple[float, float] | str, patch: int = DEFAULT_PATCH) -> tuple[float, float]:
+    """(x, y) from a position (a pair or the text "x,y"), checked to lie inside the image; and patch >= 1."""
+    try:
+        x, y = parse_point(at) if isinstance(at, str) else (float(at[0]), float(at[1]))
+    except (TypeError, ValueError, IndexError):
+        raise GantoolsError(f"at {at!r} must be a position (x, y) in fractions of the image, e.g. (0.5, 0.7)") from None
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise GantoolsError(f"position {x},{y} must lie inside the image: x and y between 0 and 1")
+    if patch < 1:
+        raise GantoolsError(f"patch must be at least 1 cell, got {patch}")
+    return x, y
+
+
+def check_strength(strength: float) -> float:
+    """The edit strength as a float, or a GantoolsError when it is outside [0, 1]."""
+    s = float(strength)
+    if not 0 <= s <= 1:
+        raise GantoolsError(f"strength must be between 0 and 1, got {strength}")
+    return s
 
 
 def _edit_units(x: torch.Tensor, units: torch.Tensor, value: torch.Tensor,
@@ -173,27 +208,28 @@ def _edit_units(x: torch.Tensor, units: torch.Tensor, value: torch.Tensor,
 
 
 class Intervention(contextlib.AbstractContextManager):
-    """Edit units of one layer: x' = (1 − α)·x + α·v per unit, optionally only inside a region.
+    """Edit units of one layer: x' = (1 − s)·x + s·v per unit (s: the strength), optionally only inside a region.
 
     Use as a context manager around any call of the generator; several compose (they apply in the
     order they were entered when they share a layer, which does not matter when they touch
     different units).
 
-        with Intervention(G, 3, [4, 17], value=0.0):          # ablate units 4 and 17
-            images = G(z)
+        gan = load_model("scenes64")
+        with Intervention(gan, 3, [4, 17], value=0.0):        # ablate units 4 and 17 of layer3
+            images = gan.generator(z)
 
     Args:
-        generator: the generator (or a GAN, whose generator is used).
+        generator: the generator, or a GAN (its generator is hooked; call `gan.generator(z)`).
         layer: number or dotted name of the layer.
         units: unit (channel) indices.
         value: v, a scalar or one level per unit (sequence or 1-D tensor, in `units` order).
-        alpha: α in [0, 1]; 1 replaces the units by v, 0.5 goes halfway.
+        strength: s in [0, 1]; 1 replaces the units by v, 0.5 goes halfway.
         region: where to edit (default everywhere): a feature-map mask, or an image-space mask that
             is max-pooled to the feature map (see `feature_mask`); H x W or N x H x W, bool or float.
     """
 
     def __init__(self, generator: nn.Module | GAN, layer: int | str, units: Sequence[int] | torch.Tensor,
-                 value: float | Sequence[float] | torch.Tensor = 0.0, alpha: float = 1.0,
+                 value: float | Sequence[float] | torch.Tensor = 0.0, strength: float = 1.0,
                  region: torch.Tensor | None = None) -> None:
         self.generator = _generator(generator)
         self.layer = layer_name(self.generator, layer)
@@ -206,9 +242,7 @@ class Intervention(contextlib.AbstractContextManager):
             raise GantoolsError(f"value has {v.numel()} levels for {len(self.units)} units: "
                                 "give one level, or one per unit")
         self.value = v
-        if not 0 <= float(alpha) <= 1:
-            raise GantoolsError(f"alpha must be between 0 and 1, got {alpha}")
-        self.alpha = float(alpha)
+        self.strength = check_strength(strength)
         self.region = region
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]] = {}
         self._trace: Trace | None = None
@@ -218,9 +252,9 @@ class Intervention(contextlib.AbstractContextManager):
         if key not in self._cache:
             units = torch.tensor(self.units, dtype=torch.long, device=x.device)
             value = self.value.to(x.device, x.dtype).view(1, -1, 1, 1)
-            weight: torch.Tensor | float = self.alpha
+            weight: torch.Tensor | float = self.strength
             if self.region is not None:
-                weight = self.alpha * feature_mask(self.region.to(x.device), tuple(x.shape[-2:])).to(x.dtype)
+                weight = self.strength * feature_mask(self.region.to(x.device), tuple(x.shape[-2:])).to(x.dtype)
             self._cache[key] = (units, value, weight)
         return self._cache[key]
 
@@ -250,7 +284,7 @@ class Intervention(contextlib.AbstractContextManager):
     def __repr__(self) -> str:
         v = self.value.tolist()
         return (f"Intervention({self.layer}, units={self.units}, value={v[0] if len(v) == 1 else v}, "
-                f"alpha={self.alpha}{', region' if self.region is not None else ''})")
+                f"strength={self.strength}{', region' if self.region is not None else ''})")
 
 
 @contextlib.contextmanager
@@ -348,7 +382,7 @@ class AblationResult:
         effects: concept -> effect of ablating all `units` (side effects included).
         curve: concept -> one effect per k in `ks` (the first k units ablated).
         ks: numbers of units ablated along the curve (0 … len(units)).
-        settings: model, segmenter, value, alpha, N, seed, where the units came from.
+        settings: model, segmenter, value, strength, N, seed, where the units came from.
         samples: before/after pictures of the first few samples.
     """
 
@@ -406,7 +440,7 @@ class InsertionResult:
             that concept before the edit (counts add up to N), sorted by count.
         location: {"at": [x, y], "patch": k, "cells": [r0, r1, c0, c1]} or {"mask": path}, plus the
             region's size in pixels.
-        settings: model, segmenter, value, alpha, N, seed, where the units came from.
+        settings: model, segmenter, value, strength, N, seed, where the units came from.
         samples: before/after pictures of the first few samples (with the region).
     """
 
@@ -563,11 +597,50 @@ def _segment(segmenter: Any, images: torch.Tensor) -> torch.Tensor:
     return check_labels(segmenter(images), images, len(segmenter.concepts))
 
 
-def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
+def _check_sampling(n: int, batch_size: int, grid: int = 0, dissect_n: int = DEFAULT_DISSECT_N) -> None:
+    """The measurement's sizes (checked before any work)."""
+    if dissect_n < 1:
+        raise GantoolsError(f"dissect_n must be at least 1, got {dissect_n}")
     if n < 2:
-        raise GantoolsError(f"--n must be at least 2 (the effects come with a 95% CI over samples), got {n}")
+        raise GantoolsError(f"n must be at least 2 (the effects come with a 95% CI over samples), got {n}")
     if batch_size < 1:
-        raise GantoolsError(f"batch size must be at least 1, got {batch_size}")
+        raise GantoolsError(f"batch_size must be at least 1, got {batch_size}")
+    if grid < 0:
+        raise GantoolsError(f"grid must be 0 or more pictures, got {grid}")
+
+
+def _check_value(value: Value) -> None:
+    """A level's spelling (zero, mean, q99, a number, or numbers), before any work."""
+    if isinstance(value, str):
+        if not _needs_stats(value):
+            unit_values(value, None, [])
+        return
+    try:
+        torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise GantoolsError(f"unknown value {value!r}: use zero, mean, q99, a number or one number per unit") from None
+
+
+def _check_selection(units: Any, concept: str | None, top: int, rank: str, dissection: Any) -> list[int] | None:
+    """Which units were asked for, checked before any work: the parsed `units`, or None to take the
+    `top` units of `concept` by `rank` (ranges are checked once the layer is known)."""
+    chosen = parse_units(units) if units is not None else None
+    if chosen is None and concept is None:
+        raise GantoolsError("say which units: give units (e.g. [4, 17, 33] or \"4,17,33\") or a concept to take "
+                            "the top units of")
+    if rank not in ("iou", "ace"):
+        raise GantoolsError(f"unknown ranking {rank!r}: use iou or ace")
+    if chosen is None:
+        if top < 1:
+            raise GantoolsError(f"top must be at least 1, got {top}")
+        if rank == "ace" and dissection is None:
+            raise GantoolsError(f"rank='ace' reads the causal ranking of {concept!r} from a dissection report: give "
+                                "dissection (a report where gantools rank stored it), or rank='iou'")
+    return chosen
+
+
+def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    _check_sampling(n, batch_size)
     for start in range(0, n, batch_size):
         yield start, min(n, start + batch_size)
 
@@ -603,6 +676,98 @@ def _layer_of(result: DissectionResult, layer: str) -> LayerDissection:
     return result.layers[layer]
 
 
+class WeakConceptError(GantoolsError):
+    """Units were to be chosen by a concept that the model may not draw.
+
+    No unit of the layer reaches the dissection's interpretable line for the concept (its best IoU is
+    below `min_iou`) and the concept is rare in the generated images (under `RARE_CONCEPT` of their
+    pixels, or the dissection did not record how much), so its "top" units would be arbitrary. The
+    message names the Python parameters; `describe` words it for other front ends (the CLI names
+    its flags).
+
+    Attributes:
+        concept, layer: what was asked for.
+        best_iou, best_unit: the concept's best IoU at the layer, and the unit that has it.
+        min_iou: the interpretable line of the dissection.
+        coverage: the concept's share of the generated pixels in the dissection (None: not recorded).
+        interpretable: the concepts that have interpretable units labelled with them at the layer.
+    """
+
+    def __init__(self, concept: str, layer: str, best_iou: float, best_unit: int, min_iou: float,
+                 coverage: float | None, interpretable: Sequence[str]) -> None:
+        self.concept, self.layer, self.best_iou, self.best_unit = concept, layer, best_iou, best_unit
+        self.min_iou, self.coverage, self.interpretable = min_iou, coverage, list(interpretable)
+        super().__init__(self.describe("units=[...]", "allow_weak=True"))
+
+    def describe(self, units_hint: str, allow_hint: str) -> str:
+        strong = ", ".join(self.interpretable) or "none"
+        share = "" if self.coverage is None else \
+            f" and {self.concept} covers {100 * self.coverage:.2f}% of the generated pixels"
+        return (f"no unit of {self.layer} matches {self.concept!r}: its best IoU is {self.best_iou:.4f} "
+                f"(unit {self.best_unit}), below the interpretable line {self.min_iou:g}{share}, so the model "
+                f"may not draw {self.concept} (concepts with interpretable units in {self.layer}: {strong}); "
+                f"give the units yourself ({units_hint}) or accept weak units ({allow_hint})")
+
+
+@dataclass
+class ConceptSupport:
+    """How well a layer's units match a concept, from a dissection (see `concept_support`)."""
+
+    concept: str
+    layer: str
+    best_iou: float  # the concept's best IoU over the layer's units (NaN counts as 0)
+    best_unit: int
+    min_iou: float  # the dissection's interpretable line
+    coverage: float | None  # the concept's share of the generated pixels; None when not recorded
+    interpretable: list[str]  # concepts with interpretable units labelled with them in the layer
+
+    @property
+    def below_line(self) -> bool:
+        """No unit reaches the interpretable line for the concept."""
+        return self.best_iou < self.min_iou
+
+    @property
+    def weak(self) -> bool:
+        """Below the line and rare in the generated images (or of unknown share): the model may not draw it.
+
+        Concepts the model does draw can stay below the line (a unit's mask is its top 1% of
+        activations, so a concept covering much more of the image cannot reach a high IoU), and
+        their units are still causal: those are used, with a notice."""
+        return self.below_line and (self.coverage is None or self.coverage < RARE_CONCEPT)
+
+    def error(self) -> WeakConceptError:
+        return WeakConceptError(self.concept, self.layer, self.best_iou, self.best_unit, self.min_iou,
+                                self.coverage, self.interpretable)
+
+    def note(self) -> str:
+        share = "" if self.coverage is None else f", {100 * self.coverage:.2f}% of the generated pixels"
+        return (f"no unit of {self.layer} reaches the interpretable line for {self.concept} (best IoU "
+                f"{self.best_iou:.4f} < {self.min_iou:g}{share})")
+
+
+def concept_support(result: DissectionResult, layer: str, concept: str) -> ConceptSupport:
+    """A concept's best IoU at a layer, the interpretable line, and its share of the generated pixels."""
+    stats = _layer_of(result, layer)
+    column = torch.nan_to_num(stats.iou[:, stats.concept_index(concept)].float(), nan=0.0)
+    best = int(column.argmax()) if column.numel() else 0
+    best_iou = float(column[best]) if column.numel() else 0.0
+    coverage = None
+    shares = list(getattr(result, "concept_coverage", None) or [])
+    if concept in result.concepts and len(shares) == len(result.concepts):
+        value = float(shares[list(result.concepts).index(concept)])
+        coverage = value if math.isfinite(value) else None
+    strong = [c for c in stats.concepts if stats.units_for(c)]
+    return ConceptSupport(concept, layer, best_iou, best, float(stats.min_iou), coverage, strong)
+
+
+def check_concept_drawn(result: DissectionResult, layer: str, concept: str) -> ConceptSupport:
+    """The concept's support at the layer; a WeakConceptError when the model may not draw it."""
+    support = concept_support(result, layer, concept)
+    if support.weak:
+        raise support.error()
+    return support
+
+
 @dataclass
 class _Plan:
     units: list[int]
@@ -612,16 +777,15 @@ class _Plan:
 
 def _plan_units(gan: GAN, layer: str, segmenter: Any, units: Any, concept: str | None, top: int, rank: str,
                 dissection: Any, need_stats: bool, dissect_n: int, seed: int, device: torch.device,
-                batch_size: int, progress: ProgressCallback | None) -> _Plan:
-    """Choose the units (given, or the top ones for a concept) and find their statistics when needed."""
-    count = layer_units(gan.generator, layer)
-    chosen = check_units(parse_units(units), count, layer) if units is not None else None
-    if chosen is None and concept is None:
-        raise GantoolsError("say which units: give units (e.g. 4,17,33) or a concept to take the top units of")
-    if chosen is None and top < 1:
-        raise GantoolsError(f"--top must be at least 1, got {top}")
-    if rank not in ("iou", "ace"):
-        raise GantoolsError(f"unknown ranking {rank!r}: use iou or ace")
+                batch_size: int, progress: ProgressCallback | None, allow_weak: bool = False) -> _Plan:
+    """Choose the units (given, or the top ones for a concept) and find their statistics when needed.
+
+    Units chosen by a concept no unit matches (see `check_concept_drawn`) are refused unless
+    `allow_weak`. Everything but the dissection itself is checked before it is computed.
+    """
+    chosen = _check_selection(units, concept, top, rank, dissection)
+    if chosen is not None:
+        chosen = check_units(chosen, layer_units(gan.generator, layer), layer)
     if chosen is not None and not need_stats and dissection is None:
         return _Plan(chosen, None, "given")
     if dissection is not None:
@@ -643,6 +807,13 @@ def _plan_units(gan: GAN, layer: str, segmenter: Any, units: Any, concept: str |
     if chosen is None:
         assert concept is not None
         check_concept(concept, result.concepts, "the dissection report")
+        support = concept_support(result, layer, concept)
+        if support.weak and not allow_weak:
+            raise support.error()
+        if support.below_line:
+            notice(progress, "note: " + support.note() + (": the model may not draw it; using its top units "
+                             "anyway, as allowed" if support.weak else ": using its top units"))
+            source += f", below the interpretable line (best IoU {support.best_iou:.4f})"
         ranked = [int(u) for u in stats.ranked_units(concept, rank)]
         if len(ranked) < top:
             notice(progress, f"only {len(ranked)} units of {layer} are ranked by {rank} for {concept}: using those "
@@ -709,9 +880,9 @@ def curve_ks(k_max: int, points: int = 21) -> list[int]:
 
 
 def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = None, *, concept: str | None = None,
-           top: int = 10, rank: str = "iou", value: Value = "zero", alpha: float = 1.0,
+           top: int = 10, rank: str = "iou", value: Value = "zero", strength: float = 1.0,
            dissection: Any = None, segmenter: Any = None, n: int = 500, seed: int = 0, batch_size: int = 50,
-           curve_points: int = 21, grid: int = 8, dissect_n: int = DEFAULT_DISSECT_N,
+           curve_points: int = 21, grid: int = 8, dissect_n: int = DEFAULT_DISSECT_N, allow_weak: bool = False,
            device: str | torch.device = "cpu", progress: ProgressCallback | None = None) -> AblationResult:
     """Ablate units and measure the average causal effect on every concept, and the top-k curve.
 
@@ -723,7 +894,7 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
         top: how many units to take from the ranking.
         rank: "iou" (dissection) or "ace" (causal ranking stored by `rank_units`).
         value: v, "zero" (default), "mean" (each unit's mean activation, from the dissection) or a number.
-        alpha: α, the strength of the edit (1 = replace by v).
+        strength: s, the strength of the edit (1 = replace by v).
         dissection: a DissectionResult or a report path; computed on the fly (dissect_n samples,
             seed + 1) when units must be chosen or levels looked up and none is given.
         segmenter: a Segmenter, a spec for load_segmenter, or None: the dissection report's segmenter
@@ -731,9 +902,20 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
         n: samples measured; seed: their latent seed; batch_size: images per forward pass.
         curve_points: at most this many k values on the curve (k = 0…K).
         grid: before/after pairs kept for pictures.
+        allow_weak: take the top units of a concept that no unit matches (best IoU below the
+            interpretable line) instead of raising WeakConceptError.
         device: where to run.
         progress: progress callback.
+
+    Every value is checked before the work starts; with no `dissection`, the concept is checked
+    against the one computed on the fly before anything is measured.
     """
+    _check_sampling(n, batch_size, grid, dissect_n)
+    if curve_points < 2:
+        raise GantoolsError(f"curve_points must be at least 2 (k = 0 and all units), got {curve_points}")
+    strength = check_strength(strength)
+    _check_value(value)
+    _check_selection(units, concept, top, rank, dissection)
     gan = load_model(model, get_device(device))
     dev = _device_of(gan.generator)
     G = gan.generator
@@ -743,7 +925,7 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
     if concept is not None:
         check_concept(concept, concepts)
     plan = _plan_units(gan, name, seg, units, concept, top, rank, dissection, _needs_stats(value), dissect_n,
-                       seed, dev, batch_size, progress)
+                       seed, dev, batch_size, progress, allow_weak)
     v = unit_values(value, plan.stats, plan.units)
     ks = curve_ks(len(plan.units), curve_points)
     nc = len(concepts)
@@ -752,7 +934,7 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
     samples = None
     z_all = G.sample_z(n, seed, device="cpu") if n > 0 else None
     task = f"ablate {name}"
-    edits = {k: Intervention(G, name, plan.units[:k], v[:k], alpha) for k in ks[1:]}
+    edits = {k: Intervention(G, name, plan.units[:k], v[:k], strength) for k in ks[1:]}
     with _eval_mode(G), torch.no_grad():
         for start, end in _batches(n, batch_size):
             z = z_all[start:end].to(dev)
@@ -781,7 +963,8 @@ def ablate(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
     curve = {c: [InterventionEffect.from_samples(c, before[:, i], after_t[k][:, i]) for k in ks]
              for i, c in enumerate(concepts)}
     target = concept if concept is not None else min(concepts, key=lambda c: effects[c].mean)
-    settings = _settings(gan, seg, value=_value_json(value, v), alpha=alpha, n=n, seed=seed, units_from=plan.source)
+    settings = _settings(gan, seg, value=_value_json(value, v), strength=strength, n=n, seed=seed,
+                         units_from=plan.source)
     return AblationResult(name, plan.units, target, concepts, effects, curve, ks, settings, samples)
 
 
@@ -815,25 +998,32 @@ def _image_region(mask: Any, size: int) -> tuple[torch.Tensor, str]:
 
 def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = None, *, concept: str | None = None,
            top: int = 10, rank: str = "iou", at: tuple[float, float] | str | None = None, mask: Any = None,
-           patch: int = DEFAULT_PATCH, value: Value = "q99", alpha: float = 1.0, dissection: Any = None,
+           patch: int = DEFAULT_PATCH, value: Value = "q99", strength: float = 1.0, dissection: Any = None,
            segmenter: Any = None, n: int = 500, seed: int = 0, batch_size: int = 50, grid: int = 8,
-           dissect_n: int = DEFAULT_DISSECT_N, device: str | torch.device = "cpu",
+           dissect_n: int = DEFAULT_DISSECT_N, allow_weak: bool = False, device: str | torch.device = "cpu",
            progress: ProgressCallback | None = None) -> InsertionResult:
     """Force units on inside a region and measure the concept pixels added, by context.
 
     Args:
         model, layer, units, concept, top, rank, dissection, segmenter, n, seed, batch_size, grid,
-            dissect_n, device, progress: as for `ablate`.
+            dissect_n, allow_weak, device, progress: as for `ablate`.
         at: (x, y) in fractions of the image (or "x,y"): insert into a patch x patch block of
             feature-map cells centred there.
         mask: instead of `at`, an image-space mask (PNG path or H x W tensor; white = inside),
             max-pooled to the feature map.
         patch: side of the block of cells for `at` (default 3: a 3 x 3 block).
         value: v, "q99" (each unit's 0.99 quantile, from the dissection; default), "mean" or a number.
-        alpha: α, the strength of the edit.
+        strength: s, the strength of the edit.
     """
     if (at is None) == (mask is None):
-        raise GantoolsError("say where to insert: give a position (--at x,y) or a mask (--mask PNG), not both")
+        raise GantoolsError("say where to insert: give at (a position x, y) or mask (a PNG or tensor), "
+                            "one of them, not both")
+    if at is not None:
+        at = check_point(at, patch)
+    _check_sampling(n, batch_size, grid, dissect_n)
+    strength = check_strength(strength)
+    _check_value(value)
+    _check_selection(units, concept, top, rank, dissection)
     gan = load_model(model, get_device(device))
     dev = _device_of(gan.generator)
     G = gan.generator
@@ -842,8 +1032,6 @@ def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
     concepts = list(seg.concepts)
     if concept is not None:
         check_concept(concept, concepts)
-    if isinstance(at, str):
-        at = parse_point(at)
     # Feature-map and image sizes from one cheap forward pass.
     with _eval_mode(G), torch.no_grad(), Trace(G, name) as t:
         probe = G(G.sample_z(1, seed, device=dev))
@@ -865,9 +1053,9 @@ def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
                     "feature_size": [int(fh), int(fw)]}
     location["region_pixels"] = int(region_img.sum())
     plan = _plan_units(gan, name, seg, units, concept, top, rank, dissection, _needs_stats(value), dissect_n,
-                       seed, dev, batch_size, progress)
+                       seed, dev, batch_size, progress, allow_weak)
     v = unit_values(value, plan.stats, plan.units)
-    edit = Intervention(G, name, plan.units, v, alpha, region=region_feat)
+    edit = Intervention(G, name, plan.units, v, strength, region=region_feat)
     nc = len(concepts)
     region_dev = region_img.to(dev)
     area = float(region_img.sum())
@@ -912,7 +1100,8 @@ def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
         by_context[concepts[ci]] = ContextEffect(
             concepts[ci], int(counts[ci]), InterventionEffect.from_samples(target, f0[sel, ti], f1[sel, ti]),
             InterventionEffect.from_samples(target, r0[sel, ti], r1[sel, ti]))
-    settings = _settings(gan, seg, value=_value_json(value, v), alpha=alpha, n=n, seed=seed, units_from=plan.source)
+    settings = _settings(gan, seg, value=_value_json(value, v), strength=strength, n=n, seed=seed,
+                         units_from=plan.source)
     return InsertionResult(name, plan.units, target, concepts, effects, region_effect, by_context, location,
                            settings, samples)
 
@@ -922,7 +1111,7 @@ def insert(model: Any, layer: int | str, units: str | Sequence[int] | None = Non
 
 
 def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Sequence[int] | None = None,
-               value: Value = "zero", alpha: float = 1.0, dissection: Any = None, segmenter: Any = None,
+               value: Value = "zero", strength: float = 1.0, dissection: Any = None, segmenter: Any = None,
                n: int = 200, seed: int = 0, batch_size: int = 32, max_images: int = 256,
                device: str | torch.device = "cpu", progress: ProgressCallback | None = None) -> RankResult:
     """Rank a layer's units by the causal effect on `concept` of ablating each one alone.
@@ -937,7 +1126,7 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
         layer: number or dotted name of the layer.
         concept: the concept whose pixel fraction is measured.
         units: only these units (default: all units of the layer).
-        value, alpha: the ablation (default: zero, fully).
+        value, strength: the ablation (default: zero, fully).
         dissection: a DissectionResult or report path; checked against the model, and used for
             `value="mean"`. Store the result in it with `RankResult.store`.
         segmenter: a Segmenter, a spec, or None: the dissection report's segmenter
@@ -945,7 +1134,18 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
         n: samples; seed: their latent seed; batch_size: latents per batch.
         max_images: at most this many images per generator call (chunk size = max_images // batch).
         device, progress: where to run, and the progress callback.
+
+    Every unit is measured, so a concept that no unit matches by IoU is not refused; with a
+    dissection, a notice says so (its ACEs will be near 0 when the model does not draw it).
     """
+    _check_sampling(n, batch_size)
+    if max_images < 1:
+        raise GantoolsError(f"max_images must be at least 1, got {max_images}")
+    strength = check_strength(strength)
+    _check_value(value)
+    if _needs_stats(value) and dissection is None:
+        raise GantoolsError(f"value {value!r} needs the dissection statistics: give dissection (a report) or a number")
+    units_asked = parse_units(units) if units is not None else None
     gan = load_model(model, get_device(device))
     dev = _device_of(gan.generator)
     G = gan.generator
@@ -954,7 +1154,7 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
     concepts = list(seg.concepts)
     ci = check_concept(concept, concepts)
     count = layer_units(G, name)
-    todo = check_units(parse_units(units), count, name) if units is not None else list(range(count))
+    todo = check_units(units_asked, count, name) if units_asked is not None else list(range(count))
     stats = None
     if dissection is not None:
         # Checked before the long computation: the report must fit the model and hold the layer
@@ -962,6 +1162,9 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
         result = _load_dissection(dissection, gan)
         stats = _layer_of(result, name)
         check_concept(concept, result.concepts, "the dissection report")
+        support = concept_support(result, name, concept)
+        if support.weak:
+            notice(progress, f"note: {support.note()}: the model may not draw it, and every ACE may be near 0")
     v_all = unit_values(value, stats, todo)
     chunk = max(1, max_images // max(1, min(batch_size, n)))
     sums = torch.zeros(len(todo), dtype=torch.float64)
@@ -984,7 +1187,8 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
                 x = feats.repeat(len(idx), 1, 1, 1)
                 for j, k in enumerate(idx):
                     unit = torch.tensor([todo[k]], device=dev)
-                    x[j * b:(j + 1) * b] = _edit_units(x[j * b:(j + 1) * b], unit, v_all[k].to(dev, x.dtype), alpha)
+                    x[j * b:(j + 1) * b] = _edit_units(x[j * b:(j + 1) * b], unit, v_all[k].to(dev, x.dtype),
+                                                          strength)
                 images = generate_from(G, name, x)
                 f1 = _fractions(_segment(seg, images), len(concepts))[:, ci].view(len(idx), b)
                 delta = f1 - f0.view(1, b)
@@ -1000,5 +1204,5 @@ def rank_units(model: Any, layer: int | str, concept: str, *, units: str | Seque
                for k, u in enumerate(todo)}
     ace = {u: 0.0 - effects[u].mean for u in todo}  # 0.0 - x: no "-0.0" in reports
     ranked = sorted(todo, key=lambda u: (-ace[u], u))
-    settings = _settings(gan, seg, value=_value_json(value, v_all), alpha=alpha, n=n, seed=seed)
+    settings = _settings(gan, seg, value=_value_json(value, v_all), strength=strength, n=n, seed=seed)
     return RankResult(name, concept, ranked, ace, effects, count, settings)

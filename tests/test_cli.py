@@ -151,3 +151,107 @@ def test_output_paths_are_checked_before_work_and_fail_in_one_line(image_folder:
     monkeypatch.setenv("GANTOOLS_PRETRAINED", str(tmp_path / "pretrained"))
     assert "would replace the shipped" in _usage_error(run("encoder", "train", "-m", "tiny", "--steps", "1"))
     assert (shipped / "encoder.safetensors").read_bytes() == b"shipped"
+
+
+# ---------------------------------------------------------------------------------------------
+# ablate / insert / rank / edit: concepts the model does not draw, early checks, --strength
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(model file, its layer2 colour dissection report, a 16 px image): the planted model of
+    test_interventions draws white and gray only, never red."""
+    from conftest import planted_gan
+    from gantools.data import save_image
+    from gantools.dissection import dissect
+    from gantools.models import load_model, save_model
+
+    gan = planted_gan()
+    root = tmp_path_factory.mktemp("planted")
+    model = save_model(root / "model.safetensors", gan.generator, gan.discriminator)
+    dissect(load_model(model), layers=(2,), segmenter="color", n=16, top_k=0).save(root / "rep", html=False)
+    image = save_image(torch.full((3, 16, 16), 200, dtype=torch.uint8), root / "photo.png")
+    return model, root / "rep", image
+
+
+def _iv_common(model: Path) -> list:
+    return ["--model", model, "--layer", "2", "--segmenter", "color", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """A dissection or an inversion fails the test: the CLI must stop before them."""
+    import gantools.dissection
+    import gantools.inversion
+
+    def fail(*args, **kwargs):
+        raise AssertionError("expensive work started before the values were checked")
+
+    monkeypatch.setattr(gantools.dissection, "dissect", fail)
+    monkeypatch.setattr(gantools.inversion, "invert", fail)
+
+
+def test_a_concept_the_model_does_not_draw_is_a_one_line_error(planted, no_work) -> None:
+    model, report, image = planted
+    for command in (["ablate"], ["insert", "--at", "0.5,0.5"], ["edit", image, "--steps", "2", "--at", "0.5,0.5"]):
+        concept = ["--add", "red"] if command[0] == "edit" else ["--concept", "red", "--n", "4"]
+        r = run(*command, *_iv_common(model), *concept, "--top", "2", "--report", report)
+        assert_one_line_error(r, "no unit of layer2 matches 'red'", "best IoU is 0.0000", "interpretable line 0.04",
+                              "may not draw red", "give the units yourself (--units)", "(--allow-weak)")
+        assert "allow_weak" not in r.output and "units=" not in r.output  # CLI flags, not Python keywords
+
+
+def test_allow_weak_goes_ahead_and_says_so(planted) -> None:
+    model, report, _ = planted
+    r = run("ablate", *_iv_common(model), "--concept", "red", "--top", "2", "--report", report, "--n", "4",
+            "--allow-weak", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert len(out["units"]) == 2 and out["effect"]["before"] == out["effect"]["after"] == 0.0
+    assert "below the interpretable line" in out["settings"]["units_from"]
+    assert "may not draw it" in r.stderr
+    # Units given by number are never second-guessed.
+    r = run("insert", *_iv_common(model), "--concept", "red", "--units", "0", "--value", "6", "--at", "0.5,0.5",
+            "--n", "4", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["units"] == [0]
+
+
+def test_weak_concept_found_by_a_dissection_on_the_fly(planted) -> None:
+    model, _, _ = planted
+    r = run("insert", *_iv_common(model), "--concept", "red", "--at", "0.5,0.5", "--dissect-n", "8", "--n", "4")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: no unit of layer2 matches 'red'") and "--allow-weak" in last
+
+
+def test_intervention_values_are_checked_before_any_work(planted, no_work) -> None:
+    model, report, image = planted
+    common = _iv_common(model)
+    # --n 1 gives no confidence interval: refused when parsing (it used to come after a dissection).
+    for command in (["ablate"], ["insert", "--at", "0.5,0.5"], ["rank"]):
+        text = _usage_error(run(*command, *common, "--concept", "white", "--n", "1"))
+        assert "Invalid value for '--n'" in text and "2" in text.split("'--n'")[-1], text
+    assert "--rank ace reads the causal ranking" in _usage_error(
+        run("ablate", *common, "--concept", "white", "--rank", "ace", "--n", "4"))
+    assert "--rank ace reads the causal ranking" in _usage_error(
+        run("edit", image, *common, "--remove", "white", "--rank", "ace"))
+    assert "is read from a dissection" in _usage_error(run("rank", *common, "--concept", "white", "--value", "mean"))
+    assert_one_line_error(run("insert", *common, "--concept", "white", "--at", "0.5,1.5", "--n", "4"),
+                          "between 0 and 1")
+    assert_one_line_error(run("edit", image, *common, "--add", "white", "--at", "2,0.5"), "between 0 and 1")
+    assert_one_line_error(run("edit", image, *common, "--add", "sky", "--at", "0.5,0.5"), "unknown concept 'sky'")
+    assert_one_line_error(run("ablate", *common, "--units", "0,8", "--n", "4"), "numbered 0 to 7")
+    assert_one_line_error(run("edit", image, *common, "--remove", "white", "--units", "9"), "numbered 0 to 7")
+
+
+def test_edit_strength_is_one_flag_everywhere(planted) -> None:
+    model, _, _ = planted
+    for command in ("ablate", "insert", "edit"):
+        text = run(command, "--help").output
+        assert "--strength" in text and "--allow-weak" in text and "--alpha" not in text, command
+    r = run("ablate", *_iv_common(model), "--units", "0", "--strength", "0.5", "--n", "4", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["settings"]["strength"] == 0.5
+    assert run("ablate", *_iv_common(model), "--units", "0", "--strength", "1.5").exit_code == 2
+    assert run("ablate", *_iv_common(model), "--units", "0", "--alpha", "0.5").exit_code == 2

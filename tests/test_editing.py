@@ -140,9 +140,9 @@ def test_errors(gan, photo, tmp_path):
         edit(gan, photo, 2, units=[0], segmenter=seg, **FAST)
     with pytest.raises(GantoolsError, match="one of them"):
         edit(gan, photo, 2, remove="bright", add="dark", units=[0], segmenter=seg, **FAST)
-    with pytest.raises(GantoolsError, match="--at x,y"):
+    with pytest.raises(GantoolsError, match="say where to add"):
         edit(gan, photo, 2, add="bright", units=[0], segmenter=seg, **FAST)
-    with pytest.raises(GantoolsError, match="--at x,y"):
+    with pytest.raises(GantoolsError, match="say where to add"):
         edit(gan, photo, 2, add="bright", units=[0], at=(0.5, 0.5), mask=torch.ones(16, 16), segmenter=seg, **FAST)
     Image.fromarray(np.full((10, 12), 255, np.uint8)).save(tmp_path / "bad.png")
     with pytest.raises(GantoolsError, match="12x10 pixels"):
@@ -151,6 +151,81 @@ def test_errors(gan, photo, tmp_path):
         edit(gan, photo, 2, remove="bright", units=[0], segmenter=seg, blend="nope", **FAST)
     with pytest.raises(GantoolsError, match="invert at layer1 or a layer below"):
         edit(gan, photo, 1, remove="bright", units=[0], segmenter=seg, invert_layer=2, **FAST)
+
+
+class BrightDoor(Bright):
+    """Bright's labels, and a third concept, "door", that no image ever shows."""
+
+    concepts = ["dark", "bright", "door"]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """A dissection or an inversion fails the test: the errors must come before them."""
+    import gantools.dissection
+    import gantools.inversion
+
+    def fail(*args, **kwargs):
+        raise AssertionError("expensive work started before the values were checked")
+
+    monkeypatch.setattr(gantools.dissection, "dissect", fail)
+    monkeypatch.setattr(gantools.inversion, "invert", fail)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(at=(1.5, 0.5)), "between 0 and 1"),
+    (dict(at="0.5,-0.2"), "between 0 and 1"),
+    (dict(patch=0), "patch must be at least 1"),
+    (dict(strength=1.2), "strength must be between 0 and 1"),
+    (dict(top=0), "top must be at least 1"),
+    (dict(rank="ace"), "rank='ace'"),
+    (dict(rank="best"), "unknown ranking"),
+    (dict(units=[0, 9]), "numbered 0 to 7"),
+    (dict(add="tree"), "dark, bright"),
+    (dict(layer=9), "unknown layer"),
+    (dict(steps=0), "steps and restarts must be at least 1"),
+    (dict(restarts=0), "steps and restarts must be at least 1"),
+    (dict(dilate=-1), "dilate must be 0 or more"),
+    (dict(dissect_n=0), "dissect_n must be at least 1"),
+    (dict(encoder="no-such-encoder.safetensors"), "no encoder file"),
+    (dict(blend="paste"), "unknown blend"),
+])
+def test_values_are_checked_before_dissection_and_inversion(gan, photo, no_work, kwargs, message):
+    args = dict(layer=2, add="bright", at=(0.5, 0.5), top=2, segmenter=Bright(), steps=5, restarts=1, encoder=None)
+    args.update(kwargs)
+    with pytest.raises(GantoolsError, match=message):
+        edit(gan, photo, args.pop("layer"), **args)
+
+
+def test_weak_concepts_are_refused_unless_allowed(gan, photo, monkeypatch):
+    import gantools.inversion
+    from gantools.dissection import dissect
+    from gantools.interventions import WeakConceptError
+
+    report = dissect(gan, layers=(2,), segmenter=BrightDoor(), n=32, seed=11, top_k=0)
+    real_invert = gantools.inversion.invert
+
+    def fail(*args, **kwargs):
+        raise AssertionError("inverted before the concept was checked")
+
+    monkeypatch.setattr(gantools.inversion, "invert", fail)
+    for kwargs in (dict(add="door", at=(0.5, 0.5)), dict(remove="door")):
+        with pytest.raises(WeakConceptError) as info:
+            edit(gan, photo, 2, top=3, dissection=report, segmenter=BrightDoor(), **kwargs, **FAST)
+        text = str(info.value)
+        assert "best IoU is 0.0000" in text and "may not draw door" in text and "allow_weak=True" in text
+        assert (info.value.best_iou, info.value.coverage) == (0.0, 0.0)
+    monkeypatch.setattr(gantools.inversion, "invert", real_invert)
+    msgs = []
+    r = edit(gan, photo, 2, add="door", at=(0.5, 0.5), top=3, allow_weak=True, dissection=report,
+             segmenter=BrightDoor(), progress=msgs.append, **FAST)
+    assert r.units == report.layers["layer2"].ranked_units("door")[:3]
+    assert "below the interpretable line" in r.settings["units_from"]
+    assert any("may not draw it" in (m.message or "") for m in msgs)
+    assert r.before["door"] == r.after["door"] == 0.0  # nothing to add: said, not silent
+    # Units given explicitly are not checked.
+    r = edit(gan, photo, 2, remove="door", units=[0], dissection=report, segmenter=BrightDoor(), **FAST)
+    assert r.units == [0]
 
 
 def test_invert_at_the_edited_layer(gan, photo):

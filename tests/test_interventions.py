@@ -18,12 +18,20 @@ import torch
 
 from conftest import Bright, planted_gan
 from gantools.hooks import Trace, generate_from
-from gantools.interventions import (Intervention, InterventionEffect, ablate, curve_ks, feature_mask, insert,
-                                    intervene, parse_units, point_region, rank_units, unit_values)
+from gantools.interventions import (Intervention, InterventionEffect, WeakConceptError, ablate, concept_support,
+                                    curve_ks, feature_mask, insert, intervene, layer_units, parse_units, point_region,
+                                    rank_units, unit_values)
 from gantools.models import GAN
 from gantools.utils import GantoolsError
 
 N = 64
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+class BrightDoor(Bright):
+    """Bright's labels, and a third concept, "door", that no image ever shows (as scenes64's doors)."""
+
+    concepts = ["dark", "bright", "door"]
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +83,14 @@ def test_running_from_a_layer_matches_the_hooked_generator(gan, z):
                               atol=1e-6)  # "layer1.2" (the block's ReLU) takes the hooked full-network path
 
 
-def test_alpha_half_goes_halfway_to_per_unit_values(gan, z):
+def test_strength_half_goes_halfway_to_per_unit_values(gan, z):
     x = layer2(gan, z)
-    y = layer2(gan, z, Intervention(gan.generator, 2, [5, 1], value=[2.0, -1.0], alpha=0.5))
+    y = layer2(gan, z, Intervention(gan.generator, 2, [5, 1], value=[2.0, -1.0], strength=0.5))
     assert torch.allclose(y[:, 5], 0.5 * x[:, 5] + 0.5 * 2.0, atol=1e-6)
     assert torch.allclose(y[:, 1], 0.5 * x[:, 1] - 0.5, atol=1e-6)
     assert torch.equal(y[:, [0, 2, 3, 4, 6, 7]], x[:, [0, 2, 3, 4, 6, 7]])
-    # alpha = 0 changes nothing
-    assert torch.equal(layer2(gan, z, Intervention(gan.generator, 2, [5], value=9.0, alpha=0.0)), x)
+    # strength = 0 changes nothing
+    assert torch.equal(layer2(gan, z, Intervention(gan.generator, 2, [5], value=9.0, strength=0.0)), x)
 
 
 def test_feature_region_restricts_the_edit(gan, z):
@@ -110,7 +118,7 @@ def test_image_mask_is_max_pooled_to_the_feature_map(gan, z):
     y = layer2(gan, z, Intervention(gan.generator, 2, [6], value=3.0, region=image_mask))
     assert torch.all(y[:, 6][:, expected.bool()] == 3.0)
     assert torch.equal(y[:, 6][:, ~expected.bool()], x[:, 6][:, ~expected.bool()])
-    # A soft mask weights alpha; per-sample masks edit each sample in its own place.
+    # A soft mask weights the strength; per-sample masks edit each sample in its own place.
     per_sample = torch.zeros(z.shape[0], 8, 8)
     per_sample[0, 0, 0] = 0.5
     y = layer2(gan, z, Intervention(gan.generator, 2, [6], value=3.0, region=per_sample))
@@ -125,7 +133,7 @@ def test_interventions_compose_in_either_order(gan, z):
     expected[:, 0] = 0
     expected[:, 1] = 0.5 * x[:, 1] + 0.5 * 2.0
     a = Intervention(G, 2, [0])
-    b = Intervention(G, 2, [1], value=2.0, alpha=0.5)
+    b = Intervention(G, 2, [1], value=2.0, strength=0.5)
     assert torch.allclose(layer2(gan, z, a, b), expected, atol=1e-6)
     assert torch.allclose(layer2(gan, z, b, a), expected, atol=1e-6)
     with a, b:  # plain nesting, around a full generator call
@@ -135,11 +143,44 @@ def test_interventions_compose_in_either_order(gan, z):
     assert torch.allclose(ab, ba, atol=1e-6)
     assert torch.allclose(ab, generate_from(G, 2, expected), atol=1e-5)
     # Same unit: they apply in the order entered.
-    set2, halve = Intervention(G, 2, [3], value=2.0), Intervention(G, 2, [3], value=0.0, alpha=0.5)
+    set2, halve = Intervention(G, 2, [3], value=2.0), Intervention(G, 2, [3], value=0.0, strength=0.5)
     assert torch.allclose(layer2(gan, z, set2, halve)[:, 3], torch.ones_like(x[:, 3]))
     assert torch.equal(layer2(gan, z, halve, set2)[:, 3], torch.full_like(x[:, 3], 2.0))
     # Leaving the block removes the hooks.
     assert torch.equal(layer2(gan, z), x)
+
+
+def test_a_loaded_gan_is_accepted_wherever_a_generator_is(gan, z):
+    assert layer_units(gan, 2) == layer_units(gan.generator, "layer2") == 8
+    with Intervention(gan, 2, [0, 1], value=[0.0, 0.0]) as iv:
+        images = gan.generator(z)
+    assert iv.generator is gan.generator and iv.layer == "layer2"
+    x = layer2(gan, z)
+    x[:, [0, 1]] = 0
+    assert torch.allclose(images, generate_from(gan.generator, 2, x), atol=1e-6)
+    assert torch.allclose(images, torch.zeros_like(images), atol=1e-6)  # planted: units 0, 1 off -> grey
+    with intervene(Intervention(gan, 2, [0]), Intervention(gan.generator, 2, [1])):
+        assert torch.allclose(gan.generator(z), images, atol=1e-6)
+
+
+def test_readme_intervention_snippet_runs_as_written():
+    text = README.read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    snippet = next(b for b in blocks if "gantools.Intervention(" in b)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    gan, z, images = namespace["gan"], namespace["z"], namespace["images"]
+    assert tuple(images.shape) == (8, 3, 64, 64)
+    with torch.no_grad(), Trace(gan.generator, 3) as t:
+        plain = gan.generator(z)
+    edited = t.output.clone()
+    edited[:, [4, 17]] = 0.0
+    with torch.no_grad():
+        expected = generate_from(gan.generator, 3, edited)
+    assert torch.allclose(images, expected, atol=1e-5)  # the edit was active inside the block...
+    assert not torch.allclose(images, plain, atol=1e-3)  # ...and changed the images
+    with torch.no_grad():
+        assert torch.equal(gan.generator(z), plain)  # leaving the block removed the hook
 
 
 def test_point_region_patch():
@@ -164,8 +205,8 @@ def test_intervention_errors(gan):
         Intervention(gan.generator, 9, [0])
     with pytest.raises(GantoolsError, match="one per unit"):
         Intervention(gan.generator, 2, [0, 1], value=[1.0, 2.0, 3.0])
-    with pytest.raises(GantoolsError, match="alpha"):
-        Intervention(gan.generator, 2, [0], alpha=1.5)
+    with pytest.raises(GantoolsError, match="strength must be between 0 and 1"):
+        Intervention(gan.generator, 2, [0], strength=1.5)
     assert parse_units("4,17,33") == [4, 17, 33]
     assert parse_units("0-3,9,2") == [0, 1, 2, 3, 9]
     with pytest.raises(GantoolsError, match="unit numbers"):
@@ -239,8 +280,8 @@ def test_ablating_unconnected_units_has_no_effect(gan):
     assert result.ks == [0, 3, 6]
 
 
-def test_mean_value_and_alpha(gan):
-    # Ablating to a fixed level v with alpha: compare with a hand-made edit.
+def test_mean_value_and_strength(gan):
+    # Ablating to a fixed level v with a strength: compare with a hand-made edit.
     G = gan.generator
     z = G.sample_z(N, seed=2)
     with torch.no_grad(), Trace(G, 2) as t:
@@ -249,7 +290,7 @@ def test_mean_value_and_alpha(gan):
     edited[:, 0] = 0.5 * edited[:, 0] + 0.5 * 0.3
     with torch.no_grad():
         after = bright_fractions(generate_from(G, 2, edited))
-    result = ablate(gan, 2, [0], value=0.3, alpha=0.5, concept="bright", segmenter=Bright(), n=N, seed=2)
+    result = ablate(gan, 2, [0], value=0.3, strength=0.5, concept="bright", segmenter=Bright(), n=N, seed=2)
     assert result.effect.mean == pytest.approx(float((after - before).mean()), abs=1e-12)
 
 
@@ -409,6 +450,163 @@ def test_report_for_another_model_is_refused(report):
         rank_units(other, 2, "bright", dissection=report, segmenter=Bright(), n=4)
     with pytest.raises(GantoolsError, match="has no layer1"):
         ablate(planted_gan(), 1, concept="bright", top=2, dissection=report, segmenter=Bright(), n=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# A concept the model does not draw, and values checked before any work
+
+
+@pytest.fixture(scope="module")
+def door_report(gan):
+    from gantools.dissection import dissect
+
+    return dissect(gan, layers=(2,), segmenter=BrightDoor(), n=32, seed=11, top_k=0)
+
+
+def test_concept_support_reads_the_best_iou_and_the_share_of_pixels(gan, door_report):
+    stats = door_report.layers["layer2"]
+    door = concept_support(door_report, "layer2", "door")
+    assert (door.best_iou, door.coverage, door.min_iou) == (0.0, 0.0, 0.04)
+    assert door.below_line and door.weak
+    bright = concept_support(door_report, "layer2", "bright")
+    assert bright.best_iou == pytest.approx(float(stats.iou[:, 1].max()))
+    assert bright.best_unit == int(stats.iou[:, 1].argmax())
+    assert bright.coverage == pytest.approx(door_report.concept_coverage[1]) and bright.coverage > 0.2
+    # The planted concept is drawn (unit 0 causes it) but its best IoU stays under the line: a top-1%
+    # unit mask cannot match a concept covering ~40% of the image. It is used, not refused.
+    assert bright.below_line and not bright.weak
+
+
+@pytest.mark.parametrize("op", ["ablate", "insert"])
+def test_a_concept_no_unit_draws_is_refused(gan, door_report, op):
+    run = (lambda **kw: ablate(gan, 2, **kw)) if op == "ablate" else \
+        (lambda **kw: insert(gan, 2, at=(0.5, 0.5), **kw))
+    common = dict(dissection=door_report, segmenter=BrightDoor(), n=8, grid=0)
+    with pytest.raises(WeakConceptError) as info:
+        run(concept="door", top=3, **common)
+    e = info.value
+    assert (e.concept, e.layer, e.best_iou, e.min_iou, e.coverage) == ("door", "layer2", 0.0, 0.04, 0.0)
+    text = str(e)
+    for fragment in ("no unit of layer2 matches 'door'", "best IoU is 0.0000", "interpretable line 0.04",
+                     "door covers 0.00% of the generated pixels", "may not draw door", "units=[...]",
+                     "allow_weak=True"):
+        assert fragment in text, text
+    assert "--" not in text  # Python parameters, not CLI flags
+    assert isinstance(e, GantoolsError)
+    # Allowed: the top units by IoU, with a notice, and the settings say so.
+    notes = []
+    allowed = run(concept="door", top=3, allow_weak=True, progress=notes.append, **common)
+    assert allowed.units == door_report.layers["layer2"].ranked_units("door")[:3]
+    assert "below the interpretable line (best IoU 0.0000)" in allowed.settings["units_from"]
+    assert any(m.message and "may not draw it" in m.message for m in notes)
+    assert allowed.effects["door"].before == allowed.effects["door"].after == 0.0
+    # Units given explicitly are the user's choice: no check.
+    assert run(units=[0], concept="door", value=1.0, **common).units == [0]
+
+
+def test_a_drawn_concept_below_the_line_goes_ahead_with_a_notice(gan, door_report):
+    notes = []
+    result = ablate(gan, 2, concept="bright", top=2, dissection=door_report, segmenter=BrightDoor(), n=8, grid=0,
+                    progress=notes.append)
+    assert result.units == door_report.layers["layer2"].ranked_units("bright")[:2]
+    assert any(m.message and "no unit of layer2 reaches the interpretable line for bright" in m.message
+               for m in notes)
+
+
+def test_weak_concept_found_by_a_dissection_on_the_fly(gan, monkeypatch):
+    import gantools.interventions as iv
+
+    def no_measurement(*args, **kwargs):
+        raise AssertionError("measured a concept the model does not draw")
+
+    monkeypatch.setattr(iv, "_batches", no_measurement)
+    with pytest.raises(WeakConceptError, match="best IoU is 0.0000"):
+        ablate(gan, 2, concept="door", top=2, segmenter=BrightDoor(), n=8, dissect_n=16)
+
+
+def test_rank_notes_a_concept_the_model_may_not_draw(gan, door_report):
+    notes = []
+    r = rank_units(gan, 2, "door", units=[0, 1], dissection=door_report, segmenter=BrightDoor(), n=4,
+                   progress=notes.append)
+    assert r.ace == {0: 0.0, 1: 0.0}
+    assert any(m.message and "may not draw it" in m.message and "best IoU 0.0000" in m.message for m in notes)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any dissection or measurement fails the test: the errors must come before them."""
+    import gantools.dissection
+    import gantools.interventions as iv
+
+    def fail(*args, **kwargs):
+        raise AssertionError("expensive work started before the values were checked")
+
+    monkeypatch.setattr(gantools.dissection, "dissect", fail)
+    monkeypatch.setattr(iv, "_batches", fail)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=1), "n must be at least 2"),
+    (dict(top=0), "top must be at least 1"),
+    (dict(units=[0, 12]), "numbered 0 to 7"),
+    (dict(units="4,x"), "unit numbers"),
+    (dict(concept="tree"), "dark, bright"),
+    (dict(layer=9), "unknown layer"),
+    (dict(strength=1.5), "strength must be between 0 and 1"),
+    (dict(value="large"), "zero, mean, q99"),
+    (dict(batch_size=0), "batch_size must be at least 1"),
+    (dict(grid=-1), "grid must be"),
+    (dict(dissect_n=0), "dissect_n must be at least 1"),
+    (dict(rank="ace"), "rank='ace'"),
+    (dict(rank="best"), "unknown ranking"),
+    (dict(curve_points=1), "curve_points must be at least 2"),
+    (dict(concept=None), "say which units"),
+])
+def test_ablate_checks_values_before_dissecting(gan, no_work, kwargs, message):
+    args = dict(layer=2, concept="bright", top=2, segmenter=Bright(), n=8)
+    args.update(kwargs)
+    with pytest.raises(GantoolsError, match=message):
+        ablate(gan, args.pop("layer"), **args)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=1), "n must be at least 2"),
+    (dict(top=0), "top must be at least 1"),
+    (dict(units=[8]), "numbered 0 to 7"),
+    (dict(concept="sky"), "dark, bright"),
+    (dict(layer="layer7"), "unknown layer"),
+    (dict(strength=-0.1), "strength must be between 0 and 1"),
+    (dict(value=[1.0, "x"]), "unknown value"),
+    (dict(at="0.5,1.5"), "between 0 and 1"),
+    (dict(at=(1.2, 0.5)), "between 0 and 1"),
+    (dict(patch=0), "patch must be at least 1"),
+    (dict(at=None, mask=torch.zeros(16, 16)), "selects no pixels"),
+    (dict(at=None), "one of them"),
+    (dict(rank="ace"), "rank='ace'"),
+    (dict(grid=-2), "grid must be"),
+])
+def test_insert_checks_values_before_dissecting(gan, no_work, kwargs, message):
+    args = dict(layer=2, concept="bright", top=2, at=(0.5, 0.5), segmenter=Bright(), n=8)
+    args.update(kwargs)
+    with pytest.raises(GantoolsError, match=message):
+        insert(gan, args.pop("layer"), **args)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=1), "n must be at least 2"),
+    (dict(units=[3, 9]), "numbered 0 to 7"),
+    (dict(concept="tree"), "dark, bright"),
+    (dict(layer=0), "unknown layer"),
+    (dict(strength=2.0), "strength must be between 0 and 1"),
+    (dict(value="mean"), "needs the dissection statistics"),
+    (dict(max_images=0), "max_images must be at least 1"),
+    (dict(batch_size=0), "batch_size must be at least 1"),
+])
+def test_rank_checks_values_before_measuring(gan, no_work, kwargs, message):
+    args = dict(layer=2, concept="bright", segmenter=Bright(), n=8)
+    args.update(kwargs)
+    with pytest.raises(GantoolsError, match=message):
+        rank_units(gan, args.pop("layer"), args.pop("concept"), **args)
 
 
 # ---------------------------------------------------------------------------------------------

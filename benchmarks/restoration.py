@@ -9,10 +9,12 @@ For each task the clean images are degraded once (seeded), then restored by `gan
              true sigma; gantools also gets the true sigma;
 - superres:  bicubic resizing (skimage.transform.resize, order 3) of the area-downsampled input;
 - colorize:  RGB models only: the input's luminance plus the mean chroma (per pixel) of 500
-             reference images of the same domain;
+             reference images of the same domain (`gantools invert --target` uses the model's own
+             samples as the reference instead);
 - reconstruct: the plain inversion, for reference (no classical counterpart).
 
-PSNR and SSIM are computed with gantools.metrics (scikit-image, [0, 1] scale). Also measured:
+The classical methods are gantools.baselines, the ones `gantools invert --target` reports beside
+every result. PSNR and SSIM are computed with gantools.metrics (scikit-image, [0, 1] scale). Also measured:
 
 - time to quality: Adam steps needed from encoder initialisation and from random initialisation
   (one start each, no search) to reach the same objective (the larger of the two final values);
@@ -42,8 +44,9 @@ import torch
 import torch.nn.functional as F
 
 import gantools
+from gantools import baselines
 from gantools.data import find_images, load_image, split_holdout
-from gantools.inversion import luminance, transfer_luminance
+from gantools.inversion import luminance
 from gantools.metrics import psnr, ssim
 from gantools.utils import from_uint8
 
@@ -99,64 +102,16 @@ def random_holes(n: int, size: int, seed: int) -> torch.Tensor:
     return masks
 
 
-def to_np(x: torch.Tensor) -> np.ndarray:
-    """C x H x W in [-1, 1] -> H x W x C float64 in [0, 1]."""
-    return ((x.detach().cpu().double() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
-
-
-def from_np(a: np.ndarray) -> torch.Tensor:
-    a = a if a.ndim == 3 else a[:, :, None]
-    return torch.from_numpy(np.clip(a, 0, 1)).permute(2, 0, 1).float() * 2 - 1
-
-
 # ---------------------------------------------------------------------------------------------
-# Classical methods
-
-
-def classical_inpaint(degraded: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    from skimage.restoration import inpaint_biharmonic
-
-    out = []
-    for x, m in zip(degraded, masks):
-        a = to_np(x)
-        out.append(from_np(inpaint_biharmonic(a, m[0].numpy().astype(bool), channel_axis=-1)))
-    return torch.stack(out)
+# Classical methods: gantools.baselines, the same code `gantools invert --target` compares against.
 
 
 def classical_denoise(noisy: torch.Tensor, sigma: float) -> dict[str, torch.Tensor]:
     """Each classical denoiser with a few settings; the caller keeps the best by mean PSNR."""
-    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet
-
-    ch = -1
-    candidates = {
-        **{f"tv_chambolle(weight={w})": lambda a, w=w: denoise_tv_chambolle(a, weight=w, channel_axis=ch)
-           for w in (0.05, 0.1, 0.2)},
-        **{f"nl_means(h={h}*sigma)": lambda a, h=h: denoise_nl_means(a, h=h * sigma, sigma=sigma, patch_size=3,
-                                                                     patch_distance=5, fast_mode=True,
-                                                                     channel_axis=ch)
-           for h in (0.6, 0.8, 1.0)},
-    }
-    try:
-        import pywt  # noqa: F401  (denoise_wavelet needs PyWavelets)
-
-        candidates.update({f"wavelet({m})": lambda a, m=m: denoise_wavelet(a, sigma=sigma, method=m, mode="soft",
-                                                                         rescale_sigma=True, channel_axis=ch)
-                           for m in ("BayesShrink", "VisuShrink")})
-    except ImportError:
+    candidates = baselines.denoise_candidates(noisy, sigma)
+    if not any(name.startswith("wavelet") for name in candidates):
         print("denoise_wavelet skipped: PyWavelets is not installed (pip install PyWavelets)", flush=True)
-    return {name: torch.stack([from_np(fn(to_np(x))) for x in noisy]) for name, fn in candidates.items()}
-
-
-def classical_superres(low: torch.Tensor, size: int) -> torch.Tensor:
-    from skimage.transform import resize
-
-    return torch.stack([from_np(resize(to_np(x), (size, size), order=3, anti_aliasing=False)) for x in low])
-
-
-def classical_colorize(gray: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Input luminance + the per-pixel mean chroma (RGB - Y) of reference images of the domain."""
-    mean_chroma = (reference - luminance(reference)).mean(0, keepdim=True)
-    return transfer_luminance(luminance(torch.zeros_like(mean_chroma)) + mean_chroma, gray)
+    return candidates
 
 
 def scores(images: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
@@ -237,7 +192,7 @@ def main() -> None:
             masks = random_holes(n, cfg.image_size, args.seed + 1)
             degraded = quantise(clean * (1 - masks))
             ours, secs = run(task, degraded, mask=masks)
-            classic = classical_inpaint(degraded, masks)
+            classic = baselines.inpaint(degraded, masks)
             rows.append({"task": task, "gantools": scores(ours, clean), "classical": scores(classic, clean),
                          "classical_name": "inpaint_biharmonic", "input": scores(degraded, clean), "seconds": secs})
         elif task == "denoise":
@@ -252,14 +207,14 @@ def main() -> None:
         elif task == "superres":
             low = quantise(F.avg_pool2d(clean, args.scale))
             ours, secs = run(task, low, scale=args.scale)
-            classic = classical_superres(low, cfg.image_size)
+            classic = baselines.bicubic(low, cfg.image_size)
             rows.append({"task": task, "gantools": scores(ours, clean), "classical": scores(classic, clean),
                          "classical_name": f"bicubic x{args.scale}", "input": None, "seconds": secs})
         elif task == "colorize":
             gray = quantise(luminance(clean))
             ours, secs = run(task, gray)
             reference, _ = _reference(gan, args.data)
-            classic = classical_colorize(gray, reference)
+            classic = baselines.colorize(gray, baselines.mean_chroma(reference))
             rows.append({"task": task, "gantools": scores(ours, clean), "classical": scores(classic, clean),
                          "classical_name": "mean chroma", "input": None, "seconds": secs})
         else:

@@ -1040,7 +1040,9 @@ def invert_cmd(
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Start from random latents only.")] = False,
     target: Annotated[Optional[Path], typer.Option(
         "--target", help="Clean image (one input) or a folder of clean images named like the inputs: reports "
-        "PSNR and SSIM.", show_default=False)] = None,
+        "PSNR and SSIM beside those of the degraded input itself (superres: bicubic) and of a classical "
+        "baseline (biharmonic inpainting, the best of TV/NL-means/wavelet denoising, bicubic, mean-chroma "
+        "colorization), and warns when the result is worse than either.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images inverted together.")] = 16,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: <stem>.png, <stem>_compare.png, "
                                       "<stem>.latent.pt.")] = Path("inverted"),
@@ -1078,10 +1080,16 @@ def invert_cmd(
                             steps=steps, restarts=restarts, layerwise=layerwise, layer_steps=layer_steps,
                             composite=composite, encoder=None if no_encoder else (encoder if encoder is not None
                                                                                    else "auto"),
-                            targets=target, batch_size=batch_size, seed=seed, progress=rep,
+                            target=target, batch_size=batch_size, seed=seed, progress=rep,
                             on_batch=lambda part: paths.extend(save_outputs(part, out)))
         except KeyboardInterrupt:
-            rep.print(f"interrupted: the {len(paths)} result(s) of finished batches are in {out}/")
+            if paths:
+                last = Path(paths[-1]["output"]).stem
+                rep.print(f"interrupted: kept the {len(paths)} result(s) of the finished batches in {out}/ (the "
+                          f"last is {last}); the images after it were not inverted: invert those to finish")
+            else:
+                rep.print("interrupted before the first batch finished: nothing was written; run the command "
+                          "again (a smaller --batch-size writes results sooner)")
             raise typer.Exit(130) from None
     records = []
     for i, p in enumerate(paths):
@@ -1107,6 +1115,14 @@ def invert_cmd(
             if has_metrics:
                 row += [_opt_num(v.get("psnr"), ".2f"), _opt_num(v.get("ssim"), ".3f")]
             table.add_row(*row)
+        # what the result has to beat: the degraded input itself and the classical baseline
+        compare = []
+        if r.get("input_psnr") is not None and t != "superres":  # superres: the baseline row is the input's
+            compare.append(("input as given", r["input_psnr"], r["input_ssim"]))
+        if r.get("baseline_psnr") is not None:
+            compare.append((f"baseline: {r['baseline']}", r["baseline_psnr"], r["baseline_ssim"]))
+        for label, p_, s_ in compare:
+            table.add_row("", label, "-", "-", _opt_num(p_, ".2f"), _opt_num(s_, ".3f"))
     Console().print(table)
     Console().print(f"wrote {len(records)} result(s) to {out}/ (<stem>.png, <stem>_compare.png, <stem>.latent.pt)",
                     highlight=False)

@@ -669,8 +669,10 @@ class InversionResult:
         layer_z, features, layer_raw, layer_images, layer_losses, layer_history: the same for the
             layer-wise refinement (features = the layer's output for layer_z plus the optimised
             correction); `hooks.generate_from(G, layer, features)` reproduces layer_raw.
-        metrics: per image, PSNR/SSIM against a clean target when one was given (keys psnr, ssim,
-            and layer_psnr, layer_ssim with layer-wise).
+        metrics: per image, when a clean target was given: PSNR/SSIM of the result (psnr, ssim, and
+            layer_psnr, layer_ssim with layer-wise), of the degraded input (input_psnr, input_ssim)
+            and of the classical baseline (baseline, baseline_psnr, baseline_ssim), and worse_than
+            (see `score`).
         settings: the parameters used.
         originals: the inputs as read (uint8, their own size), for display.
         sources: the file each input came from (None for tensor inputs).
@@ -697,7 +699,7 @@ class InversionResult:
     layer_images: torch.Tensor | None = None
     layer_losses: dict[str, torch.Tensor] | None = None
     layer_history: torch.Tensor | None = None
-    metrics: list[dict[str, float]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     originals: list[torch.Tensor] | None = field(default=None, repr=False)
     missing: torch.Tensor | None = field(default=None, repr=False)
@@ -744,6 +746,9 @@ class InversionResult:
             rec["psnr"], rec["ssim"] = m.get("psnr"), m.get("ssim")
             if "layer_psnr" in m and "layerwise" in rec:
                 rec["layerwise"].update(psnr=m["layer_psnr"], ssim=m["layer_ssim"])
+            for key in ("input_psnr", "input_ssim", "baseline", "baseline_psnr", "baseline_ssim", "worse_than"):
+                if key in m:
+                    rec[key] = m[key]
         return rec
 
 
@@ -755,12 +760,13 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
            mask: str | os.PathLike | torch.Tensor | None = None, scale: int = 4,
            noise_sigma: float | Sequence[float] | None = None, steps: int = 300, restarts: int = 4,
            layerwise: int | str | None = None, layer_steps: int | None = None, composite: bool = True,
-           encoder: "str | os.PathLike | Encoder | None" = "auto", targets: ImageSource | None = None,
+           encoder: "str | os.PathLike | Encoder | None" = "auto", target: ImageSource | None = None,
            names: Sequence[str] | None = None, batch_size: int = 16, lr: float = 0.2,
            weights: ObjectiveWeights | None = None, init_samples: int = 32,
            device: str | torch.device | None = None, seed: int = 0,
            progress: ProgressCallback | None = None,
-           on_batch: Callable[[InversionResult], None] | None = None) -> InversionResult:
+           on_batch: Callable[[InversionResult], None] | None = None,
+           targets: ImageSource | None = None) -> InversionResult:
     """Find latents whose degraded images match the given degraded images, and restore them.
 
     Args:
@@ -779,7 +785,10 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
         composite: paste known information back (inpaint: known pixels; colorize: input luminance).
         encoder: "auto" (the model's companion encoder.safetensors if present), a path, an Encoder,
             or None for random starts only.
-        targets: clean images (paths or tensor) for PSNR/SSIM, aligned with `images`.
+        target: clean images (a file for one input, a folder matched by stem, paths, or a tensor)
+            aligned with `images`. Each result is then scored (PSNR/SSIM, see `score`) beside the
+            degraded input itself and the task's classical baseline (`gantools.baselines`), and a
+            notice warns when the result is worse than either.
         names: stems for tensor inputs.
         batch_size: images per batch (each with `restarts` latents).
         lr: Adam learning rate (cosine-decayed to 10%).
@@ -787,11 +796,20 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
         init_samples: random starts are the best `restarts` of this many random latents per image.
         device: where to run (default: the model's device).
         seed: random starts are seeded per image, so results do not depend on batching.
-        progress: progress callback.
+        progress: progress callback (notices: resized inputs, estimated sigmas, results worse than
+            the input or the baseline).
         on_batch: called with each batch's result (an InversionResult of that batch's images,
-            scored when targets are given) as soon as it is done, e.g. `lambda part: part.save(out)`, so a long run that
+            scored when a target is given) as soon as it is done, e.g. `lambda part: part.save(out)`, so a long run that
             is stopped keeps its finished batches.
+        targets: the former spelling of `target` (deprecated).
     """
+    if targets is not None:
+        if target is not None:
+            raise GantoolsError("give target (the clean images), not both target and targets")
+        import warnings
+
+        warnings.warn("invert(targets=...) is now invert(target=...)", DeprecationWarning, stacklevel=2)
+        target = targets
     if task not in TASKS:
         raise GantoolsError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     if steps < 1 or restarts < 1 or batch_size < 1:
@@ -813,8 +831,9 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
     obs_set = load_observations(images, cfg.image_size, cfg.nc, task, scale, names, progress)
     obs_all = obs_set.images
     n = obs_all.shape[0]
-    if targets is not None:  # read them now: a wrong path should fail before the optimisation, not after
-        targets = load_targets(targets, obs_set.names, cfg.image_size, cfg.nc, progress)
+    clean = None
+    if target is not None:  # read them now: a wrong path should fail before the optimisation, not after
+        clean = load_targets(target, obs_set.names, cfg.image_size, cfg.nc, progress)
     sigma_used = None
     deg_mask = None
     if task == "inpaint":
@@ -838,7 +857,7 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource, task: str = "rec
     enc = _resolve_encoder(encoder, gan, dev, progress)
     with _frozen(G, D, enc):
         return _invert(gan, obs_set, deg, task, enc, steps=steps, restarts=restarts, layer=layer,
-                       layer_steps=layer_steps, composite=composite, targets=targets, batch_size=batch_size,
+                       layer_steps=layer_steps, composite=composite, clean=clean, batch_size=batch_size,
                        lr=lr, weights=weights, init_samples=init_samples, dev=dev, seed=seed, scale=scale,
                        sigma_used=sigma_used, deg_mask=deg_mask, progress=progress, on_batch=on_batch)
 
@@ -858,7 +877,7 @@ def _frozen(*modules: torch.nn.Module | None) -> Iterator[None]:
 
 
 def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *, steps: int, restarts: int,
-            layer: str | None, layer_steps: int | None, composite: bool, targets: ImageSource | None,
+            layer: str | None, layer_steps: int | None, composite: bool, clean: list[torch.Tensor | None] | None,
             batch_size: int, lr: float, weights: ObjectiveWeights, init_samples: int, dev: torch.device,
             seed: int, scale: int, sigma_used: torch.Tensor | None, deg_mask: torch.Tensor | None,
             progress: ProgressCallback | None,
@@ -879,7 +898,9 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
     loss_parts: dict[str, list] = {}
     layer_loss_parts: dict[str, list] = {}
 
-    batch_metrics: list[dict[str, float]] = []
+    batch_metrics: list[dict[str, Any]] = []
+    # The colorization baseline's domain colours: the mean chroma of the model's own samples.
+    chroma = _model_chroma(gan, dev) if clean is not None and task == "colorize" else None
 
     def assemble(only_last: bool = False) -> InversionResult:
         # only_last: the latest batch alone (no re-concatenation of earlier ones)
@@ -957,15 +978,36 @@ def _invert(gan: GAN, obs_set: Observations, deg: Degradation, task: str, enc, *
 
         if on_batch is not None:  # e.g. write this batch's files now, so a killed run keeps them
             part = assemble(only_last=True)
-            if targets is not None:
-                part.metrics = score(part, targets[int(idx[0]):int(idx[-1]) + 1], progress)
+            if clean is not None:
+                part.metrics = score(part, clean[int(idx[0]):int(idx[-1]) + 1], progress, chroma=chroma)
                 batch_metrics += part.metrics
+                _warn_worse(part, progress)
             on_batch(part)
 
     result = assemble()
-    if targets is not None:  # scored batch by batch already when on_batch was given
-        result.metrics = batch_metrics if on_batch is not None else score(result, targets, progress)
+    if clean is not None:  # scored (and warned about) batch by batch already when on_batch was given
+        if on_batch is not None:
+            result.metrics = batch_metrics
+        else:
+            result.metrics = score(result, clean, progress, chroma=chroma)
+            _warn_worse(result, progress)
     return result
+
+
+# Images whose mean chroma is the colorization baseline's colour prior (seeded samples of the model).
+CHROMA_SAMPLES = 256
+CHROMA_SEED = 0
+
+
+def _model_chroma(gan: GAN, dev: torch.device) -> torch.Tensor:
+    """Per-pixel mean chroma of CHROMA_SAMPLES seeded samples of the model (1 x 3 x S x S, CPU)."""
+    from .baselines import mean_chroma
+
+    G = gan.generator
+    z = G.sample_z(CHROMA_SAMPLES, CHROMA_SEED, device=dev)
+    with torch.no_grad():
+        images = torch.cat([G(chunk).clamp(-1, 1).cpu() for chunk in z.split(64)])
+    return mean_chroma(images)
 
 
 def _assemble(parts: dict[str, list], loss_parts: dict[str, list], layer_loss_parts: dict[str, list],
@@ -992,8 +1034,8 @@ def _assemble(parts: dict[str, list], loss_parts: dict[str, list], layer_loss_pa
                   "composite": composite, "encoder": enc is not None, "lr": lr, "seed": seed,
                   "weights": weights.__dict__.copy(), "init_samples": init_samples, "batch_size": batch_size,
                   "scale": scale if task == "superres" else None,
-                  "noise_sigma": [float(s) for s in sigma_used] if sigma_used is not None else None,
-                  "resized": obs_set.resized, "degradation": deg.describe()},
+                  "noise_sigma": [float(s) for s in sigma_used[start:end]] if sigma_used is not None else None,
+                  "resized": obs_set.resized[start:end], "degradation": deg.describe()},
         originals=obs_set.originals[start:end], missing=deg_mask[start:end] if per_image_mask else deg_mask,
         sources=obs_set.sources[start:end],
     )
@@ -1090,10 +1132,10 @@ def load_targets(targets: ImageSource, names: Sequence[str], image_size: int, nc
     if isinstance(targets, torch.Tensor):
         t = targets if targets.dim() == 4 else targets[None]
         if t.shape[0] != len(names):
-            raise GantoolsError(f"{t.shape[0]} targets for {len(names)} images")
+            raise GantoolsError(f"{t.shape[0]} target images for {len(names)} inputs")
         t = from_uint8(t) if t.dtype == torch.uint8 else t.float()
         if t.shape[1] != nc or t.shape[-1] != image_size or t.shape[-2] != image_size:
-            raise GantoolsError(f"targets must be N x {nc} x {image_size} x {image_size}, got {tuple(t.shape)}")
+            raise GantoolsError(f"target must be N x {nc} x {image_size} x {image_size}, got {tuple(t.shape)}")
         return list(t.cpu())
     if isinstance(targets, (str, os.PathLike)):
         path = Path(targets)
@@ -1107,13 +1149,13 @@ def load_targets(targets: ImageSource, names: Sequence[str], image_size: int, nc
                 notice(progress, f"no target in {path} for {', '.join(missing[:5])}: no PSNR/SSIM for those")
         else:
             if len(names) != 1:
-                raise GantoolsError("--target is one file but there are several inputs: give a folder of "
+                raise GantoolsError("target is one file but there are several inputs: give a folder of "
                                     "clean images named like the inputs")
             files = [path]
     else:
         files = [Path(p) for p in targets]
         if len(files) != len(names):
-            raise GantoolsError(f"{len(files)} targets for {len(names)} images")
+            raise GantoolsError(f"{len(files)} target images for {len(names)} inputs")
     out: list[torch.Tensor | None] = []
     for f in files:
         if f is None:
@@ -1127,24 +1169,104 @@ def load_targets(targets: ImageSource, names: Sequence[str], image_size: int, nc
     return out
 
 
-def score(result: InversionResult, targets: ImageSource, progress: ProgressCallback | None = None) -> list[dict[str, float]]:
-    """PSNR and SSIM ([0, 1] scale) of each result (and layer-wise result) against clean targets
-    (anything `load_targets` reads, or the list it returns)."""
+def score(result: InversionResult, target: ImageSource, progress: ProgressCallback | None = None, *,
+          baselines: bool = True, chroma: torch.Tensor | None = None) -> list[dict[str, Any]]:
+    """PSNR and SSIM ([0, 1] scale) of each result against its clean target, beside the same numbers
+    for the degraded input itself and for the task's classical baseline.
+
+    Args:
+        result: an inversion result (or one batch of it).
+        target: the clean images: anything `load_targets` reads, or the list it returns.
+        progress: callback (notices about missing or resized targets).
+        baselines: also score the degraded input and the classical baseline.
+        chroma: colorize: the domain's mean chroma for the baseline (`baselines.mean_chroma`; `invert`
+            uses its model's own samples); None: no colorization baseline.
+
+    Returns, per image (an empty dict where there is no target):
+        psnr, ssim: the z-only result; layer_psnr, layer_ssim: the layer-wise result, when it ran.
+        input_psnr, input_ssim: the degraded input against the target: the noisy or masked input as
+            it is, the gray input as RGB; for superres (another size) its bicubic upsampling.
+        baseline, baseline_psnr, baseline_ssim: the classical method (see `gantools.baselines`:
+            biharmonic inpainting, the best of TV / NL-means / wavelet denoising for this image,
+            bicubic upsampling, mean-chroma colorization) and its scores.
+        worse_than: which of "input" and "baseline" have a higher PSNR than the final result (the
+            layer-wise one when it ran): then the GAN prior did not help this image.
+    """
+    from . import baselines as classical
     from .metrics import psnr, ssim
 
     s = result.images.shape[-1]
-    loaded = isinstance(targets, list) and all(t is None or isinstance(t, torch.Tensor) for t in targets)
-    clean = targets if loaded else load_targets(targets, result.names, s, result.images.shape[1], progress)
-    out = []
+    nc = result.images.shape[1]
+    loaded = isinstance(target, list) and all(t is None or isinstance(t, torch.Tensor) for t in target)
+    clean = target if loaded else load_targets(target, result.names, s, nc, progress)
+    out: list[dict[str, Any]] = []
     for i, t in enumerate(clean):
         if t is None:
             out.append({})
             continue
-        m = {"psnr": psnr(result.images[i], t), "ssim": ssim(result.images[i], t)}
+        m: dict[str, Any] = {"psnr": psnr(result.images[i], t), "ssim": ssim(result.images[i], t)}
         if result.layer_images is not None:
             m.update(layer_psnr=psnr(result.layer_images[i], t), layer_ssim=ssim(result.layer_images[i], t))
         out.append(m)
+    have = [i for i, t in enumerate(clean) if t is not None]
+    if not baselines or not have or result.task not in ("inpaint", "denoise", "superres", "colorize"):
+        return out
+    idx = torch.tensor(have)
+    observed = result.observed[idx]
+    clean_t = torch.stack([clean[i] for i in have])
+    view = classical.degraded_view(result.task, observed, s, nc)
+    missing = None
+    if result.missing is not None:
+        missing = result.missing if result.missing.shape[0] == 1 else result.missing[idx]
+    sigma = result.settings.get("noise_sigma")
+    restored = classical.restore(result.task, observed, missing=missing, size=s, chroma=chroma, target=clean_t,
+                                 sigma=[sigma[i] for i in have] if sigma is not None else None,
+                                 scale=result.settings.get("scale"))
+    final = "layer_psnr" if result.layer_images is not None else "psnr"
+    for j, i in enumerate(have):
+        m = out[i]
+        worse = []
+        if view is not None:
+            m.update(input_psnr=psnr(view[j], clean_t[j]), input_ssim=ssim(view[j], clean_t[j]))
+            if m[final] < m["input_psnr"]:
+                worse.append("input")
+        if restored is not None:
+            images, names = restored
+            m.update(baseline=names[j], baseline_psnr=psnr(images[j], clean_t[j]),
+                     baseline_ssim=ssim(images[j], clean_t[j]))
+            if m[final] < m["baseline_psnr"]:
+                worse.append("baseline")
+        m["worse_than"] = worse
     return out
+
+
+# What the degraded input is called in warnings, per task.
+_INPUT_WORDS = {"denoise": "the noisy input itself", "inpaint": "the masked input itself",
+                "colorize": "the gray input itself", "superres": "bicubic upsampling"}
+_MAX_WARNINGS = 5  # per batch; then one line counts the rest
+
+
+def _warn_worse(result: InversionResult, progress: ProgressCallback | None) -> None:
+    """One notice per result that scored below its degraded input or its classical baseline."""
+    bad = [i for i, m in enumerate(result.metrics) if m and m.get("worse_than")]
+    for i in bad[:_MAX_WARNINGS]:
+        notice(progress, "warning: " + _worse_text(result, i))
+    if len(bad) > _MAX_WARNINGS:
+        notice(progress, f"warning: {len(bad) - _MAX_WARNINGS} more of these {len(result)} results are worse than "
+                         "the degraded input or the classical baseline (see worse_than in their records)")
+
+
+def _worse_text(result: InversionResult, i: int) -> str:
+    m = result.metrics[i]
+    ours = m["layer_psnr"] if "layer_psnr" in m else m["psnr"]
+    what = "layer-wise result" if "layer_psnr" in m else "result"
+    beaten = []
+    if "input" in m["worse_than"]:
+        beaten.append(f"{_INPUT_WORDS.get(result.task, 'the input')} ({m['input_psnr']:.2f} dB)")
+    if "baseline" in m["worse_than"] and not (result.task == "superres" and "input" in m["worse_than"]):
+        beaten.append(f"the classical baseline {m['baseline']} ({m['baseline_psnr']:.2f} dB)")
+    return (f"{result.names[i]}: the {what} (PSNR {ours:.2f} dB) is worse than {' and than '.join(beaten)}: "
+            "the GAN prior does not restore this image")
 
 
 def compare_strip(result: InversionResult, i: int, original: torch.Tensor | None = None, min_size: int = 128) -> torch.Tensor:

@@ -164,7 +164,7 @@ def test_planted_reconstruction(gan):
     from gantools.inversion import invert
 
     _, target = planted(gan)
-    res = invert(gan, target, "reconstruct", steps=120, restarts=2, encoder=None, targets=target, seed=0)
+    res = invert(gan, target, "reconstruct", steps=120, restarts=2, encoder=None, target=target, seed=0)
     init_mse = ((gan.generator(_z_at_init(gan, target)) - target) / 2).pow(2).flatten(1).mean(1)
     assert (res.losses["mse"] < 0.2 * init_mse).all(), (res.losses["mse"], init_mse)
     assert (res.losses["total"] < res.init_loss).all()
@@ -206,7 +206,7 @@ def test_on_batch_hands_over_each_finished_batch(gan, tmp_path):
     _, target = planted(gan, n=5, seed=12)
     parts = []
     res = invert(gan, target, "reconstruct", steps=3, restarts=2, batch_size=2, encoder=None, layerwise=2,
-                 layer_steps=2, targets=target, on_batch=parts.append)
+                 layer_steps=2, target=target, on_batch=parts.append)
     assert [p.names for p in parts] == [res.names[0:2], res.names[2:4], res.names[4:5]]
     for field in ("z", "images", "layer_images", "features", "restart_losses"):
         assert torch.equal(torch.cat([getattr(p, field) for p in parts]), getattr(res, field)), field
@@ -228,7 +228,7 @@ def test_inpaint_composite_keeps_known_pixels(gan):
     missing = torch.zeros(16, 16)
     missing[4:12, 5:11] = 1
     degraded = clean * (1 - missing)
-    res = invert(gan, degraded, "inpaint", mask=missing, steps=60, restarts=2, encoder=None, targets=clean)
+    res = invert(gan, degraded, "inpaint", mask=missing, steps=60, restarts=2, encoder=None, target=clean)
     known = missing == 0
     obs = res.observed
     assert torch.equal(obs, degraded)  # float inputs keep their precision
@@ -248,7 +248,7 @@ def test_colorize_keeps_input_luminance(gan, gray_gan):
 
     _, clean = planted(gan, n=2, seed=9)
     gray = luminance(clean)
-    res = invert(gan, gray, "colorize", steps=40, restarts=2, encoder=None, targets=clean)
+    res = invert(gan, gray, "colorize", steps=40, restarts=2, encoder=None, target=clean)
     assert res.observed.shape == (2, 1, 16, 16) and res.images.shape == (2, 3, 16, 16)
     assert torch.allclose(luminance(res.images), res.observed, atol=1e-5)
     assert (res.images.std(1) > 1e-3).any()  # colour came from G
@@ -264,7 +264,7 @@ def test_superres_size_must_match(gan):
 
     _, clean = planted(gan, n=2, seed=4)
     low = F.avg_pool2d(clean, 4)
-    res = invert(gan, low, "superres", scale=4, steps=40, restarts=2, encoder=None, targets=clean)
+    res = invert(gan, low, "superres", scale=4, steps=40, restarts=2, encoder=None, target=clean)
     assert res.images.shape == (2, 3, 16, 16)
     bicubic = F.interpolate(res.observed, scale_factor=4, mode="bicubic", align_corners=False)
     ours = (res.images - clean).pow(2).mean()
@@ -281,15 +281,138 @@ def test_denoise_estimates_sigma(gan):
     _, clean = planted(gan, n=2, seed=3)
     noisy = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     notes: list[str] = []
-    res = invert(gan, noisy, "denoise", steps=40, restarts=2, encoder=None, targets=clean,
+    res = invert(gan, noisy, "denoise", steps=40, restarts=2, encoder=None, target=clean,
                  progress=lambda p: notes.append(p.message) if p.message else None)
     assert any("estimated noise sigma" in m for m in notes)
     assert res.settings["noise_sigma"] == pytest.approx(estimate_noise_sigma(res.observed).tolist())
-    given = invert(gan, noisy, "denoise", noise_sigma=0.1, steps=40, restarts=2, encoder=None, targets=clean)
+    given = invert(gan, noisy, "denoise", noise_sigma=0.1, steps=40, restarts=2, encoder=None, target=clean)
     assert given.settings["noise_sigma"] == pytest.approx([0.1, 0.1])
     from gantools.metrics import psnr
 
     assert all(m["psnr"] > psnr(noisy[i].clamp(-1, 1), clean[i]) for i, m in enumerate(given.metrics))
+
+
+def _numpy01(x):
+    return ((x.double() + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _tensor(a):
+    a = a if a.ndim == 3 else a[:, :, None]
+    return torch.from_numpy(np.clip(a, 0, 1)).permute(2, 0, 1).float() * 2 - 1
+
+
+def _consistent_verdict(m):
+    final = m.get("layer_psnr", m["psnr"])
+    expected = [k for k in ("input", "baseline") if f"{k}_psnr" in m and final < m[f"{k}_psnr"]]
+    assert m["worse_than"] == expected, m
+
+
+def test_target_scores_the_degraded_input_and_a_classical_baseline(gan):
+    """With a target, every result is scored beside the input itself and scikit-image's classical method."""
+    from skimage.restoration import denoise_tv_chambolle, inpaint_biharmonic
+    from skimage.transform import resize
+
+    from gantools.inversion import invert, luminance
+    from gantools.metrics import psnr
+
+    _, clean = planted(gan, n=2, seed=3)
+    kw = dict(steps=15, restarts=1, encoder=None, target=clean)
+    # denoise: the noisy input as it is, and the best classical denoiser for each image
+    noisy = (clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    den = invert(gan, noisy, "denoise", noise_sigma=0.1, **kw)
+    for i, m in enumerate(den.metrics):
+        assert m["input_psnr"] == pytest.approx(psnr(noisy[i], clean[i]))
+        tv = _tensor(denoise_tv_chambolle(_numpy01(noisy[i]), weight=0.1, channel_axis=-1))
+        assert m["baseline_psnr"] >= psnr(tv, clean[i]) - 1e-9  # the best setting, so at least TV's
+        assert m["baseline"].split("(")[0] in ("tv_chambolle", "nl_means", "wavelet")
+        # (on these 16 px textures the classics barely beat the noisy input: all the more reason to show both)
+        _consistent_verdict(m)
+        rec = den.record(i)
+        assert rec["input_psnr"] == m["input_psnr"] and rec["baseline"] == m["baseline"]
+    # inpaint: the masked input, and biharmonic inpainting
+    missing = torch.zeros(16, 16)
+    missing[4:12, 5:11] = 1
+    holed = clean * (1 - missing)
+    inp = invert(gan, holed, "inpaint", mask=missing, **kw)
+    for i, m in enumerate(inp.metrics):
+        bih = _tensor(inpaint_biharmonic(_numpy01(holed[i]), missing.numpy().astype(bool), channel_axis=-1))
+        assert m["baseline"] == "inpaint_biharmonic"
+        assert m["baseline_psnr"] == pytest.approx(psnr(bih, clean[i]), abs=1e-6)
+        assert m["input_psnr"] == pytest.approx(psnr(holed[i], clean[i]))
+        _consistent_verdict(m)
+    # superres: the input has another size, so the bicubic upsampling stands for it
+    low = F.avg_pool2d(clean, 4)
+    sr = invert(gan, low, "superres", scale=4, **kw)
+    for i, m in enumerate(sr.metrics):
+        bic = _tensor(resize(_numpy01(low[i]), (16, 16), order=3, anti_aliasing=False))
+        assert m["baseline"] == "bicubic x4"
+        assert m["input_psnr"] == m["baseline_psnr"] == pytest.approx(psnr(bic, clean[i]), abs=1e-6)
+    # colorize: the gray input as RGB, and its luminance with the model samples' mean chroma
+    gray = luminance(clean)
+    col = invert(gan, gray, "colorize", **kw)
+    z = gan.generator.sample_z(256, 0, device="cpu")
+    with torch.no_grad():
+        samples = gan.generator(z).clamp(-1, 1)
+    chroma = (samples - luminance(samples)).mean(0, keepdim=True)
+    for i, m in enumerate(col.metrics):
+        assert m["input_psnr"] == pytest.approx(psnr(gray[i].expand(3, -1, -1), clean[i]))
+        assert m["baseline"] == "mean chroma"
+        from gantools.inversion import transfer_luminance
+
+        expected = transfer_luminance(chroma, gray[i:i + 1])[0]
+        assert m["baseline_psnr"] == pytest.approx(psnr(expected, clean[i]), abs=1e-4)
+        assert m["baseline_psnr"] > m["input_psnr"]  # the samples' colours beat no colour at all
+    # reconstruct has neither
+    rec = invert(gan, clean, **kw)
+    assert all(set(m) == {"psnr", "ssim"} for m in rec.metrics)
+
+
+def test_a_result_worse_than_its_input_is_warned_about(gan):
+    from gantools.inversion import invert
+
+    _, clean = planted(gan, n=2, seed=3)
+    # nearly clean input, and an inversion that cannot move (lr 0): the input itself is far better
+    noisy = (clean + 0.02 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    notes: list[str] = []
+    res = invert(gan, noisy, "denoise", noise_sigma=0.01, steps=1, restarts=1, encoder=None, lr=0.0,
+                 target=clean, progress=lambda p: notes.append(p.message) if p.message else None)
+    for i, m in enumerate(res.metrics):
+        assert m["psnr"] < m["input_psnr"] - 3 and "input" in m["worse_than"], m
+        _consistent_verdict(m)
+        line = next(n for n in notes if n.startswith(f"warning: {res.names[i]}:"))
+        assert f"PSNR {m['psnr']:.2f} dB" in line and f"noisy input itself ({m['input_psnr']:.2f} dB)" in line
+    # batch by batch (on_batch, as the CLI runs it), the same verdicts and warnings
+    notes2: list[str] = []
+    parts = []
+    res2 = invert(gan, noisy, "denoise", noise_sigma=0.01, steps=1, restarts=1, encoder=None, lr=0.0,
+                  target=clean, batch_size=1, on_batch=parts.append,
+                  progress=lambda p: notes2.append(p.message) if p.message else None)
+    assert res2.metrics == res.metrics and [p.metrics[0] for p in parts] == res.metrics
+    assert [n for n in notes2 if n.startswith("warning")] == [n for n in notes if n.startswith("warning")]
+
+
+def test_target_is_the_keyword_and_targets_still_works(gan):
+    from gantools.inversion import invert
+
+    _, clean = planted(gan, n=1, seed=3)
+    new = invert(gan, clean, steps=2, restarts=1, encoder=None, target=clean)
+    with pytest.warns(DeprecationWarning, match="target="):
+        old = invert(gan, clean, steps=2, restarts=1, encoder=None, targets=clean)
+    assert old.metrics == new.metrics and new.metrics[0]["psnr"] > 0
+    with pytest.raises(GantoolsError, match="not both"):
+        invert(gan, clean, steps=1, target=clean, targets=clean)
+
+
+def test_per_image_settings_follow_each_batch(gan):
+    from gantools.inversion import invert
+
+    _, clean = planted(gan, n=3, seed=3)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
+    parts = []
+    res = invert(gan, noisy, "denoise", noise_sigma=[0.05, 0.1, 0.2], steps=1, restarts=1, encoder=None,
+                 batch_size=2, on_batch=parts.append)
+    assert [p.settings["noise_sigma"] for p in parts] == [pytest.approx([0.05, 0.1]), pytest.approx([0.2])]
+    assert [p.record(0)["noise_sigma"] for p in parts] == [res.record(0)["noise_sigma"], res.record(2)["noise_sigma"]]
 
 
 def test_layerwise_beats_z_only_outside_the_range(gan):
@@ -299,7 +422,7 @@ def test_layerwise_beats_z_only_outside_the_range(gan):
     # a smooth pattern the generator never drew
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
     target = torch.stack([torch.sin(3 * xx), torch.cos(4 * yy), xx * yy]).unsqueeze(0) * 0.8
-    res = invert(gan, target, steps=60, restarts=2, layerwise=2, layer_steps=60, encoder=None, targets=target)
+    res = invert(gan, target, steps=60, restarts=2, layerwise=2, layer_steps=60, encoder=None, target=target)
     assert res.layer == "layer2"
     assert res.layer_losses["mse"][0] < 0.7 * res.losses["mse"][0]
     assert (res.layer_losses["total"] <= res.losses["total"] + 1e-5).all()  # starts from the z-only winner
@@ -364,7 +487,7 @@ def test_inputs_any_size_with_notice_and_errors(gan, gray_gan, tmp_path):
     # A missing clean target fails before any optimisation step.
     steps_seen: list[Progress] = []
     with pytest.raises(GantoolsError, match="image not found"):
-        invert(gan, [pal], steps=5, encoder=None, targets=tmp_path / "nothere.png", progress=steps_seen.append)
+        invert(gan, [pal], steps=5, encoder=None, target=tmp_path / "nothere.png", progress=steps_seen.append)
     assert not any(p.task == "invert" for p in steps_seen)
     # transparent mask pixels are known pixels, not holes
     rgba_mask = np.zeros((16, 16, 4), np.uint8)
@@ -434,6 +557,9 @@ def test_cli_invert_outputs_and_json(gan, model_file, tmp_path):
         assert r["task"] == "inpaint" and r["psnr"] > 10 and 0 < r["ssim"] <= 1
         assert r["layerwise"]["layer"] == "layer2" and "psnr" in r["layerwise"]
         assert r["output"] == str(out / f"{r['name']}.png")
+        # what it had to beat: the white-holed input as given, and biharmonic inpainting
+        assert r["baseline"] == "inpaint_biharmonic" and r["input_psnr"] < r["baseline_psnr"]
+        assert r["worse_than"] == [k for k in ("input", "baseline") if r["layerwise"]["psnr"] < r[f"{k}_psnr"]]
     for stem in ("digit0", "digit1"):
         assert (out / f"{stem}.png").is_file() and (out / f"{stem}_compare.png").is_file()
         with Image.open(out / f"{stem}.png") as im:
@@ -444,6 +570,13 @@ def test_cli_invert_outputs_and_json(gan, model_file, tmp_path):
         assert latent["z"].shape == (8,) and latent["layer"] == "layer2" and latent["features"].dim() == 3
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"digit{i}{s}" for i in range(2) for s in (".png", "_compare.png", ".latent.pt"))
+    table = run_cli("invert", *paths, "--model", model_file, "--task", "inpaint", "--mask", tmp_path / "mask.png",
+                    "--steps", "2", "--restarts", "1", "--target", tmp_path / "clean", "--out", tmp_path / "o2",
+                    "--device", "cpu", "--quiet")
+    assert table.exit_code == 0, table.output
+    rows = [line for line in table.stdout.splitlines() if "input as given" in line or "baseline:" in line]
+    assert len(rows) == 4 and sum("inpaint_biharmonic" in line for line in rows) == 2
+    assert f"{lines[0]['baseline_psnr']:.2f}" in rows[1]
 
     # table output, superres from the command line
     low = tmp_path / "low.png"
@@ -491,7 +624,7 @@ def test_layerwise_denoising_stops_at_the_noise_level(gan):
 
     _, clean = planted(gan, n=2, seed=13)
     noisy = clean + 2 * 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
-    kw = dict(steps=20, restarts=1, layerwise=2, layer_steps=150, encoder=None, targets=clean)
+    kw = dict(steps=20, restarts=1, layerwise=2, layer_steps=150, encoder=None, target=clean)
     free = invert(gan, noisy, "reconstruct", **kw)  # no noise model: fits the noise too
     den = invert(gan, noisy, "denoise", noise_sigma=0.1, **kw)
     assert (free.layer_losses["mse"] < 0.7 * 0.01).all(), free.layer_losses["mse"]

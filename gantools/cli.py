@@ -1218,18 +1218,31 @@ def _eval_table(result: Any) -> None:
     console.print(f"{result.model} vs {result.data}: {result.n_generated} generated, {result.n_real} real images",
                   highlight=False)
     if result.metrics:
+        floor = getattr(result, "floor", None) or {}
         table = Table(show_header=True)
         table.add_column("metric")
-        table.add_column("value", justify="right")
+        table.add_column("model", justify="right")
+        if floor.get("n"):  # what a perfect model would score: real images against other real images
+            table.add_column(f"real vs real ({floor['n']} + {floor['n']})", justify="right")
         m = result.metrics
+
+        def row(label: str, key: str, fmt: Any) -> None:
+            cells = [label, fmt(m, key)]
+            if floor.get("n"):
+                cells.append(fmt(floor, key) if key in floor else "-")
+            table.add_row(*cells)
+
         if "fid" in m:
-            table.add_row("FID", f"{m['fid']:.4g}")
+            row("FID", "fid", lambda d, k: f"{d[k]:.4g}")
         if "kid" in m:
-            table.add_row("KID (x1000)", f"{1000 * m['kid']:.4g} ± {1000 * m['kid_std']:.2g}")
+            row("KID (x1000)", "kid", lambda d, k: f"{1000 * d['kid']:.4g} ± {1000 * d['kid_std']:.2g}")
         if "precision" in m:
-            table.add_row(f"precision (k={result.settings['k']})", f"{m['precision']:.3f}")
-            table.add_row(f"recall (k={result.settings['k']})", f"{m['recall']:.3f}")
+            row(f"precision (k={result.settings['k']})", "precision", lambda d, k: f"{d[k]:.3f}")
+            row(f"recall (k={result.settings['k']})", "recall", lambda d, k: f"{d[k]:.3f}")
         console.print(table)
+        names = {"fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall"}
+        for key, text in result.explain().items():
+            console.print(f"{names.get(key, key)}: {text}", highlight=False, markup=False, soft_wrap=True)
         console.print(f"extractor: {ex['description']}  (fingerprint {ex['fingerprint']}, {ex['dim']} features) "
                       "- compare scores only between results with the same extractor fingerprint", highlight=False,
                       markup=False)

@@ -777,6 +777,9 @@ class EvalResult:
         data: the reference data; n_generated, n_real: sample counts; seed: seed of the generated samples.
         extractor: name, fingerprint, description and dim of the feature extractor.
         metrics: fid, kid, kid_std, precision, recall (those asked for).
+        floor: the same metrics between two disjoint random halves of the real images (n: images per
+            half), what a model indistinguishable from the real data would score with this extractor
+            and this many images (see `real_floor`); empty when not measured.
         class_coverage: class shares of generated samples (with a classifier).
         concepts: concept pixel frequencies (with a segmenter).
         cache: which reference statistics came from the cache, and where.
@@ -792,6 +795,7 @@ class EvalResult:
     seed: int
     extractor: dict[str, Any] | None
     metrics: dict[str, float] = field(default_factory=dict)
+    floor: dict[str, float] = field(default_factory=dict)
     class_coverage: Any = None
     concepts: ConceptStats | None = None
     cache: dict[str, Any] = field(default_factory=dict)
@@ -800,10 +804,74 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("model", "model_fingerprint", "data", "n_generated", "n_real", "seed",
-                                            "extractor", "metrics", "cache", "settings", "seconds")}
+                                            "extractor", "metrics", "floor", "cache", "settings", "seconds")}
+        d["meaning"] = self.explain()
         d["class_coverage"] = self.class_coverage.to_dict() if self.class_coverage is not None else None
         d["concepts"] = self.concepts.to_dict() if self.concepts is not None else None
         return d
+
+    def explain(self) -> dict[str, str]:
+        """One line per metric measured: what its number means with this extractor, read against the floor."""
+        if not self.metrics or self.extractor is None:
+            return {}
+        feats = f"{self.extractor['name']} features"
+        fl = self.floor
+
+        def real(key: str, text: str) -> str:
+            if key not in fl:
+                return ""
+            return f"; real images score {text} against other real images ({fl['n']} + {fl['n']})"
+
+        k = self.settings.get("k", 3)
+        out = {}
+        if "fid" in self.metrics:
+            out["fid"] = (f"distance between the means and covariances of generated and real {feats}"
+                          + (real("fid", f"{fl['fid']:.4g}") + ", the best a model can do here" if "fid" in fl
+                             else "; 0 = identical")
+                          + "; comparable only with the same extractor fingerprint and N")
+        if "kid" in self.metrics:
+            kid_text = f"{1000 * fl['kid']:.3g} ± {1000 * fl['kid_std']:.2g}" if "kid" in fl else ""
+            out["kid"] = (f"the same comparison of {feats} (x1000) without FID's small-sample bias: about 0 when "
+                          "generated and real images are alike" + real("kid", kid_text))
+        if "precision" in self.metrics:
+            out["precision"] = (f"share of generated images that land among real images ({k} nearest neighbours in "
+                                f"{feats}): realism" + real("precision", f"{fl.get('precision', 0):.3f}"))
+            out["recall"] = (f"share of real images that generated images reach ({k} nearest neighbours): how much "
+                             "of the real variety the model covers" + real("recall", f"{fl.get('recall', 0):.3f}"))
+        return out
+
+
+def real_floor(real_features: Any, metrics: Sequence[str] = ("fid", "kid", "pr"), k: int = 3,
+               kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """FID, KID and precision/recall between two disjoint random halves of the real features.
+
+    A model whose samples were more real images would score about this: the floor that the
+    extractor and the sample size allow (each half has N/2 images, and FID's bias grows as N
+    shrinks, so the floor at N itself is a little lower). Metrics that need more images than a
+    half holds (2 for FID/KID, more than k for precision/recall) are left out.
+
+    Args:
+        real_features: N x D features of real images.
+        metrics: which of fid, kid, pr.
+        k, kid_subsets, kid_subset_size: as for the model's scores.
+        seed: seeds the split and KID's subsets.
+
+    Returns: {"n": images per half, and fid, kid, kid_std, precision, recall where measured}.
+    """
+    real = torch.as_tensor(_as_f64(real_features))
+    half = len(real) // 2
+    out: dict[str, float] = {"n": half}
+    if half < 2:
+        return out
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    a, b = real[order[:half]], real[order[half:2 * half]]
+    if "fid" in metrics:
+        out["fid"] = fid(a, b)
+    if "kid" in metrics:
+        out["kid"], out["kid_std"] = kid(a, b, kid_subsets, kid_subset_size, seed)
+    if "pr" in metrics and half > k:
+        out["precision"], out["recall"] = precision_recall(a, b, k)
+    return out
 
 
 def parse_metrics(metrics: str | Sequence[str], has_classifier: bool = False, has_segmenter: bool = False) -> list[str]:
@@ -853,7 +921,7 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
              seed: int = 0, holdout: int = 0, k: int = 3, kid_subsets: int = 100, kid_subset_size: int = 1000,
              confidence: float = 0.9, batch_size: int = 100, use_cache: bool = True,
              device: str | torch.device = "cpu", progress: ProgressCallback | None = None,
-             data_version: int | None = None) -> EvalResult:
+             data_version: int | None = None, floor: bool = True) -> EvalResult:
     """Sample-quality metrics of a GAN against real data: FID, KID, precision/recall, class coverage, concepts.
 
     Args:
@@ -878,6 +946,8 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
         progress: callback.
         data_version: design version of a built-in reference dataset; default: the version the model
             was trained on when `data` is its training data, else the current one.
+        floor: also score two disjoint halves of the real images against each other (`real_floor`):
+            what a perfect model would score with this extractor and N, to read the model's scores by.
     """
     from .classifier import Classifier, coverage_from_probs, load_classifier
     from .models import GAN, fingerprint, load_model
@@ -980,6 +1050,13 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
             scores["kid"], scores["kid_std"] = kid(real, fake, kid_subsets, kid_subset_size, seed)
         if "pr" in wanted:
             scores["precision"], scores["recall"] = precision_recall(real, fake, k)
+    floor_scores: dict[str, float] = {}
+    if fx is not None and floor:
+        floor_scores = real_floor(entries["features"]["features"], wanted, k, kid_subsets, kid_subset_size, seed)
+        missing = [m for m in ("fid", "kid", "precision") if m in scores and m not in floor_scores]
+        if missing:
+            notice(progress, f"{n_real} real images are too few to score two halves against each other for "
+                             f"{', '.join(missing)}: no floor to read those by")
     coverage = coverage_from_probs(torch.cat(probs), clf.classes, confidence) if clf is not None else None
     concepts = None
     if seg is not None:
@@ -991,7 +1068,8 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
     return EvalResult(
         model=str(gan.path) if gan.path else "(in memory)", model_fingerprint=fingerprint(gan.generator),
         data=str(data) if data is not None else None, n_generated=n, n_real=n_real, seed=seed,
-        extractor=fx.info() if fx is not None else None, metrics=scores, class_coverage=coverage, concepts=concepts,
+        extractor=fx.info() if fx is not None else None, metrics=scores, floor=floor_scores,
+        class_coverage=coverage, concepts=concepts,
         cache=cache, settings={"metrics": wanted, "k": k, "kid_subsets": kid_subsets,
                                "kid_subset_size": min(kid_subset_size, n, n_real or n), "confidence": confidence,
                                "holdout": holdout},

@@ -288,6 +288,50 @@ def test_evaluate_with_companion_classifier_and_concepts(tiny_model_file, image_
         M.evaluate(tiny_model_file, data=image_folder, n=10, metrics="fid,bogus")
 
 
+def test_real_floor_scores_two_disjoint_halves_of_the_real_data():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(40, 6, generator=g)
+    floor = M.real_floor(real, k=3, kid_subsets=4, kid_subset_size=10, seed=5)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(5))
+    a, b = real[order[:20]], real[order[20:]]
+    assert floor["n"] == 20
+    assert floor["fid"] == pytest.approx(M.fid(a, b))
+    assert (floor["kid"], floor["kid_std"]) == pytest.approx(M.kid(a, b, 4, 10, 5))
+    assert (floor["precision"], floor["recall"]) == pytest.approx(M.precision_recall(a, b, 3))
+    assert 0.5 < floor["precision"] <= 1 and 0.5 < floor["recall"] <= 1  # one distribution: mostly inside
+    # a shifted "model" is far above that floor
+    assert M.fid(real, real + 3) > 10 * floor["fid"]
+    # too few images for a metric: it is left out, not made up
+    few = M.real_floor(real[:7], k=3)
+    assert few["n"] == 3 and "fid" in few and "precision" not in few
+    assert M.real_floor(real[:3]) == {"n": 1}
+
+
+def test_evaluate_reports_the_real_vs_real_floor_and_explains_each_number(tiny_model_file, image_folder):
+    r = M.evaluate(tiny_model_file, data=image_folder, n=20, extractor="random", kid_subsets=3)
+    real = M.reference_features(image_folder, M.random_conv_extractor(3), 16, 3, n=20)
+    assert r.n_real == 12 and r.floor["n"] == 6
+    assert r.floor == pytest.approx(M.real_floor(real, k=3, kid_subsets=3, kid_subset_size=1000, seed=0))
+    assert set(r.floor) == {"n", "fid", "kid", "kid_std", "precision", "recall"}
+    assert r.floor["fid"] < r.metrics["fid"]  # random images against each other beat an untrained model
+    meaning = r.explain()
+    assert set(meaning) == {"fid", "kid", "precision", "recall"}
+    assert f"{r.floor['fid']:.4g}" in meaning["fid"] and "random-conv" in meaning["fid"]
+    assert f"{r.floor['recall']:.3f}" in meaning["recall"]
+    d = r.to_dict()
+    assert d["floor"] == r.floor and d["meaning"] == meaning
+    json.dumps(d)
+    # 5 real images: halves of 2, enough for FID and KID but not for 3-NN precision/recall (a notice says so)
+    notes = []
+    r5 = M.evaluate(tiny_model_file, data=image_folder, n=20, extractor="random", kid_subsets=3, holdout=5,
+                    progress=lambda p: notes.append(p.message) if p.message else None)
+    assert r5.floor["n"] == 2 and "fid" in r5.floor and "precision" not in r5.floor
+    assert any("too few" in m and "precision" in m for m in notes)
+    assert "real images score" not in r5.explain()["precision"]
+    assert M.evaluate(tiny_model_file, data=image_folder, n=20, extractor="random", kid_subsets=3,
+                      floor=False).floor == {}
+
+
 def test_training_fid_is_repeatable_and_restores_mode(tiny_config, image_folder):
     from gantools.models import Generator
 
@@ -306,8 +350,14 @@ def test_cli_eval(tiny_model_file, image_folder):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["extractor"]["name"] == "random-conv" and out["metrics"]["fid"] > 0
+    assert out["floor"]["n"] == 6 and out["floor"]["fid"] < out["metrics"]["fid"]
+    assert set(out["meaning"]) == {"fid", "kid", "precision", "recall"}
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and "FID" in r.stdout and "random-conv" in r.stdout
+    assert "real vs real (6 + 6)" in r.stdout
+    lines = r.stdout.splitlines()
+    for name, key in (("FID", "fid"), ("KID", "kid"), ("precision", "precision"), ("recall", "recall")):
+        assert f"{name}: {out['meaning'][key]}" in lines  # one line each
     r = runner.invoke(app, args + ["--holdout", "5", "--json"])  # only the folder's last 5 images
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.strip().splitlines()[-1])["n_real"] == 5

@@ -319,11 +319,15 @@ def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int 
     result = ClassifierTraining(model, train_acc, val_acc, len(train_idx), n_val, epochs,
                                 time.monotonic() - start,
                                 per_class_counts={c: int(k) for c, k in zip(data.classes, counts.tolist())})
+    # Which images it learnt from: the folder, its size, and how many were held out (as split_holdout
+    # picks them), so that evaluate_classifier can tell a held-out score from one on training images.
+    training = {"data": str(Path(data_dir).resolve()), "data_files": len(class_folder_files(data_dir)[0]),
+                "holdout": holdout, "epochs": epochs,
+                "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
+                "n_train": len(train_idx), "n_val": n_val, "val_accuracy": val_acc,
+                "train_accuracy": train_acc, "seconds": round(result.seconds, 1)}
+    model.training_info = training  # type: ignore[attr-defined]
     if out is not None:
-        training = {"data": str(Path(data_dir).resolve()), "holdout": holdout, "epochs": epochs,
-                    "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
-                    "n_train": len(train_idx), "n_val": n_val, "val_accuracy": val_acc,
-                    "train_accuracy": train_acc, "seconds": round(result.seconds, 1)}
         result.path = save_classifier(model, out, training)
         notice(progress, f"classifier written to {result.path}")
     return result
@@ -368,7 +372,13 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 @dataclass
 class ClassifierEvaluation:
-    """Accuracy of a classifier on a labelled folder, overall and per class."""
+    """Accuracy of a classifier on a labelled folder, overall and per class.
+
+    Args:
+        part: "holdout" (only the held-out images) or "all".
+        trained_on: how many of the evaluated images the classifier was trained on (from the
+            training record in its file); None when that cannot be told (no record, or another folder).
+    """
 
     accuracy: float
     n: int
@@ -377,6 +387,7 @@ class ClassifierEvaluation:
     confusion: list[list[int]]
     data: str
     part: str
+    trained_on: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -389,7 +400,10 @@ def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: st
     """Accuracy on a class-folder dataset (only its held-out files, as `data.split_holdout` picks them, when holdout > 0).
 
     Class folders are matched to the classifier's classes by name; a folder the classifier does not
-    know is an error.
+    know is an error. When the classifier was trained on this folder (its file records the folder
+    and the holdout it was trained with), a held-out evaluation (holdout > 0) that would include
+    training images is an error, and an evaluation of all images warns through `progress` that
+    the score is not a held-out one.
     """
     if batch_size < 1 or holdout < 0:
         raise GantoolsError("batch size must be at least 1 and holdout at least 0")
@@ -402,6 +416,20 @@ def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: st
     if unknown:
         raise GantoolsError(f"class folder(s) {', '.join(unknown)} are not classes of this classifier "
                             f"({', '.join(model.classes)})")
+    trained_on = training_overlap(model, data_dir, data.files, progress)
+    if trained_on and holdout:
+        info = model.training_info  # type: ignore[attr-defined]
+        fix = (f"evaluate with holdout={info['holdout']} (or less)" if info["holdout"]
+               else f"train the classifier with holdout={holdout} (or more) to keep them out of its training")
+        raise GantoolsError(f"{trained_on} of the {len(data.files)} held-out images asked for (holdout={holdout}) were "
+                            f"used to train this classifier (trained with holdout={info['holdout']} on {info['data']}):"
+                            f" its accuracy on them is not a held-out score; {fix}")
+    if trained_on:
+        h = model.training_info["holdout"]  # type: ignore[attr-defined]
+        notice(progress, f"warning: {trained_on} of these {len(data.files)} images were used to train this classifier: "
+                         "this accuracy is not a held-out score"
+                         + (f" (holdout={h} evaluates on the {h} it never saw)" if h else
+                            " (train with holdout=N to keep N images out, then evaluate with the same holdout)"))
     to_model = torch.tensor([model.classes.index(c) for c in data.classes])
     y = to_model[data.labels]
     k = len(model.classes)
@@ -414,7 +442,32 @@ def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: st
     per_class = {c: float(confusion[j, j] / totals[j]) for j, c in enumerate(model.classes) if totals[j] > 0}
     return ClassifierEvaluation(float(confusion.diag().sum() / max(len(y), 1)), len(y), per_class,
                                 {c: int(totals[j]) for j, c in enumerate(model.classes)}, confusion.tolist(),
-                                str(data_dir), part)
+                                str(data_dir), part, trained_on)
+
+
+def training_overlap(classifier: Classifier, data_dir: str | os.PathLike, files: Sequence[Path],
+                     progress: ProgressCallback | None = None) -> int | None:
+    """How many of `files` (images of the class-folder dataset `data_dir`) the classifier was trained on.
+
+    Read from the training record in the classifier's file (the folder and its holdout: every image
+    of that folder but the held-out ones, validation share included, counts as training). None when
+    it cannot be told: no record, or `data_dir` is not the folder it was trained on.
+    """
+    info = getattr(classifier, "training_info", None) or {}
+    if "data" not in info or "holdout" not in info:
+        return None
+    if Path(info["data"]) != Path(data_dir).resolve():
+        return None
+    all_files = class_folder_files(data_dir)[0]
+    then = info.get("data_files")
+    if then is not None and then != len(all_files):
+        notice(progress, f"{data_dir} had {then} images when the classifier was trained and has {len(all_files)} now: "
+                         "which of them it was trained on is judged by the split of the current files")
+    try:
+        trained, _ = split_holdout(all_files, int(info["holdout"]))
+    except GantoolsError:  # the folder shrank below its holdout: its training split cannot be told
+        return None
+    return len(set(trained) & set(files))
 
 
 @dataclass

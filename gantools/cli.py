@@ -1359,28 +1359,38 @@ def classifier_train_cmd(
         image_size = image_size or gan.config.image_size
         nc = nc or gan.config.nc
         out = out or _default_companion(gan.path, "classifier")
+    out = out or Path("classifier.safetensors")
     with Reporter(quiet) as rep:
-        result = train_classifier(data, image_size=image_size or 32, nc=nc or 1,
-                                  out=out or Path("classifier.safetensors"), epochs=epochs, batch_size=batch_size,
-                                  lr=lr, width=width, feature_dim=feature_dim, val_fraction=val_fraction,
-                                  holdout=holdout, augment=augment, seed=seed, device=device, progress=rep)
+        try:
+            result = train_classifier(data, image_size=image_size or 32, nc=nc or 1, out=out, epochs=epochs,
+                                      batch_size=batch_size, lr=lr, width=width, feature_dim=feature_dim,
+                                      val_fraction=val_fraction, holdout=holdout, augment=augment, seed=seed,
+                                      device=device, progress=rep)
+        except KeyboardInterrupt:
+            rep.print("interrupted: nothing was kept (the classifier is written only when training ends"
+                      + (f"; the existing {out} is unchanged" if out.exists() else "")
+                      + "); run the command again, with fewer --epochs to finish sooner")
+            raise typer.Exit(130) from None
     if json_out:
         print_json(result.to_dict())
         return
     val = f"{100 * result.val_accuracy:.2f}%" if result.val_accuracy is not None else "n/a"
+    held = (f"{holdout} images held out: `classifier eval --holdout {holdout}` scores them" if holdout else
+            "no images held out: `classifier eval` on this folder scores training images")
     typer.echo(f"{result.path}  ({len(result.classifier.classes)} classes, {result.n_train} training images, "
-               f"validation accuracy {val}, {result.seconds:.0f} s)")
+               f"validation accuracy {val}, {result.seconds:.0f} s; {held})")
 
 
 @classifier_app.command("eval")
 def classifier_eval_cmd(
     data: Annotated[Path, typer.Option("--data", "-d", help="Class-folder dataset to classify.")],
-    classifier: Annotated[Optional[Path], typer.Option("--classifier", "-c", help="Classifier .safetensors "
+    classifier: Annotated[Optional[Path], typer.Option("--classifier", help="Classifier .safetensors "
                                                        "(default: the one beside --model).", show_default=False)] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Use this model's classifier.safetensors.",
                                                  show_default=False)] = None,
     holdout: Annotated[int, typer.Option("--holdout", help="Classify only the N images that `train --holdout N` "
-                                         "leaves out (the last by file name in each class folder).")] = 0,
+                                         "leaves out (the last by file name in each class folder); an error when "
+                                         "the classifier was trained on some of them.")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 256,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
@@ -1408,8 +1418,13 @@ def classifier_eval_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"accuracy {100 * result.accuracy:.2f}% on {result.n} images of {result.data}"
-                        + (f" (last {holdout})" if holdout else ""))
+    if result.trained_on:
+        what = f" ({result.trained_on} of them training images: not a held-out score)"
+    elif result.trained_on == 0:
+        what = " (held out: none of them was a training image)"
+    else:
+        what = f" (the last {holdout} of each folder's share)" if holdout else ""
+    table = Table(title=f"accuracy {100 * result.accuracy:.2f}% on {result.n} images of {result.data}{what}")
     table.add_column("class")
     table.add_column("images", justify="right")
     table.add_column("accuracy", justify="right")

@@ -59,6 +59,7 @@ def test_trains_to_high_accuracy_on_solid_colours(trained, colours):
     assert trained.n_val == 12 and trained.n_train == 36
     ev = evaluate_classifier(trained.classifier, colours)
     assert ev.n == 48 and ev.accuracy >= 0.9
+    assert ev.trained_on == 48  # no holdout: every image of the folder was a training (or validation) image
     assert set(ev.per_class) == set(COLOURS)
     assert sum(map(sum, ev.confusion)) == 48
 
@@ -108,8 +109,26 @@ def test_holdout_is_stratified_like_training(colours, trained):
     kept, held = split_holdout(files, 2 * k)
     assert len(held) == 2 * k and len(kept) == len(files) - 2 * k
     assert sorted(p.parent.name for p in held) == sorted(classes * 2)
-    ev = evaluate_classifier(trained.classifier, colours, holdout=2 * k)
+    # `trained` saw every image: a "held-out" score on the last 2 per class would be a training score
+    with pytest.raises(GantoolsError, match=r"6 of the 6 held-out images .* used to train this classifier"):
+        evaluate_classifier(trained.classifier, colours, holdout=2 * k)
+    with pytest.raises(GantoolsError, match="trained with holdout=0"):
+        evaluate_classifier(load_classifier(trained.path), colours, holdout=2 * k)  # the file records it too
+    held_out = train_classifier(colours, image_size=16, nc=3, holdout=2 * k, epochs=1, width=4, feature_dim=4,
+                                batch_size=8, seed=0)
+    ev = evaluate_classifier(held_out.classifier, colours, holdout=2 * k)
     assert ev.n == 2 * k and ev.part == "holdout" and all(ev.counts[c] == 2 for c in classes)
+    assert ev.trained_on == 0
+    assert evaluate_classifier(held_out.classifier, colours, holdout=k).trained_on == 0  # a part of the held-out set
+    with pytest.raises(GantoolsError, match=r"3 of the 9 held-out images .* evaluate with holdout=6"):
+        evaluate_classifier(held_out.classifier, colours, holdout=3 * k)
+    notes: list[str] = []
+    ev_all = evaluate_classifier(held_out.classifier, colours, progress=lambda p: notes.append(p.message or ""))
+    assert ev_all.trained_on == 48 - 2 * k
+    assert any(f"{48 - 2 * k} of these 48 images were used to train" in m and "holdout=6" in m for m in notes)
+    # another folder: what it was trained on cannot be told, so nothing is claimed
+    other = write_colour_folders(colours.parent / "other", per_class=4, seed=1)
+    assert evaluate_classifier(held_out.classifier, other, holdout=k).trained_on is None
     with pytest.raises(GantoolsError, match="leaves none"):
         train_classifier(colours, image_size=16, nc=3, holdout=len(files) - 1, epochs=1, width=8)
 
@@ -147,3 +166,13 @@ def test_cli_classifier_train_and_eval(colours, tmp_path):
     assert r.exit_code == 0 and "accuracy" in r.stdout
     r = runner.invoke(app, ["classifier", "eval", "--data", str(colours)])
     assert r.exit_code != 0
+    # trained without --holdout: a --holdout evaluation would measure training images, and says so
+    r = runner.invoke(app, ["classifier", "eval", "--data", str(colours), "--classifier", str(out), "--holdout", "6",
+                            "--device", "cpu", "--quiet"])
+    assert r.exit_code == 1 and "used to train this classifier" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["classifier", "eval", "--data", str(colours), "--classifier", str(out), "--device", "cpu"])
+    assert r.exit_code == 0 and "48 of these 48 images were used to train" in r.output
+    assert "not a held-out score" in " ".join(r.stdout.split())  # the table's title (wrapped)
+    # -c means --concept elsewhere; here the classifier is --classifier only
+    r = runner.invoke(app, ["classifier", "eval", "--data", str(colours), "-c", str(out)])
+    assert r.exit_code == 2 and "No such option" in r.output

@@ -538,11 +538,17 @@ def segmenter_train_cmd(
     if data == "scenes" and image_size is None:
         image_size = 64
     with Reporter(quiet) as rep:
-        result = train_segmenter(data, out, arch=arch.value, encoder=encoder, encoder_weights=encoder_weights,
-                                 encoder_depth=encoder_depth, decoder_channels=channels, image_size=image_size,
-                                 nc=nc, n=n, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, val_n=val_n,
-                                 val_fraction=val_fraction, flip=flip, seed=seed, half=half, device=device,
-                                 progress=rep)
+        try:
+            result = train_segmenter(data, out, arch=arch.value, encoder=encoder, encoder_weights=encoder_weights,
+                                     encoder_depth=encoder_depth, decoder_channels=channels, image_size=image_size,
+                                     nc=nc, n=n, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
+                                     val_n=val_n, val_fraction=val_fraction, flip=flip, seed=seed, half=half,
+                                     device=device, progress=rep)
+        except KeyboardInterrupt:
+            rep.print("interrupted: nothing was kept (the segmenter is written only when training ends"
+                      + (f"; the existing {out} is unchanged" if out.exists() else "")
+                      + "); run the command again, with fewer --steps to finish sooner")
+            raise typer.Exit(130) from None
     summary = {"out": str(result.path), "file_bytes": result.file_bytes, "steps": result.steps,
                "train_seconds": round(result.seconds, 1), "train_images": result.train_images,
                "val_images": result.val_images, "validation": _eval_dict(result.validation)}
@@ -698,11 +704,21 @@ def dissect_cmd(
         target = load_model(model, device)
         layers = [str(min(3, target.config.num_layers))]
     with Reporter(quiet) as rep:
-        result = dissect(target, layers=layers, segmenter=segmenter, n=n, seed=seed, quantile=quantile,
-                         threshold=threshold.value, min_iou=min_iou, batch_size=batch_size, device=device,
-                         progress=rep, top_k=strip)
-        folder = out if out is not None else Path("dissect") / f"{_model_label(model)}-{'-'.join(result.layers)}"
-        paths = result.save(folder)
+        folder = None
+        try:
+            result = dissect(target, layers=layers, segmenter=segmenter, n=n, seed=seed, quantile=quantile,
+                             threshold=threshold.value, min_iou=min_iou, batch_size=batch_size, device=device,
+                             progress=rep, top_k=strip)
+            folder = out if out is not None else Path("dissect") / f"{_model_label(model)}-{'-'.join(result.layers)}"
+            paths = result.save(folder)
+        except KeyboardInterrupt:
+            if folder is not None and folder.is_dir():
+                rep.print(f"interrupted while writing the report to {folder}/: its files may be incomplete; run the "
+                          "command again to rewrite them")
+            else:
+                rep.print("interrupted: nothing was written (dissect writes its report once every sample is "
+                          "measured); run the command again, with a smaller --n to finish sooner")
+            raise typer.Exit(130) from None
     if json_out:
         print_json({"out": str(folder), **{k: str(v) for k, v in paths.items()}, "settings": result.settings,
                     "layers": {name: {"units": ld.units, "interpretable": len(ld.interpretable),
@@ -1169,8 +1185,14 @@ def encoder_train_cmd(
             dataset = _encoder_data(data, gan.config.image_size, gan.config.nc, holdout, seed, rep)
         elif holdout:
             raise typer.BadParameter("--holdout needs --data FOLDER")
-        result = train_encoder(gan, steps=steps, batch_size=batch_size, data=dataset, width=width, lr=lr,
-                               out=out, device=device, seed=seed, progress=rep)
+        try:
+            result = train_encoder(gan, steps=steps, batch_size=batch_size, data=dataset, width=width, lr=lr,
+                                   out=out, device=device, seed=seed, progress=rep)
+        except KeyboardInterrupt:
+            rep.print("interrupted: nothing was kept (the encoder is written only when training ends"
+                      + (f"; the existing {out} is unchanged" if out.exists() else "")
+                      + "); run the command again, with fewer --steps to finish sooner")
+            raise typer.Exit(130) from None
     untrained = Encoder(EncoderConfig(gan.config.image_size, gan.config.nc, gan.config.nz, width)).to(gan.device)
     before, after = encoder_errors(untrained, gan), encoder_errors(result.encoder, gan)
     summary = {"out": str(result.path), "steps": steps, "seconds": result.settings["seconds"],
@@ -1308,11 +1330,25 @@ def eval_cmd(
 
     if n < 2:
         raise typer.BadParameter("--n must be at least 2")
+    started = time.time()
     with Reporter(quiet) as rep:
-        result = evaluate(model, data=data, n=n, metrics=metrics, extractor=extractor,
-                          inception_weights=inception_weights, seed=seed, holdout=holdout, k=k,
-                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, batch_size=batch_size,
-                          use_cache=not no_cache, device=device, progress=rep)
+        try:
+            result = evaluate(model, data=data, n=n, metrics=metrics, extractor=extractor,
+                              inception_weights=inception_weights, seed=seed, holdout=holdout, k=k,
+                              kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, batch_size=batch_size,
+                              use_cache=not no_cache, device=device, progress=rep)
+        except KeyboardInterrupt:
+            from .metrics import cache_dir
+
+            cache = cache_dir()
+            # reference statistics are cached (atomically) as soon as they are complete
+            kept = [f for f in cache.glob("*.pt") if f.stat().st_mtime >= started - 1] if cache.is_dir() else []
+            if kept:
+                rep.print(f"interrupted: kept the reference statistics computed so far ({len(kept)} file(s) in "
+                          f"{cache}/); run the command again: it reuses them and measures the generated samples")
+            else:
+                rep.print("interrupted: nothing was written; run the command again (a smaller --n finishes sooner)")
+            raise typer.Exit(130) from None
     if json_out:
         print_json(result.to_dict())
     else:

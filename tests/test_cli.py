@@ -255,3 +255,90 @@ def test_edit_strength_is_one_flag_everywhere(planted) -> None:
     assert json.loads(r.stdout)["settings"]["strength"] == 0.5
     assert run("ablate", *_iv_common(model), "--units", "0", "--strength", "1.5").exit_code == 2
     assert run("ablate", *_iv_common(model), "--units", "0", "--alpha", "0.5").exit_code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C: every long command says in one line what it kept, exits 130, no traceback
+
+
+def _interrupted(result, *fragments: str) -> str:
+    assert result.exit_code == 130, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text and "Aborted" not in text, text
+    line = text.splitlines()[-1]
+    assert line.startswith("interrupted"), text
+    for f in fragments:
+        assert f in line, line
+    return line
+
+
+def _raise_interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("module, function, command, what", [
+    ("gantools.dissection", "dissect", ["dissect", "--layer", "2", "--n", "4", "--segmenter", "color"], "dissect"),
+    ("gantools.classifier", "train_classifier", ["classifier", "train", "--epochs", "1"], "classifier"),
+    ("gantools.segmenters", "train_segmenter", ["segmenter", "train", "--steps", "1"], "segmenter"),
+    ("gantools.encoder", "train_encoder", ["encoder", "train", "--steps", "1"], "encoder"),
+])
+def test_ctrl_c_says_that_nothing_was_kept(module, function, command, what, tiny_model_file: Path, image_folder: Path,
+                                           tmp_path: Path, monkeypatch) -> None:
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(module), function, _raise_interrupt)
+    out = tmp_path / ("d" if what == "dissect" else f"{what}.safetensors")
+    args = [*command, "--out", out]
+    if what in ("dissect", "encoder"):
+        args += ["--model", tiny_model_file]
+    if what == "classifier":
+        args += ["--data", image_folder]
+    line = _interrupted(run(*args, "--quiet"), "nothing was", "run the command again")
+    assert not out.exists() and str(out) not in line
+    if what != "dissect":  # a file from before is named, and left alone
+        out.write_bytes(b"before")
+        line = _interrupted(run(*args, "--quiet"), f"the existing {out} is unchanged")
+        assert out.read_bytes() == b"before"
+
+
+def test_ctrl_c_during_eval_names_the_cached_statistics_it_kept(tiny_model_file: Path, image_folder: Path,
+                                                                tmp_path: Path, monkeypatch) -> None:
+    import gantools.metrics as M
+
+    monkeypatch.setenv("GANTOOLS_CACHE", str(tmp_path / "cache"))
+    args = ["eval", "--model", tiny_model_file, "--data", image_folder, "--n", "8", "--quiet"]
+    monkeypatch.setattr(M, "evaluate", _raise_interrupt)
+    line = _interrupted(run(*args), "nothing was written")
+    assert "cache" not in line and not (tmp_path / "cache").exists()
+
+    def stats_then_interrupt(*a, **kw):  # the reference statistics were complete, the samples were not
+        M.cache_dir().mkdir(parents=True, exist_ok=True)
+        (M.cache_dir() / "features-abc.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(M, "evaluate", stats_then_interrupt)
+    _interrupted(run(*args), "kept the reference statistics", "1 file(s)", str(tmp_path / "cache"), "reuses them")
+
+
+def test_ctrl_c_during_invert_names_only_what_was_written(tiny_model_file: Path, tmp_path: Path, monkeypatch) -> None:
+    import gantools.inversion as inv
+
+    images = write_images(tmp_path / "in", 3, size=16)
+    out = tmp_path / "inv_int"
+    args = ["invert", *images, "--model", tiny_model_file, "--steps", "1", "--restarts", "1", "--batch-size", "2",
+            "--out", out, "--quiet"]
+    real = inv.invert
+    monkeypatch.setattr(inv, "invert", _raise_interrupt)
+    line = _interrupted(run(*args), "nothing was written")
+    assert not out.exists() and str(out) not in line
+
+    def one_batch_then_interrupt(*a, on_batch=None, **kw):
+        def stop_after(part):
+            on_batch(part)
+            raise KeyboardInterrupt
+        return real(*a, on_batch=stop_after, **kw)
+
+    monkeypatch.setattr(inv, "invert", one_batch_then_interrupt)
+    line = _interrupted(run(*args), "kept the 2 result(s)", f"{out}/", "img001")
+    assert sorted(p.name for p in out.glob("*.png")) == ["img000.png", "img000_compare.png", "img001.png",
+                                                          "img001_compare.png"]

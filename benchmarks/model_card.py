@@ -90,7 +90,7 @@ def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, out: Path | N
         if not l3.ranked_units(concept):
             continue
         r = gantools.ablate(gan, "layer3", concept=concept, top=top, dissection=every, segmenter=seg, n=ablate_n,
-                            seed=7, curve_points=2, grid=0)
+                            seed=7, curve_points=2, grid=0, allow_weak=True)
         e = r.effects[concept]
         if e.before < 0.002:  # too rare in generated images to measure
             continue

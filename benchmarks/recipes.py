@@ -120,6 +120,40 @@ def measure(root: Path, segmenters: dict[int, str], n: int, dissect_n: int, out:
     return done
 
 
+def speed(rounds: int, steps: int) -> dict[str, float]:
+    """Median seconds per step of each recipe (one thread), interleaved in one process, so that the
+    machine's load hits every recipe alike (the arms' own timings ran beside other work)."""
+    import statistics
+    import tempfile
+
+    import torch
+    from cpu_layout import seconds_per_step  # benchmarks/cpu_layout.py
+
+    torch.set_num_threads(1)
+    recipes = {"dcgan": {"recipe": "dcgan"}, "stable": {"recipe": "stable"}, "stable+r1": {"recipe": "stable", "r1": 1.0}}
+    times: dict[str, list[float]] = {name: [] for name in recipes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, kw in recipes.items():
+                times[name].append(seconds_per_step(Path(tmp), f"{name}{r}", steps, ngf=32, ndf=32, threads=1, **kw))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def table(results: dict) -> str:
+    """A markdown table: every arm's measures at every snapshot."""
+    lines = ["| arm | step | concept TV | FID (segmenter) | layer-3 concepts IoU >= 0.1 | D(x) | D(G(z)) | "
+             "door / window / sun / trunk, generated / real |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm, entries in results.items():
+        for step in sorted(entries, key=int):
+            m = entries[step]
+            small = " / ".join(f"{m['concepts_generated'][c] / m['concepts_real'][c]:.2f}"
+                               for c in ("door", "window", "sun", "trunk"))
+            lines.append(f"| {arm} | {int(step):,} | {m['concept_tv']:.3f} | {m['fid_segmenter']:.2f} | "
+                         f"{m['layer3_concepts_iou_0.1']} | {m['D(x)']:.3f} | {m['D(G(z))']:.3f} | {small} |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -157,9 +191,19 @@ def main() -> None:
     m.add_argument("--n", type=int, default=1000, help="generated (and real) images per measure")
     m.add_argument("--dissect-n", type=int, default=500)
     m.add_argument("--out", type=Path, default=Path("recipes.json"))
+    tb = sub.add_parser("table", help="print recipes.json as a markdown table")
+    tb.add_argument("json", type=Path)
+    sp = sub.add_parser("speed", help="seconds per step of each recipe, interleaved in one process")
+    sp.add_argument("--rounds", type=int, default=3)
+    sp.add_argument("--steps", type=int, default=20)
     args = ap.parse_args()
     if args.cmd == "train":
         train_arm(args.arm, args.root, args.steps, args.every)
+    elif args.cmd == "table":
+        print(table(json.loads(args.json.read_text())))
+    elif args.cmd == "speed":
+        for name, sec in speed(args.rounds, args.steps).items():
+            print(f"{name:10s} {sec:.3f} s/step (one thread, ngf = ndf = 32, 64 px, batch 64)")
     else:
         results = measure(args.root, {1: args.segmenter_v1, 2: args.segmenter_v2}, args.n, args.dissect_n, args.out)
         plot(results, args.out.with_suffix(".png"))

@@ -74,7 +74,7 @@ def test_train_resume_export_sample(image_folder: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "training done" in r.stdout and load_checkpoint(out)["step"] == 5
     # resume cannot change what is trained
-    assert_one_line_error(run("train", "--resume", out, "--steps", "6", "--nz", "16"), "--nz cannot change")
+    assert_one_line_error(run("train", "--resume", out, "--steps", "6", "--nz", "16"), "nz cannot change")
     assert run("train", "--resume", out, "--out", tmp_path / "x").exit_code == 2
     # export
     (out / "model.safetensors").unlink()

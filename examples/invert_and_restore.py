@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     damaged = clean * (1 - mask) + mask  # white hole, as a user's damaged photo might have
 
     out = Path(args.out)
-    result = gantools.invert(model, damaged, task="inpaint", mask=mask, targets=clean, names=["example"],
+    result = gantools.invert(model, damaged, task="inpaint", mask=mask, target=clean, names=["example"],
                              steps=args.steps, restarts=args.restarts)
     result.save(out)
     metrics = result.metrics[0]

@@ -227,8 +227,8 @@ def train_cmd(
     batch_size: Annotated[Optional[int], _opt("--batch-size", "-b", help="Batch size. (default: 64)")] = None,
     recipe: Annotated[Optional[Recipe], _opt("--recipe", help="A set of the options below chosen together. dcgan: "
                                              "the paper's (BatchNorm D, nonsaturating loss, Adam 2e-4, betas "
-                                             "0.5,0.999). stable: spectral-norm D without BatchNorm, hinge loss, "
-                                             "lr 1e-4 for G and 4e-4 for D, betas 0,0.9 (SAGAN/BigGAN). Options "
+                                             "0.5,0.999). stable: the same Adam settings with a spectral-norm D "
+                                             "(no BatchNorm) and the hinge loss. Options "
                                              "given explicitly override the recipe. (default: dcgan)")] = None,
     d_norm: Annotated[Optional[DNorm], _opt("--d-norm", help="D's normalisation: batch (BatchNorm), spectral "
                                             "(spectral norm on every convolution, no BatchNorm) or none.")] = None,
@@ -266,6 +266,9 @@ def train_cmd(
     data_version: Annotated[Optional[int], _opt("--data-version", help="Design version of a built-in dataset "
                                                 "(scenes: 1 or 2). (default: the current one)")] = None,
     threads: Annotated[Optional[int], _opt("--threads", help="CPU threads for torch; 0: one per core. (default: 0)")] = None,
+    channels_last: Annotated[Optional[bool], _opt("--channels-last/--no-channels-last", help="Channels-last "
+                                                  "memory layout (measured 1.3x faster per step on 2 CPU "
+                                                  "cores, and faster on CUDA). (default: on)")] = None,
     holdout: Annotated[Optional[int], _opt("--holdout", help="Leave N images out of training: the last by sorted "
                                            "file name in each class folder (equal shares). (default: 0)")] = None,
     data_n: Annotated[Optional[int], _opt("--data-n", help="Images of a generated dataset (scenes).")] = None,
@@ -290,7 +293,7 @@ def train_cmd(
         recipe=recipe.value if recipe else None, d_norm=d_norm.value if d_norm else None,
         lr_g=lr if lr is not None else lr_g, lr_d=lr if lr is not None else lr_d,
         beta1=beta_pair[0] if beta_pair else None, beta2=beta_pair[1] if beta_pair else None, r1=r1,
-        track_concepts=track_concepts, data_version=data_version, threads=threads,
+        track_concepts=track_concepts, data_version=data_version, threads=threads, channels_last=channels_last,
         loss=loss.value if loss else None, d_steps=d_steps, steps=steps, epochs=epochs, seed=seed,
         device=device, sample_every=sample_every, checkpoint_every=checkpoint_every, log_every=log_every,
         eval_every=eval_every, eval_n=eval_n, holdout=holdout, data_n=data_n, amp=amp, augment=augment, ema=ema).items() if v is not None}

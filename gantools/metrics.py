@@ -521,7 +521,7 @@ def dataset_signature(data: str | os.PathLike, image_size: int, nc: int, n: int,
     """What identifies a reference set without decoding it: a built-in name, design version and seed,
     or a folder's resolved path with its file count, total size and newest modification time (so
     edits invalidate)."""
-    from .data import dataset_version
+    from .data import BUILTIN_DATASETS, dataset_version
 
     text = str(data)
     sig: dict[str, Any] = {"image_size": image_size, "nc": nc, "n": n}

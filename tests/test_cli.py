@@ -119,7 +119,12 @@ def test_train_warns_once_about_corrupt_files(tmp_path: Path) -> None:
 def test_bad_options(image_folder: Path, tmp_path: Path) -> None:
     assert_one_line_error(run("train", "--data", image_folder, "--image-size", "20"), "16, 32, 64, 128")
     assert_one_line_error(run("train", "--data", image_folder, "--steps", "2", "--epochs", "1"), "not both")
-    assert run("train", "--loss", "hinge").exit_code == 2  # enum choices, checked by typer
+    assert run("train", "--loss", "wasserstein").exit_code == 2  # enum choices, checked by typer
+    assert run("train", "--recipe", "fast").exit_code == 2
+    for args, fragment in ((("--lr", "1e-3", "--lr-g", "1e-4"), "--lr sets both"),
+                           (("--betas", "0.5"), "--betas takes two numbers")):
+        r = run("train", *args)
+        assert r.exit_code == 2 and fragment in " ".join(r.output.split()), r.output
     assert_one_line_error(run("export", tmp_path), "no checkpoint")
     assert_one_line_error(run("sample", "--model", tmp_path / "missing.safetensors"), "no model")
     assert_one_line_error(run("train", "--data", image_folder, *TINY, "--steps", "1", "--device", "tpu"),

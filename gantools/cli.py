@@ -229,7 +229,9 @@ def train_cmd(
                                              "the paper's (BatchNorm D, nonsaturating loss, Adam 2e-4, betas "
                                              "0.5,0.999). stable: the same Adam settings with a spectral-norm D "
                                              "(no BatchNorm) and the hinge loss. Options "
-                                             "given explicitly override the recipe. (default: dcgan)")] = None,
+                                             "given explicitly override the recipe. (default: dcgan, which "
+                                             "measured best on scenes: concept TV 0.06 and FID 0.9 at 3,000 "
+                                             "steps against 0.78 and 17.5 for stable; see docs/recipes.md)")] = None,
     d_norm: Annotated[Optional[DNorm], _opt("--d-norm", help="D's normalisation: batch (BatchNorm), spectral "
                                             "(spectral norm on every convolution, no BatchNorm) or none.")] = None,
     loss: Annotated[Optional[GanLoss], _opt("--loss", help="nonsaturating (G maximises log D(G(z))), minimax (G "

@@ -115,8 +115,9 @@ class TrainConfig:
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
             are recomputed on a fixed seeded noise set, since running statistics of G do not fit it.
         threads: torch intra-op threads on the CPU (0: torch's default, one per core).
-        channels_last: store images and weights channels-last (NHWC): faster on CUDA, and 1.3x faster
-            per step than contiguous NCHW on this project's 2-core CPUs (benchmarks/cpu_layout.py).
+        channels_last: store images and weights channels-last (NHWC): faster on CUDA, and 1.26x faster
+            per step than contiguous NCHW on this project's 2-core CPUs with both threads, 1.19x with
+            one (benchmarks/cpu_layout.py). Two threads are 1.7x faster than one on a quiet machine.
     """
 
     data: str = "scenes"

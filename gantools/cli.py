@@ -671,8 +671,9 @@ def dissect_cmd(
                                                       "exceeded by this top fraction (0 < q < 1) of its upsampled "
                                                       "activations. (default: 0.01)", show_default=False)] = None,
     threshold: Annotated[ThresholdMethod, typer.Option(
-        "--threshold", help="quantile (--quantile), or iqr: the level maximising the information quality ratio "
-        "with the unit's best concept, chosen on n other samples.")] = ThresholdMethod.quantile,
+        "--threshold", help="quantile (--quantile), or iqr: the level and concept maximising the information "
+        "quality ratio over positively associated pairs (levels above 0, concepts over 0.1% of pixels), chosen "
+        "on n other samples; the unit is labelled with that concept.")] = ThresholdMethod.quantile,
     min_iou: Annotated[float, typer.Option("--min-iou", min=0.0, max=1.0,
                                            help="A unit is interpretable when its best IoU reaches this.")] = 0.04,
     segmenter: Annotated[Optional[str], typer.Option(

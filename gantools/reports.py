@@ -1,7 +1,8 @@
 """Pictures for people: line plots, concept palettes, label overlays, image strips.
 
-Plots are drawn with PIL (already a dependency through torchvision) rather than matplotlib, to keep
-installs small and imports fast. HTML reports live beside their producers' data (see dissection).
+Plots are drawn with matplotlib (imported inside the function, so that importing gantools and
+`--help` stay fast); image strips with PIL. HTML reports live beside their producers' data (see
+dissection).
 """
 
 from __future__ import annotations
@@ -19,26 +20,10 @@ from .utils import atomic_path
 SERIES_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if not math.isfinite(lo) or not math.isfinite(hi):
-        return []
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
-    start = math.ceil(lo / step) * step
-    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
-
-
-def _fmt_tick(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.0f}"
-
-
 def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike,
               title: str = "", xlabel: str = "", ylabel: str = "", size: tuple[int, int] = (720, 420),
               bands: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None) -> Path:
-    """Draw named (x, y) series as a PNG line chart, atomically.
+    """Draw named (x, y) series as a PNG line chart with matplotlib, atomically.
 
     Args:
         series: name -> (xs, ys). Non-finite points are skipped.
@@ -48,63 +33,37 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: 
         bands: optional name -> (low ys, high ys), drawn as a shaded band under the series
             (confidence intervals); the band's xs are the series' xs.
     """
-    from PIL import Image, ImageDraw
+    import matplotlib
 
-    w, h = size
-    left, right, top, bottom = 70, 150, 36, 50
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys) if math.isfinite(y)]
-    for lo_ys, hi_ys in (bands or {}).values():
-        points += [(0.0, v) for v in list(lo_ys) + list(hi_ys) if math.isfinite(v)]
-    xs_all = [x for xs, _ in series.values() for x in xs]
-    x0, x1 = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
-    ys_all = [y for _, y in points] or [0.0, 1.0]
-    y0, y1 = min(ys_all), max(ys_all)
-    if x1 == x0:
-        x1 = x0 + 1
-    if y1 == y0:
-        y0, y1 = y0 - 0.5, y1 + 0.5
-    pad = (y1 - y0) * 0.05
-    y0, y1 = y0 - pad, y1 + pad
+    matplotlib.use("Agg")  # files only, no display; imported here so that `--help` stays fast
+    import matplotlib.pyplot as plt
 
-    def px(x: float, y: float) -> tuple[float, float]:
-        return (left + (x - x0) / (x1 - x0) * (w - left - right), top + (y1 - y) / (y1 - y0) * (h - top - bottom))
-
-    for t in _nice_ticks(y0, y1):
-        _, yy = px(x0, t)
-        draw.line([(left, yy), (w - right, yy)], fill="#e5e5e5")
-        draw.text((5, yy - 6), _fmt_tick(t), fill="#333")
-    for t in _nice_ticks(x0, x1):
-        xx, _ = px(t, y0)
-        draw.line([(xx, top), (xx, h - bottom)], fill="#f0f0f0")
-        draw.text((xx - 10, h - bottom + 6), _fmt_tick(t), fill="#333")
-    draw.rectangle([left, top, w - right, h - bottom], outline="#888")
-    for i, (name, (xs, ys)) in enumerate(series.items()):
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
-        if bands and name in bands:
-            lo, hi = bands[name]
-            poly = [px(x, v) for x, v in zip(xs, hi) if math.isfinite(v)]
-            poly += [px(x, v) for x, v in reversed(list(zip(xs, lo))) if math.isfinite(v)]
-            if len(poly) >= 3:
-                overlay = Image.new("RGBA", size, (0, 0, 0, 0))
-                r, g, b = (int(color[k:k + 2], 16) for k in (1, 3, 5))
-                ImageDraw.Draw(overlay).polygon(poly, fill=(r, g, b, 50))
-                img.paste(overlay, (0, 0), overlay)
-                draw = ImageDraw.Draw(img)
-        pts = [px(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
-        if len(pts) > 1:
-            draw.line(pts, fill=color, width=2)
-        elif pts:
-            draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=color)
-        draw.line([(w - right + 10, top + 8 + 16 * i), (w - right + 30, top + 8 + 16 * i)], fill=color, width=3)
-        draw.text((w - right + 35, top + 2 + 16 * i), name[:18], fill="#222")
-    draw.text((left, 10), title, fill="#000")
-    draw.text(((w - right + left) / 2 - 3 * len(xlabel), h - 22), xlabel, fill="#333")
-    draw.text((5, top - 22), ylabel, fill="#333")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    dpi = 100
+    fig, ax = plt.subplots(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    try:
+        many = plt.get_cmap("tab20") if len(series) > len(SERIES_COLORS) else None  # one colour per series
+        for i, (name, (xs, ys)) in enumerate(series.items()):
+            color = many(i % 20) if many else SERIES_COLORS[i]
+            pts = [(x, y) for x, y in zip(xs, ys) if math.isfinite(y)]
+            if bands and name in bands:
+                lo, hi = bands[name]
+                ax.fill_between(list(xs), list(lo), list(hi), color=color, alpha=0.2, linewidth=0)
+            if pts:
+                ax.plot(*zip(*pts), color=color, linewidth=2, marker="o" if len(pts) == 1 else None, label=name)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if series:
+            # many series (one per concept) go beside the axes, a few inside
+            outside = len(series) > 6
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0) if outside else None, fontsize=8, frameon=False)
+        fig.tight_layout()
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> Path:
     model = gantools.load_model(result.model_path)
     out = Path(args.out)
     gantools.save_grid(gantools.sample(model, n=16, seed=0), out / "grid.png", nrow=4)
-    gantools.save_grid(gantools.interpolate(model, seed=0, seed2=1, steps=8), out / "interpolation.png", nrow=8)
+    gantools.save_grid(gantools.interpolate(model, seed=0, seed2=1, frames=8), out / "interpolation.png", nrow=8)
     print(f"wrote {out / 'grid.png'} and {out / 'interpolation.png'}")
     return result.model_path
 

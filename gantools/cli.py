@@ -356,8 +356,8 @@ def sample_cmd(
                                               "that of --seed2 instead of a grid.")] = False,
     seed2: Annotated[Optional[int], typer.Option("--seed2", help="Other end of --interpolate. (default: seed + 1)",
                                                  show_default=False)] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=2, help="Images in the --interpolate strip. "
-                                                 "(default: 10)", show_default=False)] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", min=2, help="Images in the --interpolate strip. "
+                                                  "(default: 10)", show_default=False)] = None,
     method: Annotated[InterpMethod, typer.Option("--method", help="slerp (spherical) or lerp (straight line).")]
     = InterpMethod.slerp,
     arithmetic: Annotated[Optional[str], typer.Option(
@@ -374,13 +374,13 @@ def sample_cmd(
 
     if interpolate and arithmetic:
         raise typer.BadParameter("choose --interpolate or --arithmetic, not both")
-    if not interpolate and (seed2 is not None or steps is not None):
-        raise typer.BadParameter("--seed2 and --steps are for --interpolate")
-    steps = 10 if steps is None else steps
+    if not interpolate and (seed2 is not None or frames is not None):
+        raise typer.BadParameter("--seed2 and --frames are for --interpolate")
+    frames = 10 if frames is None else frames
     gan = load_model(model, device=device)
     if interpolate:
-        images = sampling.interpolate(gan, seed, seed + 1 if seed2 is None else seed2, steps, method.value)
-        path = save_grid(images, out or Path("interpolation.png"), nrow=steps)
+        images = sampling.interpolate(gan, seed, seed + 1 if seed2 is None else seed2, frames, method.value)
+        path = save_grid(images, out or Path("interpolation.png"), nrow=frames)
     elif arithmetic:
         a, b, c = sampling.parse_arithmetic(arithmetic)
         result = sampling.latent_arithmetic(gan, a, b, c, seed=seed)

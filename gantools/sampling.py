@@ -93,38 +93,38 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor | float) -> torch.
     return torch.where(safe, slerped, lerped)
 
 
-def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, steps: int = 10, method: str = "slerp") -> torch.Tensor:
-    """`steps` latents from z0 to z1 inclusive (steps x nz).
+def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, frames: int = 10, method: str = "slerp") -> torch.Tensor:
+    """`frames` latents from z0 to z1 inclusive (frames x nz).
 
     Args:
         z0, z1: latent vectors (nz).
-        steps: points on the path, both ends included (at least 2).
+        frames: points on the path, both ends included (at least 2).
         method: "slerp" (spherical, default) or "lerp" (straight line).
     """
-    if steps < 2:
-        raise GantoolsError(f"an interpolation needs at least 2 steps, got {steps}")
+    if frames < 2:
+        raise GantoolsError(f"an interpolation needs at least 2 frames, got {frames}")
     if method not in METHODS:
         raise GantoolsError(f"unknown interpolation {method!r}: use {' or '.join(METHODS)}")
-    t = torch.linspace(0, 1, steps, dtype=z0.dtype).unsqueeze(1)
+    t = torch.linspace(0, 1, frames, dtype=z0.dtype).unsqueeze(1)
     z0, z1 = z0.reshape(1, -1), z1.reshape(1, -1)
     return slerp(z0, z1, t) if method == "slerp" else (1 - t) * z0 + t * z1
 
 
-def interpolate(model: ModelLike, seed: int = 0, seed2: int = 1, steps: int = 10, method: str = "slerp",
+def interpolate(model: ModelLike, seed: int = 0, seed2: int = 1, frames: int = 10, method: str = "slerp",
                 device: str | torch.device | None = None) -> torch.Tensor:
-    """Images along the latent path from the latent of `seed` to that of `seed2` (steps x C x H x W).
+    """Images along the latent path from the latent of `seed` to that of `seed2` (frames x C x H x W).
 
     The ends are image 0 of `sample(model, seed=seed)` and of `sample(model, seed=seed2)`.
 
     Args:
         model: a GAN, a Generator, or a model spec.
         seed, seed2: the two ends.
-        steps: images in the strip, both ends included.
+        frames: images in the strip, both ends included.
         method: "slerp" (default) or "lerp".
     """
     g = _generator(model, device)
     z0, z1 = g.sample_z(1, seed, device="cpu")[0], g.sample_z(1, seed2, device="cpu")[0]
-    return generate(g, interpolate_latents(z0, z1, steps, method))
+    return generate(g, interpolate_latents(z0, z1, frames, method))
 
 
 @dataclass

@@ -84,12 +84,12 @@ def test_train_resume_export_sample(image_folder: Path, tmp_path: Path) -> None:
     r = run("sample", "--model", out, "--n", "6", "--nrow", "3", "--seed", "2", "--out", tmp_path / "g.png")
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "g.png").size == (2 + 3 * 18, 2 + 2 * 18)
-    r = run("sample", "-m", out, "--interpolate", "--seed2", "5", "--steps", "4", "-o", tmp_path / "i.png")
+    r = run("sample", "-m", out, "--interpolate", "--seed2", "5", "--frames", "4", "-o", tmp_path / "i.png")
     assert r.exit_code == 0 and Image.open(tmp_path / "i.png").size == (2 + 4 * 18, 20)
     r = run("sample", "-m", out, "--arithmetic", "0,1-2+3", "-o", tmp_path / "a.png")
     assert r.exit_code == 0 and (tmp_path / "a.png").is_file()
     assert run("sample", "-m", out, "--interpolate", "--arithmetic", "0-1+2").exit_code == 2
-    assert "are for --interpolate" in _usage_error(run("sample", "-m", out, "--steps", "4"))
+    assert "are for --interpolate" in _usage_error(run("sample", "-m", out, "--frames", "4"))
     assert_one_line_error(run("sample", "-m", out, "--arithmetic", "0,1+2", "-o", tmp_path / "b.png"), "A-B+C")
 
 

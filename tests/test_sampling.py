@@ -42,11 +42,11 @@ def test_slerp_properties() -> None:
     torch.manual_seed(0)
     z0, z1 = torch.randn(64), torch.randn(64)
     z1 = z1 / z1.norm() * z0.norm()  # equal norms: slerp stays on the sphere
-    path = interpolate_latents(z0, z1, steps=7, method="slerp")
+    path = interpolate_latents(z0, z1, frames=7, method="slerp")
     assert path.shape == (7, 64)
     assert torch.allclose(path[0], z0, atol=1e-5) and torch.allclose(path[-1], z1, atol=1e-5)
     assert torch.allclose(path.norm(dim=1), z0.norm().expand(7), rtol=1e-4)
-    lerp = interpolate_latents(z0, z1, steps=3, method="lerp")
+    lerp = interpolate_latents(z0, z1, frames=3, method="lerp")
     assert torch.allclose(lerp[1], (z0 + z1) / 2)
     assert lerp[1].norm() < path[3].norm() * 0.95  # the straight line cuts through low-norm latents
     # parallel vectors fall back to lerp instead of dividing by sin(0)
@@ -54,11 +54,11 @@ def test_slerp_properties() -> None:
     with pytest.raises(GantoolsError, match="slerp or lerp"):
         interpolate_latents(z0, z1, method="cubic")
     with pytest.raises(GantoolsError, match="at least 2"):
-        interpolate_latents(z0, z1, steps=1)
+        interpolate_latents(z0, z1, frames=1)
 
 
 def test_interpolate_ends_are_the_seeds_images(gan) -> None:
-    strip = interpolate(gan, seed=2, seed2=9, steps=5)
+    strip = interpolate(gan, seed=2, seed2=9, frames=5)
     assert strip.shape == (5, 3, 16, 16)
     assert torch.allclose(strip[0], sample(gan, 1, seed=2)[0], atol=1e-5)
     assert torch.allclose(strip[-1], sample(gan, 1, seed=9)[0], atol=1e-5)

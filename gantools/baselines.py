@@ -135,7 +135,7 @@ def bicubic(low: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _luminance(x: torch.Tensor) -> torch.Tensor:
-    from .inversion import luminance
+    from .utils import luminance
 
     return luminance(x)
 
@@ -152,7 +152,7 @@ def colorize(gray: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
 
     Where that leaves [-1, 1] the chroma is scaled down, so the luminance stays the input's.
     """
-    from .inversion import transfer_luminance
+    from .utils import transfer_luminance
 
     if chroma.shape[-2:] != gray.shape[-2:]:
         raise GantoolsError(f"the chroma is {chroma.shape[-1]}x{chroma.shape[-2]} but the images are "

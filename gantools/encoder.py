@@ -115,7 +115,7 @@ def _degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) 
             sigma = 2 * 0.2 * torch.rand(1, generator=gen).item()
             out[i] = (x[i] + sigma * torch.randn(x[i].shape, generator=gen)).clamp(-1, 1)
         elif k == 2 and c == 3:  # grayscale, BT.601
-            from .inversion import luminance
+            from .utils import luminance
 
             out[i] = luminance(x[i : i + 1])[0].expand(3, -1, -1)
         else:  # low resolution, shown upsampled

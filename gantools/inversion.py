@@ -37,16 +37,14 @@ import torch.nn.functional as F
 
 from .hooks import Trace, layer_name, layer_output
 from .models import GAN, load_model
-from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report, to_uint8
+from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, luminance, notice, report, to_uint8, \
+    transfer_luminance
 
 if TYPE_CHECKING:
     from .encoder import Encoder
 
 TASKS = ("reconstruct", "inpaint", "colorize", "denoise", "superres")
 
-# ITU-R BT.601 luma weights: the formula PIL uses for mode "L", so a grayscale PNG and our
-# luminance of G(z) agree. The weights sum to 1, so the formula is the same on [0,1] and [-1,1].
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 # Gaussian sigma (model scale) of the pixel term for tasks without a noise model: how far a good
 # reconstruction typically is from the image. Denoising replaces it by the noise's own sigma.
@@ -60,12 +58,6 @@ ImageSource = torch.Tensor | Sequence[str | os.PathLike]
 # ---------------------------------------------------------------------------------------------
 # Degradation operators. Each maps generator images (N x C x S x S, [-1, 1]) to the observation
 # space of the user's image, differentiably.
-
-
-def luminance(x: torch.Tensor) -> torch.Tensor:
-    """BT.601 luminance of N x 3 x H x W images (either pixel scale): N x 1 x H x W."""
-    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
 
 
 def gaussian_nll(pred: torch.Tensor, obs: torch.Tensor, sigma: float | torch.Tensor,
@@ -239,20 +231,6 @@ class Colorize(Degradation):
         if not composite:
             return raw
         return transfer_luminance(raw, obs)
-
-
-def transfer_luminance(color: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Replace the BT.601 luminance of `color` (N x 3 x H x W, [-1, 1]) by `y` (N x 1 x H x W).
-
-    Adding the same offset to R, G and B changes Y by that offset and leaves Cb = B - Y and Cr = R - Y
-    unchanged, so Y' + (RGB - Y) is the YCbCr recombination. Where that leaves [-1, 1], the chroma is
-    scaled down (hue kept) just enough to fit, so the luminance stays exactly the input's.
-    """
-    chroma = color - luminance(color)
-    hi = torch.where(chroma > 0, (1 - y) / chroma.clamp_min(1e-12), torch.full_like(chroma, float("inf")))
-    lo = torch.where(chroma < 0, (-1 - y) / chroma.clamp_max(-1e-12), torch.full_like(chroma, float("inf")))
-    scale = torch.minimum(hi, lo).amin(1, keepdim=True).clamp(0, 1)
-    return y + scale * chroma
 
 
 class Denoise(Degradation):

@@ -193,3 +193,33 @@ def parse_point(text: str) -> tuple[float, float]:
     if not (0 <= x <= 1 and 0 <= y <= 1):
         raise GantoolsError(f"position {text!r} must lie inside the image: x and y between 0 and 1")
     return x, y
+
+
+# ---------------------------------------------------------------------------------------------
+# Pixel colour: luminance, shared by inversion, the encoder and the classical baselines
+
+# ITU-R BT.601 luma weights: the formula PIL uses for mode "L", so a grayscale PNG and our
+# luminance of G(z) agree. The weights sum to 1, so the formula is the same on [0,1] and [-1,1].
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luminance of N x 3 x H x W images (either pixel scale): N x 1 x H x W."""
+    w = x.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def transfer_luminance(color: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Replace the BT.601 luminance of `color` (N x 3 x H x W, [-1, 1]) by `y` (N x 1 x H x W).
+
+    Adding the same offset to R, G and B changes Y by that offset and leaves Cb = B - Y and Cr = R - Y
+    unchanged, so Y' + (RGB - Y) is the YCbCr recombination. Where that leaves [-1, 1], the chroma is
+    scaled down (hue kept) just enough to fit, so the luminance stays exactly the input's.
+    """
+    import torch
+
+    chroma = color - luminance(color)
+    hi = torch.where(chroma > 0, (1 - y) / chroma.clamp_min(1e-12), torch.full_like(chroma, float("inf")))
+    lo = torch.where(chroma < 0, (-1 - y) / chroma.clamp_max(-1e-12), torch.full_like(chroma, float("inf")))
+    scale = torch.minimum(hi, lo).amin(1, keepdim=True).clamp(0, 1)
+    return y + scale * chroma

@@ -92,3 +92,16 @@ def planted_gan() -> GAN:
         w[0] = 0.25  # unit 0 drives brightness strongly
         w[1] = 0.06  # unit 1 weakly; units 2..7 not at all
     return GAN(g.eval(), Discriminator(cfg).eval(), cfg)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """A dissection or an inversion fails the test: value errors must come before any of them."""
+    import gantools.dissection
+    import gantools.inversion
+
+    def fail(*args, **kwargs):
+        raise AssertionError("expensive work started before the values were checked")
+
+    monkeypatch.setattr(gantools.dissection, "dissect", fail)
+    monkeypatch.setattr(gantools.inversion, "invert", fail)

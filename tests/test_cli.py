@@ -183,19 +183,6 @@ def _iv_common(model: Path) -> list:
     return ["--model", model, "--layer", "2", "--segmenter", "color", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """A dissection or an inversion fails the test: the CLI must stop before them."""
-    import gantools.dissection
-    import gantools.inversion
-
-    def fail(*args, **kwargs):
-        raise AssertionError("expensive work started before the values were checked")
-
-    monkeypatch.setattr(gantools.dissection, "dissect", fail)
-    monkeypatch.setattr(gantools.inversion, "invert", fail)
-
-
 def test_a_concept_the_model_does_not_draw_is_a_one_line_error(planted, no_work) -> None:
     model, report, image = planted
     for command in (["ablate"], ["insert", "--at", "0.5,0.5"], ["edit", image, "--steps", "2", "--at", "0.5,0.5"]):

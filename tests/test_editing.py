@@ -159,19 +159,6 @@ class BrightDoor(Bright):
     concepts = ["dark", "bright", "door"]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """A dissection or an inversion fails the test: the errors must come before them."""
-    import gantools.dissection
-    import gantools.inversion
-
-    def fail(*args, **kwargs):
-        raise AssertionError("expensive work started before the values were checked")
-
-    monkeypatch.setattr(gantools.dissection, "dissect", fail)
-    monkeypatch.setattr(gantools.inversion, "invert", fail)
-
-
 @pytest.mark.parametrize("kwargs, message", [
     (dict(at=(1.5, 0.5)), "between 0 and 1"),
     (dict(at="0.5,-0.2"), "between 0 and 1"),

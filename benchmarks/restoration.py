@@ -13,7 +13,7 @@ For each task the clean images are degraded once (seeded), then restored by `gan
              samples as the reference instead);
 - reconstruct: the plain inversion, for reference (no classical counterpart).
 
-The classical methods are gantools.baselines, the ones `gantools invert --target` reports beside
+The classical methods are gantools.restoration.baselines, the ones `gantools invert --target` reports beside
 every result. PSNR and SSIM are computed with gantools.metrics (scikit-image, [0, 1] scale). Also measured:
 
 - time to quality: Adam steps needed from encoder initialisation and from random initialisation
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 import gantools
 from gantools import baselines
 from gantools.data import find_images, load_image, split_holdout
-from gantools.inversion import luminance
+from gantools.restoration.inversion import luminance
 from gantools.metrics import psnr, ssim
 from gantools.utils import from_uint8
 
@@ -103,7 +103,7 @@ def random_holes(n: int, size: int, seed: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Classical methods: gantools.baselines, the same code `gantools invert --target` compares against.
+# Classical methods: gantools.restoration.baselines, the same code `gantools invert --target` compares against.
 
 
 def classical_denoise(noisy: torch.Tensor, sigma: float) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 import gantools
 from gantools.data import find_images, load_image, make_grid, save_image, split_holdout
 from gantools.dissection import unit_masks
-from gantools.inversion import compare_strip
+from gantools.restoration.inversion import compare_strip
 from gantools.reports import image_row, overlay
 from gantools.utils import to_uint8
 

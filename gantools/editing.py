@@ -122,7 +122,7 @@ class EditResult:
 def _read_input(image: Any, nc: int, size: int) -> tuple[torch.Tensor, str, tuple[int, int]]:
     """(uint8 nc x size x size, stem, the input's own (H, W))."""
     from .data import resize_center_crop
-    from .inversion import _convert_channels
+    from .restoration.inversion import _convert_channels
 
     if isinstance(image, (str, os.PathLike)):
         from .data import read_image
@@ -223,7 +223,7 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
 
     Every value is checked before the dissection on the fly and the inversion start.
     """
-    from .inversion import invert
+    from .restoration.inversion import invert
     from .metrics import psnr as psnr_of
 
     if (remove is None) == (add is None):

@@ -1,4 +1,4 @@
-"""Small shared helpers: the user-error type, the device helper, atomic writes, progress reporting.
+"""Small shared helpers: the user-error type, the config base, the device rule, atomic writes, progress.
 
 Everything here is used by several modules; look here before writing a helper.
 """
@@ -9,9 +9,9 @@ import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 if TYPE_CHECKING:  # torch is imported lazily so that `gantools --help` stays fast
     import torch
@@ -22,6 +22,40 @@ class GantoolsError(Exception):
 
     The CLI prints its message on one line and exits non-zero, without a traceback.
     """
+
+
+# ---------------------------------------------------------------------------------------------
+# The one config base: every saved object (model, segmenter, classifier, encoder, training run)
+# keeps its settings in a dataclass that derives from Config and is written beside its weights.
+
+ConfigT = TypeVar("ConfigT", bound="Config")
+
+
+@dataclass
+class Config:
+    """Base of every config dataclass: a plain-dict round trip that tolerates files from other versions.
+
+    `from_dict` ignores keys this version does not know (a newer file) and keeps defaults for keys it
+    lacks (an older file); a subclass that must translate old keys overrides `upgrade`.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """Translate a dict written by an older version; the base keeps it as it is."""
+        return d
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], d: dict[str, Any]) -> ConfigT:
+        d = cls.upgrade(dict(d))
+        names = {f.name for f in fields(cls) if f.init}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def replace(self: ConfigT, **changes: Any) -> ConfigT:
+        """A copy with some fields changed (validated again by __post_init__)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,7 +101,7 @@ def notice(callback: ProgressCallback | None, message: str, task: str = "notice"
 
 
 def get_device(spec: str | torch.device | None = "auto") -> torch.device:
-    """The one device helper: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
+    """Parse a device: 'auto' or None (CUDA when present), 'cpu', 'cuda' or 'cuda:N'."""
     import torch
 
     if isinstance(spec, torch.device):
@@ -87,6 +121,36 @@ def get_device(spec: str | torch.device | None = "auto") -> torch.device:
     elif device.type != "cpu":
         raise GantoolsError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
     return device
+
+
+def module_device(module: Any) -> torch.device | None:
+    """The device of a module's first parameter or buffer (None when it has neither, or is not a module)."""
+    import torch
+
+    modules = getattr(module, "modules", None)
+    if not callable(modules):
+        return None
+    for m in modules():
+        for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)):
+            if isinstance(t, torch.Tensor):
+                return t.device
+    return None
+
+
+def resolve_device(device: str | torch.device | None, *models: Any) -> torch.device:
+    """The one device rule of the API.
+
+    An explicit `device` wins (and the caller moves its models there). With `device=None`, work runs
+    where the given, already-loaded model lives; when no loaded model is given (a path or a name is
+    about to be loaded), it runs on 'auto': CUDA when present, else the CPU.
+    """
+    if device is not None:
+        return get_device(device)
+    for model in models:
+        found = module_device(getattr(model, "generator", model))  # a GAN keeps its weights on .generator
+        if found is not None:
+            return found
+    return get_device("auto")
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -98,10 +98,10 @@ def planted_gan() -> GAN:
 def no_work(monkeypatch):
     """A dissection or an inversion fails the test: value errors must come before any of them."""
     import gantools.dissection
-    import gantools.inversion
+    import gantools.restoration.inversion
 
     def fail(*args, **kwargs):
         raise AssertionError("expensive work started before the values were checked")
 
     monkeypatch.setattr(gantools.dissection, "dissect", fail)
-    monkeypatch.setattr(gantools.inversion, "invert", fail)
+    monkeypatch.setattr(gantools.restoration.inversion, "invert", fail)

@@ -272,7 +272,7 @@ def _raise_interrupt(*args, **kwargs):
     ("gantools.dissection", "dissect", ["dissect", "--layer", "2", "--n", "4", "--segmenter", "color"], "dissect"),
     ("gantools.classifier", "train_classifier", ["classifier", "train", "--epochs", "1"], "classifier"),
     ("gantools.segmenters", "train_segmenter", ["segmenter", "train", "--steps", "1"], "segmenter"),
-    ("gantools.encoder", "train_encoder", ["encoder", "train", "--steps", "1"], "encoder"),
+    ("gantools.restoration.encoder", "train_encoder", ["encoder", "train", "--steps", "1"], "encoder"),
 ])
 def test_ctrl_c_says_that_nothing_was_kept(module, function, command, what, tiny_model_file: Path, image_folder: Path,
                                            tmp_path: Path, monkeypatch) -> None:
@@ -313,7 +313,7 @@ def test_ctrl_c_during_eval_names_the_cached_statistics_it_kept(tiny_model_file:
 
 
 def test_ctrl_c_during_invert_names_only_what_was_written(tiny_model_file: Path, tmp_path: Path, monkeypatch) -> None:
-    import gantools.inversion as inv
+    import gantools.restoration.inversion as inv
 
     images = write_images(tmp_path / "in", 3, size=16)
     out = tmp_path / "inv_int"

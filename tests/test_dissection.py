@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gantools import dissection as D
+from gantools.dissection import engine as D
 from gantools.dissection import (IQR_SEED_OFFSET, DissectionResult, check_model, dissect, information_quality_ratio,
                                  load_report, render_examples)
 from gantools.hooks import TraceDict

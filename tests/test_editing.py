@@ -185,24 +185,24 @@ def test_values_are_checked_before_dissection_and_inversion(gan, photo, no_work,
 
 
 def test_weak_concepts_are_refused_unless_allowed(gan, photo, monkeypatch):
-    import gantools.inversion
+    import gantools.restoration.inversion
     from gantools.dissection import dissect
     from gantools.interventions import WeakConceptError
 
     report = dissect(gan, layers=(2,), segmenter=BrightDoor(), n=32, seed=11, top_k=0)
-    real_invert = gantools.inversion.invert
+    real_invert = gantools.restoration.inversion.invert
 
     def fail(*args, **kwargs):
         raise AssertionError("inverted before the concept was checked")
 
-    monkeypatch.setattr(gantools.inversion, "invert", fail)
+    monkeypatch.setattr(gantools.restoration.inversion, "invert", fail)
     for kwargs in (dict(add="door", at=(0.5, 0.5)), dict(remove="door")):
         with pytest.raises(WeakConceptError) as info:
             edit(gan, photo, 2, top=3, dissection=report, segmenter=BrightDoor(), **kwargs, **FAST)
         text = str(info.value)
         assert "best IoU is 0.0000" in text and "may not draw door" in text and "allow_weak=True" in text
         assert (info.value.best_iou, info.value.coverage) == (0.0, 0.0)
-    monkeypatch.setattr(gantools.inversion, "invert", real_invert)
+    monkeypatch.setattr(gantools.restoration.inversion, "invert", real_invert)
     msgs = []
     r = edit(gan, photo, 2, add="door", at=(0.5, 0.5), top=3, allow_weak=True, dissection=report,
              segmenter=BrightDoor(), progress=msgs.append, **FAST)

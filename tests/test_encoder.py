@@ -24,13 +24,13 @@ def gan():
 
 @pytest.fixture(scope="module")
 def trained(gan):
-    from gantools.encoder import train_encoder
+    from gantools.restoration.encoder import train_encoder
 
     return train_encoder(gan, steps=150, batch_size=32, width=16, lr=2e-3, seed=0)
 
 
 def test_training_reduces_latent_and_pixel_error(gan, trained):
-    from gantools.encoder import Encoder, EncoderConfig, encoder_errors
+    from gantools.restoration.encoder import Encoder, EncoderConfig, encoder_errors
 
     torch.manual_seed(0)
     untrained = Encoder(EncoderConfig(16, 3, 8, width=16)).eval()
@@ -42,7 +42,7 @@ def test_training_reduces_latent_and_pixel_error(gan, trained):
 
 
 def test_save_load_roundtrip_and_checks(gan, trained, tmp_path):
-    from gantools.encoder import load_encoder, save_encoder
+    from gantools.restoration.encoder import load_encoder, save_encoder
     from gantools.models import load_model, read_safetensors
 
     model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
@@ -74,8 +74,8 @@ def test_save_load_roundtrip_and_checks(gan, trained, tmp_path):
 
 
 def test_invert_starts_from_encoder(gan, trained, tmp_path):
-    from gantools.encoder import save_encoder
-    from gantools.inversion import invert
+    from gantools.restoration.encoder import save_encoder
+    from gantools.restoration.inversion import invert
     from gantools.models import load_model
 
     model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
@@ -100,7 +100,7 @@ def test_invert_starts_from_encoder(gan, trained, tmp_path):
 
 def test_training_on_real_images_and_augmentation(gan, image_folder):
     from gantools.data import ImageFolder
-    from gantools.encoder import _degrade_for_encoder, train_encoder
+    from gantools.restoration.encoder import _degrade_for_encoder, train_encoder
 
     x = planted(gan, n=64)[1]
     aug = _degrade_for_encoder(x, torch.Generator().manual_seed(0), p=0.5)

@@ -61,7 +61,7 @@ def planted(gan: GAN, n: int = 3, seed: int = 7) -> tuple[torch.Tensor, torch.Te
 def test_luminance_is_bt601_like_pil():
     from PIL import Image
 
-    from gantools.inversion import luminance
+    from gantools.restoration.inversion import luminance
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -77,7 +77,7 @@ def test_luminance_is_bt601_like_pil():
 
 
 def test_inpaint_operator_and_masked_nll():
-    from gantools.inversion import DEFAULT_PIXEL_SIGMA, Inpaint
+    from gantools.restoration.inversion import DEFAULT_PIXEL_SIGMA, Inpaint
 
     missing = torch.zeros(4, 4)
     missing[1:3, 0:2] = 1
@@ -98,7 +98,7 @@ def test_inpaint_operator_and_masked_nll():
 
 
 def test_area_downsampling_is_block_mean():
-    from gantools.inversion import SuperResolution
+    from gantools.restoration.inversion import SuperResolution
 
     x = torch.randn(2, 3, 16, 16)
     deg = SuperResolution(16, 3, scale=4)
@@ -112,7 +112,7 @@ def test_area_downsampling_is_block_mean():
 
 
 def test_denoise_nll_uses_sigma_on_model_scale():
-    from gantools.inversion import Denoise
+    from gantools.restoration.inversion import Denoise
 
     deg = Denoise(8, 1, sigma=[0.05, 0.2])
     assert torch.allclose(deg.sigma_model(), torch.tensor([0.1, 0.4]))
@@ -128,7 +128,7 @@ def test_denoise_nll_uses_sigma_on_model_scale():
 
 
 def test_transfer_luminance_keeps_luminance_and_hue():
-    from gantools.inversion import luminance, transfer_luminance
+    from gantools.restoration.inversion import luminance, transfer_luminance
 
     color = torch.rand(4, 3, 8, 8) * 2 - 1
     y = torch.rand(4, 1, 8, 8) * 2 - 1
@@ -146,7 +146,7 @@ def test_transfer_luminance_keeps_luminance_and_hue():
 
 
 def test_noise_sigma_estimate():
-    from gantools.inversion import estimate_noise_sigma
+    from gantools.restoration.inversion import estimate_noise_sigma
 
     g = torch.Generator().manual_seed(0)
     clean = torch.linspace(-0.5, 0.5, 64).view(1, 1, 1, 64).expand(2, 3, 64, 64)
@@ -161,7 +161,7 @@ def test_noise_sigma_estimate():
 
 
 def test_planted_reconstruction(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, target = planted(gan)
     res = invert(gan, target, "reconstruct", steps=120, restarts=2, encoder=None, target=target, seed=0)
@@ -176,13 +176,13 @@ def test_planted_reconstruction(gan):
 
 def _z_at_init(gan, target):
     """The starting latent of the winning restart, recomputed with steps=1 and lr=0."""
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     return invert(gan, target, "reconstruct", steps=1, restarts=2, encoder=None, lr=0.0, seed=0).z
 
 
 def test_restarts_pick_lowest_and_batching_changes_nothing(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, target = planted(gan, n=3, seed=11)
     kw = dict(steps=25, encoder=None, seed=3)
@@ -201,7 +201,7 @@ def test_restarts_pick_lowest_and_batching_changes_nothing(gan):
 
 
 def test_on_batch_hands_over_each_finished_batch(gan, tmp_path):
-    from gantools.inversion import invert, save_outputs
+    from gantools.restoration.inversion import invert, save_outputs
 
     _, target = planted(gan, n=5, seed=12)
     parts = []
@@ -222,7 +222,7 @@ def test_on_batch_hands_over_each_finished_batch(gan, tmp_path):
 
 
 def test_inpaint_composite_keeps_known_pixels(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, clean = planted(gan, n=2, seed=5)
     missing = torch.zeros(16, 16)
@@ -244,7 +244,7 @@ def test_inpaint_composite_keeps_known_pixels(gan):
 
 
 def test_colorize_keeps_input_luminance(gan, gray_gan):
-    from gantools.inversion import invert, luminance
+    from gantools.restoration.inversion import invert, luminance
 
     _, clean = planted(gan, n=2, seed=9)
     gray = luminance(clean)
@@ -260,7 +260,7 @@ def test_colorize_keeps_input_luminance(gan, gray_gan):
 
 
 def test_superres_size_must_match(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, clean = planted(gan, n=2, seed=4)
     low = F.avg_pool2d(clean, 4)
@@ -276,7 +276,7 @@ def test_superres_size_must_match(gan):
 
 
 def test_denoise_estimates_sigma(gan):
-    from gantools.inversion import estimate_noise_sigma, invert
+    from gantools.restoration.inversion import estimate_noise_sigma, invert
 
     _, clean = planted(gan, n=2, seed=3)
     noisy = clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
@@ -312,7 +312,7 @@ def test_target_scores_the_degraded_input_and_a_classical_baseline(gan):
     from skimage.restoration import denoise_tv_chambolle, inpaint_biharmonic
     from skimage.transform import resize
 
-    from gantools.inversion import invert, luminance
+    from gantools.restoration.inversion import invert, luminance
     from gantools.metrics import psnr
 
     _, clean = planted(gan, n=2, seed=3)
@@ -357,7 +357,7 @@ def test_target_scores_the_degraded_input_and_a_classical_baseline(gan):
     for i, m in enumerate(col.metrics):
         assert m["input_psnr"] == pytest.approx(psnr(gray[i].expand(3, -1, -1), clean[i]))
         assert m["baseline"] == "mean chroma"
-        from gantools.inversion import transfer_luminance
+        from gantools.restoration.inversion import transfer_luminance
 
         expected = transfer_luminance(chroma, gray[i:i + 1])[0]
         assert m["baseline_psnr"] == pytest.approx(psnr(expected, clean[i]), abs=1e-4)
@@ -368,7 +368,7 @@ def test_target_scores_the_degraded_input_and_a_classical_baseline(gan):
 
 
 def test_a_result_worse_than_its_input_is_warned_about(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, clean = planted(gan, n=2, seed=3)
     # nearly clean input, and an inversion that cannot move (lr 0): the input itself is far better
@@ -392,7 +392,7 @@ def test_a_result_worse_than_its_input_is_warned_about(gan):
 
 
 def test_target_is_the_keyword_and_targets_still_works(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, clean = planted(gan, n=1, seed=3)
     new = invert(gan, clean, steps=2, restarts=1, encoder=None, target=clean)
@@ -404,7 +404,7 @@ def test_target_is_the_keyword_and_targets_still_works(gan):
 
 
 def test_per_image_settings_follow_each_batch(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, clean = planted(gan, n=3, seed=3)
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2))
@@ -417,7 +417,7 @@ def test_per_image_settings_follow_each_batch(gan):
 
 def test_layerwise_beats_z_only_outside_the_range(gan):
     from gantools.hooks import generate_from
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     # a smooth pattern the generator never drew
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
@@ -439,7 +439,7 @@ def test_layerwise_beats_z_only_outside_the_range(gan):
 def test_inputs_any_size_with_notice_and_errors(gan, gray_gan, tmp_path):
     from PIL import Image
 
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     rng = np.random.default_rng(0)
     big = tmp_path / "big.png"
@@ -500,7 +500,7 @@ def test_inputs_any_size_with_notice_and_errors(gan, gray_gan, tmp_path):
 def test_mask_resized_with_image_stays_conservative(gan, tmp_path):
     from PIL import Image
 
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     img = tmp_path / "a.png"
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(img)
@@ -620,7 +620,7 @@ def test_cli_unreadable_file(model_file, tmp_path):
 
 
 def test_layerwise_denoising_stops_at_the_noise_level(gan):
-    from gantools.inversion import invert
+    from gantools.restoration.inversion import invert
 
     _, clean = planted(gan, n=2, seed=13)
     noisy = clean + 2 * 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))

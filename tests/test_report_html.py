@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from gantools.dissection import dissect, load_report, render_examples
-from gantools.report_html import dissection_html, write_dissection_html
+from gantools.dissection.html import dissection_html, write_dissection_html
 from gantools.reports import data_uri, image_row
 from test_dissection import Planted, planted_segmenter  # a generator whose units copy known concepts
 
@@ -114,7 +114,7 @@ def test_strip_highlights_the_thresholded_region(planted_result):
     import numpy as np
     from PIL import Image
 
-    from gantools.report_html import _strip
+    from gantools.dissection.html import _strip
 
     layer = planted_result.layers["layer1"]
     uri = _strip(layer, 0)

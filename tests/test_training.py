@@ -526,7 +526,7 @@ def test_track_concepts_logs_and_plots_shares(easy_folder: Path, tmp_path: Path,
 
 
 def test_a_spectral_norm_model_works_in_every_analysis(easy_folder: Path, tmp_path: Path) -> None:
-    from gantools.inversion import discriminator_features, invert
+    from gantools.restoration.inversion import discriminator_features, invert
 
     run = train(tiny(easy_folder, tmp_path / "sn", recipe="stable", steps=6, sample_every=0)).run_dir
     gan = load_model(run)

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .hooks import Trace, layer_name, layer_output
-from .models import GAN, load_model
-from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, luminance, notice, report, to_uint8, \
+from ..hooks import Trace, layer_name, layer_output
+from ..models import GAN, load_model
+from ..utils import GantoolsError, ProgressCallback, from_uint8, get_device, luminance, notice, report, to_uint8, \
     transfer_luminance
 
 if TYPE_CHECKING:
@@ -397,7 +397,7 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
         names: stems for tensor inputs (default img0000, img0001, ...).
         progress: receives a one-line notice per resized input.
     """
-    from .data import read_image, resize_center_crop
+    from ..data import read_image, resize_center_crop
 
     want_c = 1 if task == "colorize" else nc
     side = image_size // scale if task == "superres" else image_size
@@ -421,7 +421,7 @@ def load_observations(images: ImageSource, image_size: int, nc: int, task: str, 
             labels.append(names[i] if names is not None else f"img{i:04d}")
             sources.append(None)
     else:
-        from .data import find_images
+        from ..data import find_images
 
         paths = []
         for p in map(Path, [images] if isinstance(images, (str, os.PathLike)) else images):
@@ -484,7 +484,7 @@ def load_mask(mask: str | os.PathLike | torch.Tensor, sizes: Sequence[tuple[int,
         sizes: the inputs' own (height, width); the mask must have the same size.
         image_size: generator resolution to bring it to.
     """
-    from .data import read_mask, resize_center_crop
+    from ..data import read_mask, resize_center_crop
 
     if isinstance(mask, torch.Tensor):
         m = _as_mask(mask)
@@ -1020,7 +1020,7 @@ def _assemble(parts: dict[str, list], loss_parts: dict[str, list], layer_loss_pa
 
 
 def _fingerprint(gan: GAN) -> str:
-    from .models import fingerprint
+    from ..models import fingerprint
 
     return fingerprint(gan.generator)
 
@@ -1105,7 +1105,7 @@ def load_targets(targets: ImageSource, names: Sequence[str], image_size: int, nc
                  progress: ProgressCallback | None = None) -> list[torch.Tensor | None]:
     """Clean images for scoring, aligned with `names`: a tensor, a list of paths, one file (one
     input only) or a folder matched by stem. Missing stems give None (with a notice)."""
-    from .data import find_images, load_image, read_image
+    from ..data import find_images, load_image, read_image
 
     if isinstance(targets, torch.Tensor):
         t = targets if targets.dim() == 4 else targets[None]
@@ -1171,7 +1171,7 @@ def score(result: InversionResult, target: ImageSource, progress: ProgressCallba
             layer-wise one when it ran): then the GAN prior did not help this image.
     """
     from . import baselines as classical
-    from .metrics import psnr, ssim
+    from ..metrics import psnr, ssim
 
     s = result.images.shape[-1]
     nc = result.images.shape[1]
@@ -1252,7 +1252,7 @@ def compare_strip(result: InversionResult, i: int, original: torch.Tensor | None
 
     Small images are enlarged with nearest-neighbour to at least `min_size` pixels, so they can be seen.
     """
-    from .data import make_grid, resize_center_crop
+    from ..data import make_grid, resize_center_crop
 
     s = result.images.shape[-1]
     nc = result.images.shape[1]
@@ -1287,8 +1287,8 @@ def compare_strip(result: InversionResult, i: int, original: torch.Tensor | None
 def save_outputs(result: InversionResult, out_dir: str | os.PathLike) -> list[dict[str, str]]:
     """Write DIR/<stem>.png (final result at generator resolution), DIR/<stem>_compare.png and
     DIR/<stem>.latent.pt for every image; returns the paths per image."""
-    from .data import save_image
-    from .utils import torch_save
+    from ..data import save_image
+    from ..utils import torch_save
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

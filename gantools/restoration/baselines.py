@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .utils import GantoolsError
+from ..utils import GantoolsError
 
 # The settings tried for each classical denoiser (each is given the true or estimated sigma).
 TV_WEIGHTS = (0.05, 0.1, 0.2)
@@ -111,7 +111,7 @@ def best_denoise(noisy: torch.Tensor, sigma: float | Sequence[float] | torch.Ten
 
     Returns the denoised images (N x C x H x W) and the chosen setting's name per image.
     """
-    from .metrics import psnr
+    from ..metrics import psnr
 
     images, names = [], []
     for x, s, t in zip(noisy, _sigmas(sigma, len(noisy)), target):
@@ -135,7 +135,7 @@ def bicubic(low: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _luminance(x: torch.Tensor) -> torch.Tensor:
-    from .utils import luminance
+    from ..utils import luminance
 
     return luminance(x)
 
@@ -152,7 +152,7 @@ def colorize(gray: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
 
     Where that leaves [-1, 1] the chroma is scaled down, so the luminance stays the input's.
     """
-    from .utils import transfer_luminance
+    from ..utils import transfer_luminance
 
     if chroma.shape[-2:] != gray.shape[-2:]:
         raise GantoolsError(f"the chroma is {chroma.shape[-1]}x{chroma.shape[-2]} but the images are "

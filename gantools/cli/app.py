@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from .utils import GantoolsError, Progress
+from ..utils import GantoolsError, Progress
 
 
 def _error(message: str) -> None:
@@ -57,7 +57,7 @@ def _check_out_dir(path: Optional[Path], option: str = "--out") -> None:
 
 def _default_companion(model_path: Path, component: str) -> Path:
     """The file beside the model, unless that would silently replace a shipped model's companion."""
-    from .models import companion_path, pretrained_dir
+    from ..models import companion_path, pretrained_dir
 
     path = companion_path(model_path, component)
     if path.exists() and path.resolve().is_relative_to(pretrained_dir().resolve()):
@@ -167,7 +167,7 @@ def _fmt(v: float) -> str:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout (for --json)."""
-    from .utils import _finite
+    from ..utils import _finite
 
     sys.stdout.write(json.dumps(_finite(obj)) + "\n")
     sys.stdout.flush()
@@ -285,7 +285,7 @@ def train_cmd(
 ) -> None:
     """Train a DCGAN on a folder of images or a built-in dataset (Ctrl-C saves and stops)."""
     _check_out_dir(out)
-    from .training import TrainConfig, train
+    from ..training import TrainConfig, train
 
     if lr is not None and (lr_g is not None or lr_d is not None):
         raise typer.BadParameter("--lr sets both learning rates: give it, or --lr-g/--lr-d, not both")
@@ -337,7 +337,7 @@ def export_cmd(
 ) -> None:
     """Write a run's model.safetensors (G, D and config) for the analysis commands."""
     _check_out_file(out)
-    from .training import export
+    from ..training import export
 
     path = export(run_dir, best=best, out=out, half=half)
     typer.echo(str(path))
@@ -368,9 +368,9 @@ def sample_cmd(
 ) -> None:
     """Draw samples from a model: a grid, an interpolation strip, or latent vector arithmetic."""
     _check_out_file(out)
-    from .data import save_grid
-    from .models import load_model
-    from . import sampling
+    from ..data import save_grid
+    from ..models import load_model
+    from .. import sampling
 
     if interpolate and arithmetic:
         raise typer.BadParameter("choose --interpolate or --arithmetic, not both")
@@ -409,7 +409,7 @@ def data_scenes_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Write procedural scenes with per-pixel concept labels (palette PNGs) and print concept frequencies."""
-    from .scenes import VERSION, write_scenes
+    from ..scenes import VERSION, write_scenes
 
     if nc not in (1, 3):
         raise typer.BadParameter("--nc must be 1 (luminance) or 3 (RGB)")
@@ -524,7 +524,7 @@ def segmenter_train_cmd(
 ) -> None:
     """Train a segmenter (segmentation-models-pytorch) on labelled images; report held-out IoU."""
     _check_out_file(out)
-    from .segmenters import train_segmenter
+    from ..segmenters import train_segmenter
 
     if steps is not None and epochs is not None:
         raise typer.BadParameter("give --steps or --epochs, not both")
@@ -587,8 +587,8 @@ def segmenter_eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Per-concept IoU and mIoU of a segmenter on labelled images (scenes or a labelled folder)."""
-    from .segmenters import evaluate_segmenter, load_segmenter, open_labelled
-    from .utils import notice
+    from ..segmenters import evaluate_segmenter, load_segmenter, open_labelled
+    from ..utils import notice
 
     seg = load_segmenter(segmenter, device=device)
     config = getattr(seg, "config", None)
@@ -698,14 +698,14 @@ def dissect_cmd(
     Writes report.json, units.csv and a self-contained report.html (offline; open it from disk).
     """
     _check_out_dir(out)
-    from .dissection import dissect
+    from ..dissection import dissect
 
     if quantile is not None and threshold != ThresholdMethod.quantile:
         raise typer.BadParameter("--quantile is for --threshold quantile (iqr chooses each unit's level itself)")
     quantile = 0.01 if quantile is None else quantile
     layers, target = layer, model
     if not layers:  # layer 3, or the last hidden layer of a 16px model (which has two)
-        from .models import load_model
+        from ..models import load_model
 
         target = load_model(model, device)
         layers = [str(min(3, target.config.num_layers))]
@@ -805,7 +805,7 @@ class _IvFlags:
 
     def __exit__(self, kind: Any, error: Any, tb: Any) -> bool:
         if isinstance(error, GantoolsError):
-            from .interventions import WeakConceptError
+            from ..interventions import WeakConceptError
 
             if isinstance(error, WeakConceptError):
                 raise GantoolsError(error.describe("--units", "--allow-weak")) from None
@@ -843,7 +843,7 @@ def ablate_cmd(
     Writes effect.json, curve.json, curve.png (effect against k units ablated) and before/after pictures to --out.
     """
     _check_out_dir(out)
-    from .interventions import ablate
+    from ..interventions import ablate
 
     _iv_selection(units, concept, rank, report_dir)
     with Reporter(quiet) as rep, _IvFlags():
@@ -908,8 +908,8 @@ def insert_cmd(
     Writes effect.json and before/after pictures (the region highlighted) to --out.
     """
     _check_out_dir(out)
-    from .interventions import insert
-    from .utils import parse_point
+    from ..interventions import insert
+    from ..utils import parse_point
 
     _iv_selection(units, concept, rank, report_dir)
     if (at is None) == (mask is None):
@@ -972,15 +972,15 @@ def rank_cmd(
 ) -> None:
     """Rank a layer's units by the causal effect on a concept of ablating each one alone."""
     _check_out_dir(out)
-    from .interventions import rank_units
-    from .models import load_model
+    from ..interventions import rank_units
+    from ..models import load_model
 
     if report_dir is None and value.strip().lower() in ("mean", "q99"):
         raise typer.BadParameter(f"{value} is read from a dissection: give --report DIR, or a number",
                                  param_hint="'--value'")
     dissection = None
     if report_dir is not None:
-        from .dissection import HTML_FILE, load_report
+        from ..dissection import HTML_FILE, load_report
 
         dissection = load_report(report_dir)
         report_dir = report_dir.parent if report_dir.is_file() else report_dir
@@ -1076,8 +1076,8 @@ def invert_cmd(
 ) -> None:
     """Invert real images into the GAN and restore what they lack (GAN-prior restoration)."""
     _check_out_dir(out)
-    from .inversion import invert, save_outputs
-    from .models import load_model
+    from ..restoration.inversion import invert, save_outputs
+    from ..models import load_model
 
     t = task.value
     if mask is not None and t != "inpaint":
@@ -1177,8 +1177,8 @@ def encoder_train_cmd(
 ) -> None:
     """Train an encoder E(x) -> z for a model; `gantools invert` starts from E(x) when it exists."""
     _check_out_file(out)
-    from .encoder import Encoder, EncoderConfig, encoder_errors, train_encoder
-    from .models import load_model
+    from ..restoration.encoder import Encoder, EncoderConfig, encoder_errors, train_encoder
+    from ..models import load_model
 
     gan = load_model(model, device=device)
     if out is None:
@@ -1220,7 +1220,7 @@ def encoder_train_cmd(
 
 
 def _encoder_data(data: str, image_size: int, nc: int, holdout: int, seed: int, progress: Any) -> Any:
-    from .data import ImageFolder, find_images, open_dataset, split_holdout
+    from ..data import ImageFolder, find_images, open_dataset, split_holdout
 
     path = Path(data)
     if path.is_dir():
@@ -1332,7 +1332,7 @@ def eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Sample quality: FID, KID, precision/recall, class coverage and concept frequencies, offline."""
-    from .metrics import evaluate
+    from ..metrics import evaluate
 
     if n < 2:
         raise typer.BadParameter("--n must be at least 2")
@@ -1344,7 +1344,7 @@ def eval_cmd(
                               kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, batch_size=batch_size,
                               use_cache=not no_cache, device=device, progress=rep)
         except KeyboardInterrupt:
-            from .metrics import cache_dir
+            from ..metrics import cache_dir
 
             cache = cache_dir()
             # reference statistics are cached (atomically) as soon as they are complete
@@ -1392,10 +1392,10 @@ def classifier_train_cmd(
 ) -> None:
     """Train a small CNN classifier on class folders (e.g. digits in 0/ ... 9/)."""
     _check_out_file(out)
-    from .classifier import train_classifier
+    from ..classifier import train_classifier
 
     if model is not None:
-        from .models import load_model
+        from ..models import load_model
 
         gan = load_model(model)
         image_size = image_size or gan.config.image_size
@@ -1439,12 +1439,12 @@ def classifier_eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Accuracy of a classifier on a class-folder dataset, overall and per class."""
-    from .classifier import evaluate_classifier
+    from ..classifier import evaluate_classifier
 
     if classifier is None:
         if model is None:
             raise typer.BadParameter("give --classifier PATH or --model M (whose classifier.safetensors is used)")
-        from .models import companion_path, resolve_model_path
+        from ..models import companion_path, resolve_model_path
 
         classifier = companion_path(resolve_model_path(model), "classifier")
         if not classifier.is_file():
@@ -1524,7 +1524,7 @@ def edit_cmd(
     after) to --out.
     """
     _check_out_dir(out)
-    from .editing import edit
+    from ..editing import edit
 
     if (remove is None) == (add is None):
         raise typer.BadParameter("say what to edit: --remove CONCEPT or --add CONCEPT (one of them)")

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .reports import concept_palette, data_uri, image_row, overlay
-from .utils import write_text
+from ..reports import concept_palette, data_uri, image_row, overlay
+from ..utils import write_text
 
 if TYPE_CHECKING:
-    from .dissection import DissectionResult, LayerDissection
+    from .engine import DissectionResult, LayerDissection
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
@@ -144,7 +144,7 @@ def _bar_chart(result: DissectionResult, name: str, colors: list[str]) -> str:
 
 def _strip(layer: LayerDissection, unit: int) -> str | None:
     """The unit's top-activating images with the region above its threshold highlighted."""
-    from .dissection import unit_masks
+    from .engine import unit_masks
 
     ex = layer.examples
     if ex is None:
@@ -281,7 +281,7 @@ def write_dissection_html(result: DissectionResult, path: str | os.PathLike) -> 
     Strips of top-activating images are drawn for layers whose `examples` are in memory (a fresh
     dissection, or after `dissection.render_examples(result, gan)`).
     """
-    from .dissection import _bookkeeping_threads
+    from .engine import _bookkeeping_threads
 
     with _bookkeeping_threads():  # many small tensor ops: one thread (see dissection._bookkeeping_threads)
         text = dissection_html(result)

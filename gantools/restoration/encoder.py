@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import (GAN, companion_path, component_state, fingerprint, init_weights, load_model, load_state,
+from ..models import (GAN, companion_path, component_state, fingerprint, init_weights, load_model, load_state,
                      read_safetensors, save_safetensors)
-from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report
+from ..utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) 
             sigma = 2 * 0.2 * torch.rand(1, generator=gen).item()
             out[i] = (x[i] + sigma * torch.randn(x[i].shape, generator=gen)).clamp(-1, 1)
         elif k == 2 and c == 3:  # grayscale, BT.601
-            from .utils import luminance
+            from ..utils import luminance
 
             out[i] = luminance(x[i : i + 1])[0].expand(3, -1, -1)
         else:  # low resolution, shown upsampled
@@ -182,7 +182,7 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = 2000, batch_size:
             loss = loss + perceptual_weight * perceptual_distance(D, x_hat, feats).mean()
         real_pixel = None
         if dataset is not None:
-            from .data import batch_images
+            from ..data import batch_images
 
             idx = torch.randint(len(dataset), (batch_size,), generator=gen)
             xr = from_uint8(batch_images(dataset, idx)).to(dev)
@@ -220,7 +220,7 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = 2000, batch_size:
 
 def _open_data(data: Any, image_size: int, nc: int, seed: int, progress: ProgressCallback | None):
     if isinstance(data, (str, Path)):
-        from .data import open_dataset
+        from ..data import open_dataset
 
         return open_dataset(data, image_size, nc, n=10000, seed=seed, progress=progress)
     if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):

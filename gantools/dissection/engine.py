@@ -72,11 +72,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import TraceDict, layer_name
-from .utils import GantoolsError, ProgressCallback, get_device, notice, report, to_uint8, write_json, write_text
+from ..hooks import TraceDict, layer_name
+from ..utils import GantoolsError, ProgressCallback, get_device, notice, report, to_uint8, write_json, write_text
 
 if TYPE_CHECKING:
-    from .models import GAN
+    from ..models import GAN
 
 REPORT_FORMAT = "gantools-dissection"
 REPORT_VERSION = 1
@@ -391,7 +391,7 @@ class DissectionResult:
         paths = {"json": write_json(out / REPORT_FILE, self.to_dict()),
                  "csv": write_text(out / UNITS_FILE, self.units_csv())}
         if html:
-            from .report_html import write_dissection_html
+            from .html import write_dissection_html
 
             if gan is not None and any(layer.examples is None for layer in self.layers.values()):
                 render_examples(self, gan)
@@ -432,7 +432,7 @@ def load_report(path: str | os.PathLike) -> DissectionResult:
 
 def check_model(result: DissectionResult, gan: GAN | nn.Module) -> None:
     """Raise GantoolsError if the report was made for another model (weights fingerprint differs)."""
-    from .models import fingerprint
+    from ..models import fingerprint
 
     generator = getattr(gan, "generator", gan)
     want = result.settings.get("model_fingerprint")
@@ -947,7 +947,7 @@ def _run_pass(generator: nn.Module, states: list[_LayerState], segmenter: Any, c
     accumulated strictly in order, with at most one in flight, so results and memory are the same
     either way.
     """
-    from .segmenters import check_labels
+    from ..segmenters import check_labels
 
     n = z.shape[0]
     totals = torch.zeros(concepts, dtype=torch.long, device=device)
@@ -1028,7 +1028,7 @@ def _bookkeeping_threads(device: torch.device | str = "cpu"):
 def _sample_z(generator: nn.Module, n: int, seed: int) -> torch.Tensor:
     # All of z at once (n x nz floats, 400 bytes a sample at nz=100) so that sample i is exactly
     # `Generator.sample_z(n, seed)[i]`: torch.randn in chunks does not give the same stream.
-    from .models import Generator
+    from ..models import Generator
 
     if isinstance(generator, Generator):
         return generator.sample_z(n, seed, device="cpu")
@@ -1041,7 +1041,7 @@ def _sample_z(generator: nn.Module, n: int, seed: int) -> torch.Tensor:
 
 
 def _resolve_model(model: Any, device: torch.device) -> tuple[nn.Module, GAN | None, str | None]:
-    from .models import GAN, load_model
+    from ..models import GAN, load_model
 
     if isinstance(model, (str, os.PathLike)):
         gan = load_model(model, device)
@@ -1056,7 +1056,7 @@ def _resolve_model(model: Any, device: torch.device) -> tuple[nn.Module, GAN | N
 
 
 def _resolve_segmenter(segmenter: Any, gan: GAN | None, device: torch.device) -> tuple[Any, str]:
-    from .segmenters import describe_segmenter, load_segmenter
+    from ..segmenters import describe_segmenter, load_segmenter
 
     segmenter = load_segmenter(segmenter, gan=gan, device=device)
     return segmenter, describe_segmenter(segmenter)
@@ -1065,7 +1065,7 @@ def _resolve_segmenter(segmenter: Any, gan: GAN | None, device: torch.device) ->
 def segmenter_source(segmenter: Any) -> str | None:
     """What reloads this segmenter: "color", its file (absolute), or None for a Python object.
     Stored in reports, so interventions on a report use the segmenter it was made with."""
-    from .segmenters import ColorSegmenter
+    from ..segmenters import ColorSegmenter
 
     if isinstance(segmenter, ColorSegmenter):
         return "color"
@@ -1131,7 +1131,7 @@ def dissect(model: Any, layers: int | str | Iterable[int | str] = (3,), segmente
     if not names:
         raise GantoolsError("give at least one layer to dissect")
 
-    from .models import fingerprint
+    from ..models import fingerprint
 
     was_training = generator.training
     generator.eval()

@@ -270,9 +270,14 @@ MODEL_FILE = "model.safetensors"
 
 
 def pretrained_dir() -> Path:
-    """Where the shipped models live (override with GANTOOLS_PRETRAINED)."""
+    """Where the shipped models live: GANTOOLS_PRETRAINED if set, else inside the installed package
+    (a wheel carries the top-level `pretrained/` as `gantools/pretrained/`), else the checkout's `pretrained/`."""
     env = os.environ.get("GANTOOLS_PRETRAINED")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "pretrained"
+    if env:
+        return Path(env)
+    package = Path(__file__).resolve().parent
+    installed = package / "pretrained"
+    return installed if installed.is_dir() else package.parent / "pretrained"
 
 
 def pretrained_names() -> list[str]:

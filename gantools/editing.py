@@ -22,17 +22,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .hooks import generate_from, layer_name
-from .models import load_model
-from .interventions import (DEFAULT_DISSECT_N, DEFAULT_PATCH, Intervention, _check_selection, _device_of, _eval_mode,
-                            _fractions, _plan_units, _segment, check_concept, check_point, check_strength, point_region,
-                            report_segmenter, unit_values)
-from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, write_json
+from .interventions import DEFAULT_PATCH, Intervention, check_point, point_region
+from .metrics import psnr
+from .segmenters import describe_segmenter
+from .units import (DEFAULT_DISSECT_N, LayerSetup, UnitChoice, UnitPlan, check_concept, check_strength,
+                    concept_fractions, eval_mode, plan_units, segment, setup_layer, unit_values)
+from .utils import GantoolsError, ProgressCallback, from_uint8, notice, to_uint8, write_json
+
+if TYPE_CHECKING:
+    from .types import DeviceSpec, ImageSource, ModelSpec, SegmenterSpec
 
 BLENDS = ("input", "reconstruction")
 PSNR_WARN = 20.0  # dB: below this the reconstruction is too far from the photo for a faithful edit
@@ -183,13 +187,49 @@ def _dilate(region: torch.Tensor, pixels: int) -> torch.Tensor:
     return F.max_pool2d(region[None, None].float(), k, stride=1, padding=pixels)[0, 0] > 0
 
 
-def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None, add: str | None = None,
-         at: tuple[float, float] | str | None = None, mask: Any = None, top: int = 20, strength: float = 1.0,
-         units: str | Sequence[int] | None = None, rank: str = "iou", dissection: Any = None, segmenter: Any = None,
-         blend: str = "input", patch: int = DEFAULT_PATCH, dilate: int = 1, steps: int = 200, restarts: int = 2,
-         encoder: Any = "auto", invert_layer: int | str | None = None, psnr_warn: float = PSNR_WARN,
-         dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0, allow_weak: bool = False,
-         device: str | torch.device | None = None, progress: ProgressCallback | None = None) -> EditResult:
+@dataclass
+class _EditRequest:
+    """What to edit and where, checked: the action, concept, region (at / mask) and the blend."""
+
+    action: str  # "remove" or "add"
+    concept: str
+    at: tuple[float, float] | None
+    mask: Any
+    patch: int
+    dilate: int
+    blend: str
+    strength: float
+
+
+@dataclass
+class _Inversion:
+    """How the image is inverted: at which layer, and the optimisation's settings."""
+
+    layer: str
+    steps: int
+    restarts: int
+    encoder: Any
+    seed: int
+
+
+@dataclass
+class _Images:
+    """The generator's images (uint8 on the CPU) and the segmenter's labels (batch of one)."""
+
+    reconstruction: torch.Tensor
+    raw_edited: torch.Tensor
+    recon_labels: torch.Tensor
+    raw_labels: torch.Tensor
+    input_labels: torch.Tensor
+
+
+def edit(model: ModelSpec, image: ImageSource, layer: int | str, *, remove: str | None = None,
+         add: str | None = None, at: tuple[float, float] | str | None = None, mask: Any = None, top: int = 20,
+         strength: float = 1.0, units: str | Sequence[int] | None = None, rank: str = "iou", dissection: Any = None,
+         segmenter: SegmenterSpec | None = None, blend: str = "input", patch: int = DEFAULT_PATCH, dilate: int = 1,
+         steps: int = 200, restarts: int = 2, encoder: Any = "auto", invert_layer: int | str | None = None,
+         psnr_warn: float = PSNR_WARN, dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0, allow_weak: bool = False,
+         device: DeviceSpec = None, progress: ProgressCallback | None = None) -> EditResult:
     """Remove a concept from, or add one to, a real image through its layer-wise inversion.
 
     Args:
@@ -211,25 +251,64 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         blend: outside the edited region keep the "input" pixels or the "reconstruction".
         patch: with `at`, the block side in feature-map cells.
         dilate: remove: grow the segmented concept region by this many pixels before blending.
-        steps, restarts, encoder: of the inversion (see `inversion.invert`).
+        steps, restarts, encoder: of the inversion (see `gantools.restoration.invert`).
         invert_layer: the layer whose features the inversion refines, at or below `layer`
             (default: the one below it; layer 1 for layer 1).
         psnr_warn: warn (through progress) when the reconstruction PSNR is below this (dB).
         dissect_n, seed: dissection on the fly and inversion seeds.
         allow_weak: edit the top units of a concept that no unit matches (best IoU below the
             interpretable line) instead of raising WeakConceptError.
-        device: where to run (default: the model's device, cpu for a spec).
+        device: where to run (default: where a loaded model lives; 'auto' for a spec).
         progress: progress callback.
 
     Every value is checked before the dissection on the fly and the inversion start.
     """
-    from .restoration.inversion import invert
-    from .metrics import psnr as psnr_of
+    request = _check_request(remove, add, at, mask, blend, strength, patch, dilate)
+    _check_work(steps, restarts, dissect_n, encoder)
+    choice = UnitChoice(units, request.concept, top, rank, allow_weak)
+    choice.check(dissection)
+    setup = setup_layer(model, layer, segmenter, dissection, device, progress)
+    inversion = _Inversion(_inversion_layer(setup, invert_layer), steps, restarts, encoder, seed)
+    check_concept(request.concept, setup.concepts)
+    size, nc = setup.gan.config.image_size, setup.gan.config.nc
+    x_u8, stem, own = _read_input(image, nc, size)
+    region_img = _read_mask(mask, own, size) if mask is not None else None
+    plan = plan_units(setup, choice, need_stats=request.action == "add", dissect_n=dissect_n, seed=seed,
+                      batch_size=50, progress=progress)
+    values = torch.zeros(len(plan.units)) if request.action == "remove" else unit_values("q99", plan.stats, plan.units)
+    feats = _invert_features(setup, x_u8, stem, inversion, progress)
+    iv = Intervention(setup.generator, setup.layer, plan.units, value=values, strength=request.strength,
+                      region=_feature_region(request, region_img, tuple(feats.shape[-2:])))
+    images = _regenerate(setup, iv, feats, x_u8)
+    quality = _reconstruction_psnr(images.reconstruction, x_u8, psnr_warn, progress)
+    region = _edited_region(request, setup.concepts, images, tuple(feats.shape[-2:]), region_img, size, stem,
+                            progress)
+    base_u8 = x_u8 if request.blend == "input" else images.reconstruction
+    edited_u8 = torch.where(region[None], images.raw_edited, base_u8)
+    with torch.no_grad():
+        lab = segment(setup.segmenter, torch.stack([from_uint8(base_u8), from_uint8(edited_u8)]).to(setup.device))
+    fr = concept_fractions(lab, len(setup.concepts))
+    fr_recon = concept_fractions(images.recon_labels, len(setup.concepts))[0]
+    concepts = setup.concepts
+    return EditResult(
+        name=stem, action=request.action, concept=request.concept, layer=setup.layer, units=list(plan.units),
+        values=[float(v) for v in values], strength=request.strength, blend=request.blend, input=x_u8,
+        reconstruction=images.reconstruction, edited=edited_u8, raw_edited=images.raw_edited,
+        difference=(edited_u8.int() - x_u8.int()).abs().to(torch.uint8), region=region.cpu(), psnr=float(quality),
+        before={c: float(fr[0, i]) for i, c in enumerate(concepts)},
+        reconstructed={c: float(fr_recon[i]) for i, c in enumerate(concepts)},
+        after={c: float(fr[1, i]) for i, c in enumerate(concepts)},
+        settings=_settings(setup, plan, request, inversion))
 
+
+def _check_request(remove: str | None, add: str | None, at: Any, mask: Any, blend: str, strength: float,
+                   patch: int, dilate: int) -> _EditRequest:
+    """What to edit, where and how strongly, checked before any work."""
     if (remove is None) == (add is None):
         raise GantoolsError("say what to edit: give a concept to remove or to add (remove= or add=), one of them")
     action = "remove" if remove is not None else "add"
     concept = remove if remove is not None else add
+    assert concept is not None
     if action == "add" and (at is None) == (mask is None):
         raise GantoolsError("say where to add: give at (a position x, y) or mask (a PNG or tensor), one of them")
     if action == "remove" and (at is not None or mask is not None):
@@ -243,106 +322,113 @@ def edit(model: Any, image: Any, layer: int | str, *, remove: str | None = None,
         raise GantoolsError(f"patch must be at least 1 cell, got {patch}")
     if dilate < 0:
         raise GantoolsError(f"dilate must be 0 or more pixels, got {dilate}")
+    return _EditRequest(action, concept, at, mask, patch, dilate, blend, float(strength))
+
+
+def _check_work(steps: int, restarts: int, dissect_n: int, encoder: Any) -> None:
+    """The inversion's and the dissection's settings, checked before any work."""
     if steps < 1 or restarts < 1:
         raise GantoolsError(f"steps and restarts must be at least 1, got steps={steps}, restarts={restarts}")
     if dissect_n < 1:
         raise GantoolsError(f"dissect_n must be at least 1, got {dissect_n}")
     if isinstance(encoder, (str, os.PathLike)) and str(encoder) != "auto" and not Path(encoder).exists():
         raise GantoolsError(f"no encoder file {encoder}: give an encoder .safetensors, \"auto\" or None")
-    _check_selection(units, concept, top, rank, dissection)
 
-    gan = load_model(model, get_device(device if device is not None else "cpu"))
-    dev = get_device(device) if device is not None else _device_of(gan.generator)
-    gan.to(dev)
-    G = gan.generator
-    name = layer_name(G, layer)
+
+def _inversion_layer(setup: LayerSetup, invert_layer: int | str | None) -> str:
+    """The layer whose features the inversion refines: `invert_layer`, or the one below the edited layer."""
+    G, name = setup.generator, setup.layer
     if name == "output":
-        raise GantoolsError(f"edit a hidden layer (1..{gan.config.num_layers}), not the output")
+        raise GantoolsError(f"edit a hidden layer (1..{setup.gan.config.num_layers}), not the output")
     blocks = list(G.layer_names)
     if invert_layer is None:
-        inv_name = blocks[max(0, blocks.index(name) - 1)] if name in blocks else name
-    else:
-        inv_name = layer_name(G, invert_layer)
-        if name in blocks and (inv_name not in blocks or blocks.index(inv_name) > blocks.index(name)):
-            raise GantoolsError(f"invert at {name} or a layer below it, not {inv_name}")
-    seg, dissection = report_segmenter(segmenter, dissection, gan, dev, progress)
-    concepts = list(seg.concepts)
-    check_concept(concept, concepts)
-    size, nc = gan.config.image_size, gan.config.nc
-    x_u8, stem, own = _read_input(image, nc, size)
-    region_img = _read_mask(mask, own, size) if mask is not None else None
+        return blocks[max(0, blocks.index(name) - 1)] if name in blocks else name
+    inv_name = layer_name(G, invert_layer)
+    if name in blocks and (inv_name not in blocks or blocks.index(inv_name) > blocks.index(name)):
+        raise GantoolsError(f"invert at {name} or a layer below it, not {inv_name}")
+    return inv_name
 
-    plan = _plan_units(gan, name, seg, units, concept, top, rank, dissection, action == "add", dissect_n, seed,
-                       dev, 50, progress, allow_weak)
-    values = torch.zeros(len(plan.units)) if action == "remove" else unit_values("q99", plan.stats, plan.units)
 
-    x = from_uint8(x_u8)[None].to(dev)
-    inv = invert(gan, x, "reconstruct", layerwise=inv_name, steps=steps, restarts=restarts, encoder=encoder,
-                 names=[stem], device=dev, seed=seed, progress=progress)
+def _invert_features(setup: LayerSetup, x_u8: torch.Tensor, stem: str, inversion: _Inversion,
+                     progress: ProgressCallback | None) -> torch.Tensor:
+    """The edited layer's features of the image: its layer-wise inversion, run on up to the edited layer."""
+    # Looked up at call time (not imported at the top): tests replace invert to prove that every
+    # value is checked before an inversion starts.
+    from .restoration.inversion import invert
+
+    G = setup.generator
+    x = from_uint8(x_u8)[None].to(setup.device)
+    inv = invert(setup.gan, x, "reconstruct", layerwise=inversion.layer, steps=inversion.steps,
+                 restarts=inversion.restarts, encoder=inversion.encoder, names=[stem], device=setup.device,
+                 seed=inversion.seed, progress=progress)
     assert inv.features is not None
-    with _eval_mode(G), torch.no_grad():
-        feats = generate_from(G, inv_name, inv.features.to(dev), until=name)
-    fh, fw = feats.shape[-2:]
-    if action == "add":
-        feat_region = point_region(at, (fh, fw), patch) if at is not None else region_img
-    else:
-        feat_region = None
-    iv = Intervention(G, name, plan.units, value=values, strength=strength, region=feat_region)
-    with _eval_mode(G), torch.no_grad():
-        recon = generate_from(G, name, feats)
-        raw = generate_from(G, name, iv.apply(feats))
-        recon_labels = _segment(seg, recon)
-        raw_labels = _segment(seg, raw)
-        input_labels = _segment(seg, from_uint8(x_u8)[None].to(dev))
-    recon_u8 = _to_u8(recon[0])
-    raw_u8 = _to_u8(raw[0])
-    quality = psnr_of(from_uint8(recon_u8), from_uint8(x_u8))
+    with eval_mode(G), torch.no_grad():
+        return generate_from(G, inversion.layer, inv.features.to(setup.device), until=setup.layer)
+
+
+def _feature_region(request: _EditRequest, region_img: torch.Tensor | None,
+                    size: tuple[int, int]) -> torch.Tensor | None:
+    """Where the intervention acts: everywhere to remove; the block of cells at `at`, or the mask, to add."""
+    if request.action != "add":
+        return None
+    return point_region(request.at, size, request.patch) if request.at is not None else region_img
+
+
+def _regenerate(setup: LayerSetup, iv: Intervention, feats: torch.Tensor, x_u8: torch.Tensor) -> _Images:
+    """The reconstruction and the unblended edit from the features, and the labels of both and of the input."""
+    G, seg = setup.generator, setup.segmenter
+    with eval_mode(G), torch.no_grad():
+        recon = generate_from(G, setup.layer, feats)
+        raw = generate_from(G, setup.layer, iv.apply(feats))
+        recon_labels = segment(seg, recon)
+        raw_labels = segment(seg, raw)
+        input_labels = segment(seg, from_uint8(x_u8)[None].to(setup.device))
+    return _Images(_to_u8(recon[0]), _to_u8(raw[0]), recon_labels, raw_labels, input_labels)
+
+
+def _reconstruction_psnr(recon_u8: torch.Tensor, x_u8: torch.Tensor, psnr_warn: float,
+                         progress: ProgressCallback | None) -> float:
+    """The reconstruction's PSNR against the input, with a notice when it is below `psnr_warn`."""
+    quality = psnr(from_uint8(recon_u8), from_uint8(x_u8))
     if quality < psnr_warn:
         notice(progress, f"warning: the reconstruction is far from the input (PSNR {quality:.1f} dB < "
-                         f"{psnr_warn:g} dB); the edit may not look like the photo: try more --steps, or a layer "
+                         f"{psnr_warn:g} dB); the edit may not look like the photo: try more steps, or a layer "
                          "closer to the output")
+    return float(quality)
 
-    idx = concepts.index(concept)
-    if action == "remove":
+
+def _edited_region(request: _EditRequest, concepts: list[str], images: _Images, feature_size: tuple[int, int],
+                   region_img: torch.Tensor | None, size: int, stem: str,
+                   progress: ProgressCallback | None) -> torch.Tensor:
+    """Where the edit is pasted into the image (size x size bool)."""
+    if request.action == "remove":
+        idx = concepts.index(request.concept)
         # The input's own pixels of the concept count too: where the reconstruction missed some, the
         # edited image (which lacks the concept) still replaces them.
-        in_input = input_labels[0] == idx
-        where = in_input | (recon_labels[0] == idx) | (raw_labels[0] == idx)
+        in_input = images.input_labels[0] == idx
+        where = in_input | (images.recon_labels[0] == idx) | (images.raw_labels[0] == idx)
         if not bool(in_input.any()):
-            notice(progress, f"the segmenter finds no {concept} in {stem}: nothing to remove")
+            notice(progress, f"the segmenter finds no {request.concept} in {stem}: nothing to remove")
             where = torch.zeros_like(where)  # the output stays the input
-        region = _dilate(where.cpu(), dilate)
-    elif at is not None:
-        cells = point_region(at, (fh, fw), patch)
-        region = F.interpolate(cells[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
-    else:
-        region = region_img
-    base_u8 = x_u8 if blend == "input" else recon_u8
-    edited_u8 = torch.where(region[None], raw_u8, base_u8)
-    diff_u8 = (edited_u8.int() - x_u8.int()).abs().to(torch.uint8)
+        return _dilate(where.cpu(), request.dilate)
+    if request.at is not None:
+        cells = point_region(request.at, feature_size, request.patch)
+        return F.interpolate(cells[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
+    assert region_img is not None
+    return region_img
 
-    with torch.no_grad():
-        lab = _segment(seg, torch.stack([from_uint8(base_u8), from_uint8(edited_u8)]).to(dev))
-    fr = _fractions(lab, len(concepts))
-    fr_recon = _fractions(recon_labels, len(concepts))[0]
-    from .segmenters import describe_segmenter
 
-    settings = {"model": str(gan.path) if gan.path is not None else None, "segmenter": describe_segmenter(seg),
-                "units_from": plan.source, "value": "zero" if action == "remove" else "q99",
-                "inverted_at": inv_name, "steps": steps, "restarts": restarts, "dilate": dilate, "patch": patch, "seed": seed,
-                "at": list(at) if at is not None else None,
-                "mask": str(mask) if isinstance(mask, (str, os.PathLike)) else (None if mask is None else "tensor")}
-    return EditResult(
-        name=stem, action=action, concept=concept, layer=name, units=list(plan.units),
-        values=[float(v) for v in values], strength=float(strength), blend=blend, input=x_u8,
-        reconstruction=recon_u8, edited=edited_u8, raw_edited=raw_u8, difference=diff_u8, region=region.cpu(),
-        psnr=float(quality),
-        before={c: float(fr[0, i]) for i, c in enumerate(concepts)},
-        reconstructed={c: float(fr_recon[i]) for i, c in enumerate(concepts)},
-        after={c: float(fr[1, i]) for i, c in enumerate(concepts)}, settings=settings)
+def _settings(setup: LayerSetup, plan: UnitPlan, request: _EditRequest, inversion: _Inversion) -> dict[str, Any]:
+    """What edit.json records about how the edit was made."""
+    mask = request.mask
+    return {"model": str(setup.gan.path) if setup.gan.path is not None else None,
+            "segmenter": describe_segmenter(setup.segmenter), "units_from": plan.source,
+            "value": "zero" if request.action == "remove" else "q99", "inverted_at": inversion.layer,
+            "steps": inversion.steps, "restarts": inversion.restarts, "dilate": request.dilate,
+            "patch": request.patch, "seed": inversion.seed,
+            "at": list(request.at) if request.at is not None else None,
+            "mask": str(mask) if isinstance(mask, (str, os.PathLike)) else (None if mask is None else "tensor")}
 
 
 def _to_u8(image: torch.Tensor) -> torch.Tensor:
-    from .utils import to_uint8
-
     return to_uint8(image).cpu()

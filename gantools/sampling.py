@@ -21,42 +21,40 @@ from typing import Sequence, Union
 import torch
 
 from .models import GAN, Generator, load_model
-from .utils import GantoolsError
+from .types import DeviceSpec, ModelSpec
+from .utils import GantoolsError, module_device, resolve_device
 
-ModelLike = Union[GAN, Generator, str, os.PathLike]
+ModelLike = ModelSpec  # the old name of the spec alias, kept for scripts that import it
 Group = Union[torch.Tensor, Sequence[int]]
 METHODS = ("slerp", "lerp")
 
 
-def _generator(model: ModelLike, device: str | torch.device | None = None) -> Generator:
+def _generator(model: ModelSpec, device: DeviceSpec = None) -> Generator:
+    # The device rule: an explicit device wins (the model is moved there), else a loaded model stays
+    # where it lives, else a spec is loaded on 'auto'.
+    dev = resolve_device(device, model)
     if isinstance(model, GAN):
-        g = model.generator
-    elif isinstance(model, Generator):
-        g = model
-    else:
-        g = load_model(model, device=device or "cpu").generator
-    if device is not None:
-        from .utils import get_device
-
-        g = g.to(get_device(device))
-    return g
+        return model.generator.to(dev)
+    if isinstance(model, Generator):
+        return model.to(dev)
+    return load_model(model, device=dev).generator
 
 
 @torch.no_grad()
-def generate(model: ModelLike, z: torch.Tensor, batch_size: int = 256,
-             device: str | torch.device | None = None) -> torch.Tensor:
+def generate(model: ModelSpec, z: torch.Tensor, batch_size: int = 256,
+             device: DeviceSpec = None) -> torch.Tensor:
     """Images (N x C x H x W in [-1, 1], on the CPU) for latents z (N x nz), in eval mode, batched.
 
     Args:
         model: a GAN, a Generator, or a model spec (file, run directory, pretrained name).
         z: latent vectors.
         batch_size: latents per forward pass.
-        device: where to run (default: where the generator is).
+        device: where to run (default: where a loaded model lives; 'auto' for a spec, which is loaded).
     """
     g = _generator(model, device)
     was_training = g.training
     g.eval()
-    dev = next(g.parameters()).device
+    dev = module_device(g) or torch.device("cpu")
     try:
         out = [g(z[i:i + batch_size].to(dev)).float().cpu() for i in range(0, z.shape[0], batch_size)]
     finally:
@@ -64,8 +62,8 @@ def generate(model: ModelLike, z: torch.Tensor, batch_size: int = 256,
     return torch.cat(out) if out else torch.empty(0, g.config.nc, g.config.image_size, g.config.image_size)
 
 
-def sample(model: ModelLike, n: int = 64, seed: int = 0, batch_size: int = 256,
-           device: str | torch.device | None = None) -> torch.Tensor:
+def sample(model: ModelSpec, n: int = 64, seed: int = 0, batch_size: int = 256,
+           device: DeviceSpec = None) -> torch.Tensor:
     """n images (N x C x H x W in [-1, 1], CPU) from the latents `sample_z(n, seed)`.
 
     Args:
@@ -110,8 +108,8 @@ def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, frames: int = 10, me
     return slerp(z0, z1, t) if method == "slerp" else (1 - t) * z0 + t * z1
 
 
-def interpolate(model: ModelLike, seed: int = 0, seed2: int = 1, frames: int = 10, method: str = "slerp",
-                device: str | torch.device | None = None) -> torch.Tensor:
+def interpolate(model: ModelSpec, seed: int = 0, seed2: int = 1, frames: int = 10, method: str = "slerp",
+                device: DeviceSpec = None) -> torch.Tensor:
     """Images along the latent path from the latent of `seed` to that of `seed2` (frames x C x H x W).
 
     The ends are image 0 of `sample(model, seed=seed)` and of `sample(model, seed=seed2)`.
@@ -121,6 +119,7 @@ def interpolate(model: ModelLike, seed: int = 0, seed2: int = 1, frames: int = 1
         seed, seed2: the two ends.
         frames: images in the strip, both ends included.
         method: "slerp" (default) or "lerp".
+        device: as in `generate`.
     """
     g = _generator(model, device)
     z0, z1 = g.sample_z(1, seed, device="cpu")[0], g.sample_z(1, seed2, device="cpu")[0]
@@ -182,8 +181,8 @@ def _group_latents(g: Generator, group: Group, seed: int, name: str) -> torch.Te
     return z
 
 
-def latent_arithmetic(model: ModelLike, a: Group, b: Group, c: Group, seed: int = 0, n: int = 8,
-                      noise: float = 0.25, device: str | torch.device | None = None) -> ArithmeticResult:
+def latent_arithmetic(model: ModelSpec, a: Group, b: Group, c: Group, seed: int = 0, n: int = 8,
+                      noise: float = 0.25, device: DeviceSpec = None) -> ArithmeticResult:
     """mean z of A - mean z of B + mean z of C, decoded, with n - 1 noisy variations (DCGAN paper, fig. 7).
 
     Args:
@@ -192,6 +191,7 @@ def latent_arithmetic(model: ModelLike, a: Group, b: Group, c: Group, seed: int 
         seed: the latent seed that indices refer to; also seeds the variations' noise.
         n: result images: the result vector itself, then n - 1 variations.
         noise: half-width of the uniform noise added to the result for the variations.
+        device: as in `generate`.
     """
     if n < 1:
         raise GantoolsError(f"n must be at least 1, got {n}")

@@ -519,7 +519,7 @@ def test_weak_concept_found_by_a_dissection_on_the_fly(gan, monkeypatch):
     def no_measurement(*args, **kwargs):
         raise AssertionError("measured a concept the model does not draw")
 
-    monkeypatch.setattr(iv, "_batches", no_measurement)
+    monkeypatch.setattr(iv, "batches", no_measurement)
     with pytest.raises(WeakConceptError, match="best IoU is 0.0000"):
         ablate(gan, 2, concept="door", top=2, segmenter=BrightDoor(), n=8, dissect_n=16)
 
@@ -537,12 +537,15 @@ def no_work(monkeypatch):
     """Any dissection or measurement fails the test: the errors must come before them."""
     import gantools.dissection
     import gantools.interventions as iv
+    import gantools.ranking
 
     def fail(*args, **kwargs):
         raise AssertionError("expensive work started before the values were checked")
 
     monkeypatch.setattr(gantools.dissection, "dissect", fail)
-    monkeypatch.setattr(iv, "_batches", fail)
+    # the measurement loops of ablate/insert and of rank_units
+    monkeypatch.setattr(iv, "batches", fail)
+    monkeypatch.setattr(gantools.ranking, "batches", fail)
 
 
 @pytest.mark.parametrize("kwargs, message", [

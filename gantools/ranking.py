@@ -1,0 +1,232 @@
+"""Ranking a layer's units by causal effect: each unit ablated alone, its effect on one concept.
+
+`rank_units` measures, for every unit of a layer, the average causal effect (ACE) on a concept's
+pixel fraction of ablating that unit alone. Batched: the layer's features are computed once per
+batch of latents, then repeated once per unit of a chunk, each copy with its own unit ablated, and
+the rest of the generator and the segmenter run on all copies at once; memory does not grow with N
+(running sums).
+
+The ACE is the *reduction* (before − after) of the concept's pixel fraction, so that, as with IoU,
+larger means "this unit causes the concept" and rankings sort in descending order. Stored in a
+dissection report's `ace[concept]` (`RankResult.store`, `store_ranking`), it lets `ablate`,
+`insert` and `edit` take a concept's top units with rank="ace".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from .effects import InterventionEffect
+from .hooks import Trace, generate_from
+from .units import (LayerSetup, Value, batches, check_concept, check_sampling, check_strength, check_units,
+                    check_value, concept_fractions, concept_support, dissection_layer, eval_mode, layer_units,
+                    needs_stats, parse_units, run_settings, segment, set_units, setup_layer, unit_values,
+                    value_json)
+from .utils import GantoolsError, ProgressCallback, notice, report, write_json
+
+if TYPE_CHECKING:
+    from .dissection import DissectionResult
+    from .models import GAN
+    from .types import DeviceSpec, ModelSpec, SegmenterSpec
+
+
+@dataclass
+class RankResult:
+    """Units of one layer ranked by the causal effect of ablating each alone (`rank_units`).
+
+    Attributes:
+        layer, concept: what was measured.
+        units: the units measured, best first (largest reduction of the concept first).
+        ace: unit -> reduction of the concept's pixel fraction when that unit alone is ablated
+            (before − after, mean over N; positive: the unit helps draw the concept).
+        effects: unit -> the signed InterventionEffect (after − before) with its CI.
+        num_units: units in the layer.
+        settings: model, segmenter, N, seed.
+    """
+
+    layer: str
+    concept: str
+    units: list[int]
+    ace: dict[int, float]
+    effects: dict[int, InterventionEffect]
+    num_units: int
+    settings: dict[str, Any]
+
+    def ace_list(self) -> list[float]:
+        """One ACE per unit of the layer (NaN for units not measured), as stored in reports."""
+        return [self.ace.get(u, float("nan")) for u in range(self.num_units)]
+
+    def store(self, dissection: DissectionResult) -> None:
+        """Put the ranking into a dissection result's `layers[layer].ace[concept]` (save it afterwards)."""
+        if self.layer not in dissection.layers:
+            have = ", ".join(dissection.layers) or "none"
+            raise GantoolsError(f"the report has no {self.layer} (it has {have}): "
+                                f"dissect layer {self.layer.removeprefix('layer')} first")
+        dissection.layers[self.layer].ace[self.concept] = self.ace_list()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what rank.json holds)."""
+        return {"operation": "rank", "layer": self.layer, "concept": self.concept, "ranked_units": self.units,
+                "ace": {str(u): self.ace[u] for u in self.units},
+                "effects": {str(u): self.effects[u].to_dict() for u in self.units}, "settings": self.settings}
+
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write rank.json into out_dir."""
+        return [write_json(Path(out_dir) / "rank.json", self.to_dict())]
+
+
+def store_ranking(result: RankResult, report_path: str | os.PathLike, gan: GAN | None = None) -> Path:
+    """Store a ranking in the dissection report at `report_path` (report.json or its directory) and rewrite it.
+
+    The report's `ace[concept]` for the layer is replaced (see `RankResult.store`); report.html is
+    rewritten only where there was one (with `gan`, its image strips are regenerated). Returns the
+    report.json written.
+    """
+    from .dissection import HTML_FILE, REPORT_FILE, load_report
+
+    path = Path(report_path)
+    directory = path.parent if path.is_file() else path
+    dissection = load_report(path)
+    result.store(dissection)
+    dissection.save(directory, html=(directory / HTML_FILE).is_file(), gan=gan)
+    return directory / REPORT_FILE
+
+
+@dataclass
+class _Ablations:
+    """What each copy of a batch gets: one unit of `units` set to its level, at `strength`."""
+
+    units: list[int]
+    levels: torch.Tensor
+    strength: float
+    chunk: int  # units measured per generator call
+
+
+@dataclass
+class _Sums:
+    """Running sums of the per-sample changes, per unit, and of the concept's fraction before."""
+
+    delta: torch.Tensor
+    delta_sq: torch.Tensor
+    before: float = 0.0
+
+
+def rank_units(model: ModelSpec, layer: int | str, concept: str, *, units: str | Sequence[int] | None = None,
+               value: Value = "zero", strength: float = 1.0, dissection: Any = None,
+               segmenter: SegmenterSpec | None = None, n: int = 200, seed: int = 0, batch_size: int = 32,
+               max_images: int = 256, device: DeviceSpec = None,
+               progress: ProgressCallback | None = None) -> RankResult:
+    """Rank a layer's units by the causal effect on `concept` of ablating each one alone.
+
+    For each batch of latents, the layer's features are computed once; then chunks of units are
+    measured together by repeating the batch once per unit of the chunk, each copy with its own unit
+    ablated, and running the rest of the generator and the segmenter on all copies at once. Memory
+    does not grow with N (running sums).
+
+    Args:
+        model: a GAN or a model spec.
+        layer: number or dotted name of the layer.
+        concept: the concept whose pixel fraction is measured.
+        units: only these units (default: all units of the layer).
+        value, strength: the ablation (default: zero, fully).
+        dissection: a DissectionResult or report path; checked against the model, and used for
+            `value="mean"`. Store the result in it with `RankResult.store` (or `store_ranking`).
+        segmenter: a Segmenter, a spec, or None: the dissection report's segmenter
+            when it records one, else the model's own, else colours.
+        n: samples; seed: their latent seed; batch_size: latents per batch.
+        max_images: at most this many images per generator call (chunk size = max_images // batch).
+        device: where to run (default: where a loaded model lives; 'auto' for a spec).
+        progress: the progress callback.
+
+    Every unit is measured, so a concept that no unit matches by IoU is not refused; with a
+    dissection, a notice says so (its ACEs will be near 0 when the model does not draw it).
+    """
+    check_sampling(n, batch_size)
+    if max_images < 1:
+        raise GantoolsError(f"max_images must be at least 1, got {max_images}")
+    strength = check_strength(strength)
+    check_value(value)
+    if needs_stats(value) and dissection is None:
+        raise GantoolsError(f"value {value!r} needs the dissection statistics: give dissection (a report) or a number")
+    units_asked = parse_units(units) if units is not None else None
+    setup = setup_layer(model, layer, segmenter, dissection, device, progress)
+    ci = check_concept(concept, setup.concepts)
+    count = layer_units(setup.generator, setup.layer)
+    todo = check_units(units_asked, count, setup.layer) if units_asked is not None else list(range(count))
+    stats = _checked_stats(setup, concept, progress)
+    chunk = max(1, max_images // max(1, min(batch_size, n)))
+    ablations = _Ablations(todo, unit_values(value, stats, todo), strength, chunk)
+    sums = _measure(setup, ci, ablations, n, seed, batch_size, progress)
+    effects = _effects(concept, sums, todo, n)
+    ace = {u: 0.0 - effects[u].mean for u in todo}  # 0.0 - x: no "-0.0" in reports
+    ranked = sorted(todo, key=lambda u: (-ace[u], u))
+    settings = run_settings(setup.gan, setup.segmenter, value=value_json(value, ablations.levels), strength=strength,
+                            n=n, seed=seed)
+    return RankResult(setup.layer, concept, ranked, ace, effects, count, settings)
+
+
+def _checked_stats(setup: LayerSetup, concept: str, progress: ProgressCallback | None) -> Any:
+    """The layer's dissection statistics (None without a dissection), checked before the long
+    computation: the report must hold the layer and the concept, since the ranking is stored there."""
+    if setup.dissection is None:
+        return None
+    stats = dissection_layer(setup.dissection, setup.layer)
+    check_concept(concept, setup.dissection.concepts, "the dissection report")
+    support = concept_support(setup.dissection, setup.layer, concept)
+    if support.weak:
+        notice(progress, f"note: {support.note()}: the model may not draw it, and every ACE may be near 0")
+    return stats
+
+
+def _measure(setup: LayerSetup, ci: int, ablations: _Ablations, n: int, seed: int, batch_size: int,
+             progress: ProgressCallback | None) -> _Sums:
+    """Running sums of each unit's per-sample change of concept `ci` over n samples."""
+    G, name, dev = setup.generator, setup.layer, setup.device
+    todo, nc = ablations.units, len(setup.concepts)
+    sums = _Sums(torch.zeros(len(todo), dtype=torch.float64), torch.zeros(len(todo), dtype=torch.float64))
+    z_all = G.sample_z(n, seed, device="cpu") if n > 0 else None
+    total, done = n * len(todo), 0
+    with eval_mode(G), torch.no_grad():
+        for start, end in batches(n, batch_size):
+            b = end - start
+            with Trace(G, name) as t:
+                images0 = G(z_all[start:end].to(dev))
+            feats = t.output
+            f0 = concept_fractions(segment(setup.segmenter, images0), nc)[:, ci]
+            sums.before += float(f0.sum())
+            for c0 in range(0, len(todo), ablations.chunk):
+                idx = list(range(c0, min(len(todo), c0 + ablations.chunk)))
+                images = generate_from(G, name, _ablated_copies(feats, idx, ablations, dev))
+                f1 = concept_fractions(segment(setup.segmenter, images), nc)[:, ci].view(len(idx), b)
+                delta = f1 - f0.view(1, b)
+                sums.delta[idx] += delta.sum(1)
+                sums.delta_sq[idx] += (delta ** 2).sum(1)
+                done += b * len(idx)
+                report(progress, f"rank {name} units", done, total)
+    return sums
+
+
+def _ablated_copies(feats: torch.Tensor, idx: list[int], ablations: _Ablations, dev: torch.device) -> torch.Tensor:
+    """The batch's features repeated once per unit index in `idx`, copy j with unit idx[j] ablated."""
+    b = feats.shape[0]
+    x = feats.repeat(len(idx), 1, 1, 1)
+    for j, k in enumerate(idx):
+        unit = torch.tensor([ablations.units[k]], device=dev)
+        x[j * b:(j + 1) * b] = set_units(x[j * b:(j + 1) * b], unit, ablations.levels[k].to(dev, x.dtype),
+                                         ablations.strength)
+    return x
+
+
+def _effects(concept: str, sums: _Sums, todo: list[int], n: int) -> dict[int, InterventionEffect]:
+    """Each unit's effect (mean, sd over n samples, mean fractions before and after) from the sums."""
+    mean = sums.delta / n
+    var = (sums.delta_sq - n * mean ** 2) / (n - 1) if n > 1 else torch.zeros_like(mean)
+    sd = var.clamp_min(0).sqrt()
+    before = sums.before / n
+    return {u: InterventionEffect(concept, float(mean[k]), float(sd[k]), n, before, before + float(mean[k]))
+            for k, u in enumerate(todo)}

@@ -113,14 +113,17 @@ class EditResult:
             images = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
         return make_grid(images, nrow=4)
 
-    def save(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write <stem>_edited.png (edited.png for a tensor input), strip.png and edit.json."""
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write <stem>_edited.png (edited.png for a tensor input), strip.png and edit.json into
+        out_dir; returns out_dir."""
         from .data import save_image
 
         out = Path(out_dir)
         edited_name = f"{self.name}_edited.png" if self.name and self.name != "image" else "edited.png"
-        return [save_image(self.edited, out / edited_name), save_image(self.strip(), out / "strip.png"),
-                write_json(out / "edit.json", self.to_dict())]
+        save_image(self.edited, out / edited_name)
+        save_image(self.strip(), out / "strip.png")
+        write_json(out / "edit.json", self.to_dict())
+        return out
 
 
 def _read_input(image: Any, nc: int, size: int) -> tuple[torch.Tensor, str, tuple[int, int]]:

@@ -136,24 +136,25 @@ class AblationResult:
                 "effects": {c: e.to_dict() for c, e in self.effects.items()},
                 "curve": _curve_dict(self.ks, self.curve), "settings": self.settings}
 
-    def save(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write effect.json, curve.json, curve.png, before_after.png and segmentation.png into out_dir."""
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write effect.json, curve.json, curve.png, before_after.png and segmentation.png (the last two
+        when samples were kept) into out_dir; returns out_dir."""
         from .reports import line_plot
 
         out = Path(out_dir)
-        paths = [write_json(out / "effect.json", self.to_dict()),
-                 write_json(out / "curve.json", _curve_dict(self.ks, self.curve))]
+        write_json(out / "effect.json", self.to_dict())
+        write_json(out / "curve.json", _curve_dict(self.ks, self.curve))
         # The target plus the three concepts that moved most (gained or lost) at full ablation.
         others = sorted((c for c in self.concepts if c != self.concept), key=lambda c: -abs(self.effects[c].mean))
         shown = [self.concept] + others[:3]
         series = {c: (self.ks, [e.mean for e in self.curve[c]]) for c in shown}
         bands = {c: ([e.ci_low for e in self.curve[c]], [e.ci_high for e in self.curve[c]]) for c in shown}
-        paths.append(line_plot(series, out / "curve.png", bands=bands, xlabel="units ablated (k)",
-                               ylabel="change in pixel fraction",
-                               title=f"Ablating the top-k units of {self.layer} (target: {self.concept}, 95% CI)"))
+        line_plot(series, out / "curve.png", bands=bands, xlabel="units ablated (k)",
+                  ylabel="change in pixel fraction",
+                  title=f"Ablating the top-k units of {self.layer} (target: {self.concept}, 95% CI)")
         if self.samples is not None:
-            paths += _save_samples(self.samples, out, len(self.concepts))
-        return paths
+            _save_samples(self.samples, out, len(self.concepts))
+        return out
 
 
 @dataclass
@@ -196,13 +197,14 @@ class InsertionResult:
                 "by_context": [c.to_dict() for c in self.by_context.values()],
                 "effects": {c: e.to_dict() for c, e in self.effects.items()}, "settings": self.settings}
 
-    def save(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write effect.json, before_after.png and segmentation.png into out_dir."""
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write effect.json, before_after.png and segmentation.png (the last two when samples were
+        kept) into out_dir; returns out_dir."""
         out = Path(out_dir)
-        paths = [write_json(out / "effect.json", self.to_dict())]
+        write_json(out / "effect.json", self.to_dict())
         if self.samples is not None:
-            paths += _save_samples(self.samples, out, len(self.concepts))
-        return paths
+            _save_samples(self.samples, out, len(self.concepts))
+        return out
 
 
 def _curve_dict(ks: list[int], curve: dict[str, list[InterventionEffect]]) -> dict[str, Any]:

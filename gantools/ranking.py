@@ -75,9 +75,10 @@ class RankResult:
                 "ace": {str(u): self.ace[u] for u in self.units},
                 "effects": {str(u): self.effects[u].to_dict() for u in self.units}, "settings": self.settings}
 
-    def save(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write rank.json into out_dir."""
-        return [write_json(Path(out_dir) / "rank.json", self.to_dict())]
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write rank.json into out_dir; returns out_dir."""
+        write_json(Path(out_dir) / "rank.json", self.to_dict())
+        return Path(out_dir)
 
 
 def store_ranking(result: RankResult, report_path: str | os.PathLike, gan: GAN | None = None) -> Path:

@@ -260,8 +260,8 @@ def test_ablation_effect_matches_planted_truth(gan, tmp_path):
     assert curve[0] == 0.0 and curve[2] == pytest.approx(e.mean)
     assert e.mean < curve[1] < 0
     assert steps[-1].completed == N and steps[-1].total == N
-    paths = result.save(tmp_path / "out")
-    names = sorted(p.name for p in paths)
+    assert result.save(tmp_path / "out") == tmp_path / "out"
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["before_after.png", "curve.json", "curve.png", "effect.json", "segmentation.png"]
     saved = json.loads((tmp_path / "out" / "effect.json").read_text())
     assert saved["effect"]["mean"] == pytest.approx(e.mean)
@@ -336,8 +336,9 @@ def test_insertion_context_breakdown(gan, tmp_path):
     # the context subsets' effects average back to the overall one
     total = sum(ce.count * ce.effect.mean for ce in result.by_context.values()) / N
     assert total == pytest.approx(result.effect.mean, abs=1e-12)
-    paths = result.save(tmp_path / "ins")
-    assert sorted(p.name for p in paths) == ["before_after.png", "effect.json", "segmentation.png"]
+    assert result.save(tmp_path / "ins") == tmp_path / "ins"
+    assert sorted(p.name for p in (tmp_path / "ins").iterdir()) == ["before_after.png", "effect.json",
+                                                                     "segmentation.png"]
     saved = json.loads((tmp_path / "ins" / "effect.json").read_text())
     assert sum(c["count"] for c in saved["by_context"]) == N
 
@@ -425,6 +426,18 @@ def test_rank_stored_in_report_drives_top_ace(gan, report, tmp_path):
     assert result.units == [0, 1]
     with pytest.raises(GantoolsError, match="run gantools rank"):
         ablate(gan, 2, concept="dark", top=2, rank="ace", dissection=loaded, segmenter=Bright(), n=8)
+
+
+def test_store_ranking_rewrites_the_report_on_disk(gan, report, tmp_path):
+    from gantools.dissection import load_report
+    from gantools.interventions import store_ranking
+
+    report.save(tmp_path / "rep", html=False)
+    r = rank_units(gan, 2, "bright", units=[0, 1, 2], dissection=tmp_path / "rep", segmenter=Bright(), n=8)
+    assert r.save(tmp_path / "rank") == tmp_path / "rank" and (tmp_path / "rank" / "rank.json").is_file()
+    assert store_ranking(r, tmp_path / "rep" / "report.json") == tmp_path / "rep" / "report.json"
+    assert load_report(tmp_path / "rep").layers["layer2"].ace["bright"] == pytest.approx(r.ace_list(), nan_ok=True)
+    assert not (tmp_path / "rep" / "report.html").exists()  # HTML only where there was one
 
 
 def test_partial_ace_ranking_uses_only_the_measured_units(gan, report):

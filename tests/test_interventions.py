@@ -625,6 +625,28 @@ def test_rank_checks_values_before_measuring(gan, no_work, kwargs, message):
         rank_units(gan, args.pop("layer"), args.pop("concept"), **args)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_model_is_measured_where_it_lives():
+    """The one device rule: with device=None a loaded model stays on its device (ablate used to
+    move a CUDA GAN to the CPU); an explicit device moves it there."""
+    from gantools.sampling import sample
+
+    g = planted_gan().to("cuda")
+
+    def on_cuda() -> bool:
+        return next(g.generator.parameters()).device.type == "cuda"
+
+    ablate(g, 2, units=[0, 1], segmenter=Bright(), n=4, grid=0)
+    assert on_cuda()
+    insert(g, 2, units=[0], value=6.0, at=(0.5, 0.5), segmenter=Bright(), n=4, grid=0)
+    assert on_cuda()
+    rank_units(g, 2, "bright", units=[0, 1], segmenter=Bright(), n=4)
+    assert on_cuda()
+    assert sample(g, 2).device.type == "cpu" and on_cuda()
+    ablate(g, 2, units=[0], segmenter=Bright(), n=4, grid=0, device="cpu")
+    assert not on_cuda()
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line (the colour segmenter: planted images are grey where units 0 and 1 are off, white
 # where they are strongly on)

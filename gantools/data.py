@@ -1,8 +1,14 @@
-"""Images in and out, image folders, and the registry of built-in datasets.
+"""Datasets: image folders, labelled folders, train/held-out splits, and the built-in datasets.
 
-`load_image` is the one image loader: any size, mode (L, LA, RGB, RGBA, P, I;16...) and common
-format, converted to nc channels. Datasets hand out uint8 tensors (C x H x W); convert to the
-models' [-1, 1] range with `gantools.utils.from_uint8`.
+Datasets hand out uint8 tensors (C x H x W); convert to the models' [-1, 1] range with
+`gantools.utils.from_uint8`. Images are decoded by `gantools.images.load_image`, the one image
+loader; this module re-exports it and the other image helpers (`read_image`, `save_image`,
+`make_grid`, `save_label`...), so `from gantools.data import load_image` keeps working.
+
+`open_dataset` opens a built-in dataset by name ("scenes") or a folder by path; `open_split`
+opens the training or held-out part of one, split as `gantools train --holdout` splits it. The
+built-in datasets are registered below, explicitly: this module imports `scenes`, and `scenes`
+imports nothing from here.
 """
 
 from __future__ import annotations
@@ -10,125 +16,37 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
-import numpy as np
 import torch
 
-from .utils import GantoolsError, ProgressCallback, atomic_path, notice, report, to_uint8
+from .images import (IMAGE_EXTENSIONS, SAVE_FORMATS, load_image, make_grid, read_image, read_label, read_mask,
+                     resize_center_crop, resize_center_crop_labels, save_grid, save_image, save_label)
+from .scenes import CONCEPTS as SCENE_CONCEPTS
+from .scenes import VERSIONS as SCENE_VERSIONS
+from .scenes import Scenes
+from .utils import GantoolsError, ProgressCallback, notice, report
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+__all__ = [
+    # re-exported from gantools.images (the one image loader and its companions)
+    "IMAGE_EXTENSIONS", "SAVE_FORMATS", "load_image", "make_grid", "read_image", "read_label", "read_mask",
+    "resize_center_crop", "resize_center_crop_labels", "save_grid", "save_image", "save_label",
+    # datasets and folders
+    "IN_MEMORY_LIMIT", "ImageDataset", "find_images", "image_files", "ImageFolder", "batch_images", "Subset",
+    "read_concepts", "is_labelled_folder", "is_labeled_folder", "LabelledFolder", "LabeledFolder",
+    # held-out splits
+    "split_holdout", "split_folder", "split_dataset", "open_split",
+    # the registry
+    "DatasetSpec", "BUILTIN_DATASETS", "register_dataset", "builtin_dataset", "dataset_names", "dataset_version",
+    "open_dataset",
+]
+
 # Datasets up to this many bytes of uint8 pixels are decoded once and kept in memory.
 IN_MEMORY_LIMIT = 4 * 1024**3
 
 
 # ---------------------------------------------------------------------------------------------
-# Single images
-
-
-def _to_mode(img, nc: int, background: int = 255):
-    """Convert a PIL image of any mode to 'L' (nc=1) or 'RGB' (nc=3); alpha is composited on a
-    `background` grey level (white for pictures, black for masks)."""
-    from PIL import Image
-
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit and float images: rescale to 8 bits by their dtype's range, not by clipping.
-        arr = np.asarray(img)
-        if arr.dtype == np.uint16 or img.mode.startswith("I;16"):
-            arr = arr.astype(np.float64) / 65535.0
-        elif img.mode == "I":
-            arr = arr.astype(np.float64) / (65535.0 if arr.max() > 255 else 255.0)
-        else:
-            arr = arr.astype(np.float64)
-        img = Image.fromarray((np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        matte = Image.new("RGBA", img.size, (background, background, background, 255))
-        img = Image.alpha_composite(matte, img.convert("RGBA"))
-    return img.convert("L" if nc == 1 else "RGB")
-
-
-def read_image(path: str | os.PathLike, nc: int = 3, background: int = 255) -> torch.Tensor:
-    """Decode an image file at its own size: uint8 tensor nc x H x W. Raises GantoolsError if unreadable.
-    Transparent pixels are composited on the `background` grey level."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise GantoolsError(f"image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = _to_mode(img, nc, background)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise GantoolsError(f"cannot read image {path}: {e}") from e
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
-def read_mask(path: str | os.PathLike) -> torch.Tensor:
-    """A mask file as a uint8 H x W tensor (white = selected); transparent pixels are unselected."""
-    return read_image(path, nc=1, background=0)[0]
-
-
-def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the short side to `size` (antialiased) and center-crop to size x size; uint8 in and out."""
-    import torchvision.transforms.v2.functional as TF
-
-    _, h, w = image.shape
-    if (h, w) != (size, size):
-        image = TF.resize(image, size, antialias=True)
-        image = TF.center_crop(image, [size, size])
-    return image
-
-
-def load_image(path: str | os.PathLike, nc: int = 3, size: int | None = None) -> torch.Tensor:
-    """The one image loader: uint8 tensor nc x size x size (or the file's own size when size is None)."""
-    image = read_image(path, nc)
-    return resize_center_crop(image, size) if size is not None else image
-
-
-# Formats by file suffix; anything else is written as PNG (the lossless default).
-SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
-
-
-def save_image(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Save one image (C x H x W, uint8 or float in [-1, 1]) atomically, as PNG unless the suffix
-    names another format (.jpg, .webp, .bmp, .tif)."""
-    from PIL import Image
-
-    if image.dtype != torch.uint8:
-        image = to_uint8(image)
-    arr = image.detach().cpu().permute(1, 2, 0).numpy()
-    pil = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, "L" if arr.shape[2] == 1 else "RGB")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        pil.save(tmp, format=SAVE_FORMATS.get(path.suffix.lower(), "PNG"))
-    return path
-
-
-def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> torch.Tensor:
-    """Tile N x C x H x W images (uint8 or [-1, 1] float) into one uint8 image, `nrow` per row."""
-    import torchvision.utils as vutils
-
-    if images.dtype != torch.uint8:
-        images = to_uint8(images)
-    n = images.shape[0]
-    nrow = nrow or max(1, int(np.ceil(np.sqrt(n))))
-    grid = vutils.make_grid(images.cpu(), nrow=nrow, padding=padding, pad_value=pad_value)
-    return grid[: images.shape[1]] if images.shape[1] == 1 else grid
-
-
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2) -> Path:
-    """Save a grid of images as one PNG."""
-    return save_image(make_grid(images, nrow=nrow, padding=padding), path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Datasets
+# Image folders
 
 
 class ImageDataset(Protocol):
@@ -154,34 +72,11 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
-def split_holdout(files: Sequence[Path], n: int) -> tuple[list[Path], list[Path]]:
-    """Split sorted image files into (training, held-out), holding out `n` images.
-
-    In a class-folder layout the held-out images are the last by sorted file name *within each
-    class folder*, in equal shares (remainder to the last classes), so every class stays in training
-    and in the held-out set; mnist4k's file names run class by class, so "the last n overall" would
-    hold out whole classes. In a flat folder they are simply the last n.
-    """
-    files = sorted(files)
-    if n <= 0:
-        return list(files), []
-    if n >= len(files):
-        raise GantoolsError(f"holding out {n} images leaves none to train on (the data has {len(files)})")
-    groups: dict[Path, list[Path]] = {}
-    for f in files:
-        groups.setdefault(f.parent, []).append(f)
-    if len(groups) == 1:
-        return files[:-n], files[-n:]
-    keys = sorted(groups)
-    share, extra = divmod(n, len(keys))
-    held: list[Path] = []
-    for i, key in enumerate(keys):
-        k = share + (1 if i >= len(keys) - extra else 0)
-        if k >= len(groups[key]):
-            raise GantoolsError(f"holding out {k} images of {key.name}/ leaves none of that class to train on")
-        held += groups[key][len(groups[key]) - k:] if k else []
-    held_set = set(held)
-    return [f for f in files if f not in held_set], held
+def image_files(root: str | os.PathLike) -> list[Path]:
+    """A folder's pictures, sorted: those under images/ for a labelled folder (its label maps are
+    not pictures), else every image file under `root` (`find_images`)."""
+    root = Path(root)
+    return find_images(root / "images" if is_labelled_folder(root) else root)
 
 
 class ImageFolder:
@@ -267,149 +162,8 @@ class Subset:
         return self.dataset[self.indices[index]]
 
 
-def split_dataset(dataset: ImageDataset, holdout: int) -> tuple[ImageDataset, ImageDataset]:
-    """(training, held-out) parts of a dataset; see `split_holdout` for which images are held out.
-
-    Datasets without files (generated ones) hold out their last `holdout` indices.
-    """
-    if holdout <= 0:
-        return dataset, Subset(dataset, [])
-    files = getattr(dataset, "files", None)
-    if files is None:
-        if holdout >= len(dataset):
-            raise GantoolsError(f"holding out {holdout} images leaves none to train on (the data has {len(dataset)})")
-        return Subset(dataset, range(len(dataset) - holdout)), Subset(dataset, range(len(dataset) - holdout, len(dataset)))
-    _, held = split_holdout(files, holdout)
-    held_set = set(held)
-    train_idx = [i for i, f in enumerate(files) if f not in held_set]
-    held_idx = [i for i, f in enumerate(files) if f in held_set]
-    return Subset(dataset, train_idx), Subset(dataset, held_idx)
-
-
-@dataclass
-class DatasetSpec:
-    """A named built-in dataset: `factory(image_size, nc, n, seed, version)` builds it.
-
-    `versions` lists the designs it can still render (image i of seed s never changes within one);
-    the last is the current one.
-    """
-
-    name: str
-    description: str
-    factory: Callable[..., ImageDataset]
-    versions: tuple[int, ...] = (1,)
-
-
-BUILTIN_DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(name: str, description: str, factory: Callable[..., ImageDataset],
-                     versions: tuple[int, ...] = (1,)) -> None:
-    """Add a named dataset usable as `--data NAME`."""
-    BUILTIN_DATASETS[name] = DatasetSpec(name, description, factory, tuple(versions))
-
-
-def _builtin(spec: str | os.PathLike) -> DatasetSpec | None:
-    _register_builtins()
-    text = str(spec)
-    return BUILTIN_DATASETS[text] if text in BUILTIN_DATASETS and not Path(text).exists() else None
-
-
-def dataset_version(spec: str | os.PathLike) -> int | None:
-    """The current design version of a built-in dataset, or None for a folder."""
-    builtin = _builtin(spec)
-    return builtin.versions[-1] if builtin else None
-
-
-def _register_builtins() -> None:
-    if "scenes" not in BUILTIN_DATASETS:
-        import importlib
-
-        try:
-            scenes = importlib.import_module(f"{__package__}.scenes")  # registers itself
-        except ModuleNotFoundError as e:  # folders must keep working without the built-in datasets
-            if e.name != f"{__package__}.scenes":
-                raise
-            return
-        assert "scenes" in BUILTIN_DATASETS, scenes
-
-
-def open_dataset(spec: str | os.PathLike, image_size: int = 64, nc: int = 3, n: int | None = None,
-                 seed: int = 0, progress: ProgressCallback | None = None, version: int | None = None) -> ImageDataset:
-    """A built-in dataset by name ("scenes") or a folder by path.
-
-    A folder with images/, labels/ and concepts.json (as `gantools data scenes` writes it) opens as
-    a `LabeledFolder` of (image, label) pairs; any other folder as an `ImageFolder`.
-
-    Args:
-        spec: dataset name or folder path.
-        image_size, nc: the images' size and channels.
-        n: number of images for generated datasets (ignored for folders).
-        seed: seed for generated datasets.
-        progress: callback (decoding progress, skipped-file notices).
-        version: design version of a generated dataset (default: its current one); ignored for folders.
-    """
-    text = str(spec)
-    builtin = _builtin(text)
-    if builtin is not None:
-        if version is not None and version not in builtin.versions:
-            raise GantoolsError(f"dataset {text!r} has no version {version}: this gantools renders versions "
-                                f"{', '.join(map(str, builtin.versions))}")
-        kwargs = {"image_size": image_size, "nc": nc, "seed": seed, "version": version or builtin.versions[-1]}
-        if n is not None:
-            kwargs["n"] = n
-        return builtin.factory(**kwargs)
-    path = Path(text)
-    if not path.exists():
-        names = ", ".join(sorted(BUILTIN_DATASETS))
-        raise GantoolsError(f"no dataset {text!r}: give a folder of images or a built-in name ({names})")
-    if is_labeled_folder(path):
-        return LabeledFolder(path, image_size, nc, progress=progress)
-    return ImageFolder(path, image_size, nc, progress=progress)
-
-
 # ---------------------------------------------------------------------------------------------
-# Labelled folders (images/ + labels/ + concepts.json), the layout `gantools data scenes` writes
-
-
-def save_label(labels: torch.Tensor | np.ndarray, path: str | os.PathLike, num_concepts: int) -> Path:
-    """Save a label map (H x W concept ids) as a palette PNG whose pixel index is the concept id.
-
-    The palette is `reports.concept_palette`, so label files also look right in an image viewer.
-    """
-    from PIL import Image
-
-    from .reports import concept_palette
-
-    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if arr.ndim != 2:
-        raise GantoolsError(f"a label map must be H x W, got shape {tuple(arr.shape)}")
-    if arr.size and (arr.min() < 0 or arr.max() >= min(num_concepts, 256)):
-        raise GantoolsError(f"label ids must lie in 0..{min(num_concepts, 256) - 1}, got {arr.min()}..{arr.max()}")
-    img = Image.fromarray(arr.astype(np.uint8), "P")
-    palette = concept_palette(max(num_concepts, 1)).reshape(-1).tolist()
-    img.putpalette(palette + [0] * (768 - len(palette)))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return path
-
-
-def read_label(path: str | os.PathLike) -> torch.Tensor:
-    """Read an index PNG (palette 'P' or grayscale 'L'): int64 tensor H x W of concept ids."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("P", "L"):
-                raise GantoolsError(f"label {path} is a {img.mode} image: labels must be palette (P) or "
-                                    "grayscale (L) PNGs whose pixel value is the concept id")
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise GantoolsError(f"cannot read label {path}: {e}") from e
-    return torch.from_numpy(arr.astype(np.int64))
+# Labelled folders (images/ + labels/ + concepts.json), the layout `scenes.write_scenes` writes
 
 
 def read_concepts(root: str | os.PathLike) -> list[str]:
@@ -434,26 +188,17 @@ def read_concepts(root: str | os.PathLike) -> list[str]:
     return concepts
 
 
-def is_labeled_folder(path: str | os.PathLike) -> bool:
+def is_labelled_folder(path: str | os.PathLike) -> bool:
     """Whether a folder has the labelled layout: images/, labels/ and concepts.json."""
     p = Path(path)
     return (p / "images").is_dir() and (p / "labels").is_dir() and (p / "concepts.json").is_file()
 
 
-def _crop_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize labels like `resize_center_crop` resizes images, but by nearest neighbour (ids stay ids)."""
-    import torchvision.transforms.v2.functional as TF
-    from torchvision.transforms import InterpolationMode
-
-    h, w = labels.shape
-    if (h, w) == (size, size):
-        return labels
-    out = TF.resize(labels[None].to(torch.uint8), size, interpolation=InterpolationMode.NEAREST_EXACT,
-                    antialias=False)
-    return TF.center_crop(out, [size, size])[0].long()
+# The old spelling, kept so that existing callers keep working.
+is_labeled_folder = is_labelled_folder
 
 
-class LabeledFolder:
+class LabelledFolder:
     """Images with per-pixel concept labels: `root/images/*.png`, `root/labels/*.png`, `root/concepts.json`.
 
     Labels are index PNGs (pixel value = concept id) matched to images by file stem. Everything is
@@ -476,11 +221,25 @@ class LabeledFolder:
         for sub in ("images", "labels"):
             if not (self.root / sub).is_dir():
                 raise GantoolsError(f"{self.root} has no {sub}/ folder: a labelled folder holds images/, labels/ "
-                                    "and concepts.json (as `gantools data scenes` writes them)")
+                                    "and concepts.json (as `write_scenes` and `gantools data scenes` write them)")
         if nc not in (1, 3):
             raise GantoolsError(f"nc={nc} is not supported: use 1 (grayscale) or 3 (RGB)")
         self.concepts: list[str] = read_concepts(self.root)
         self.nc = nc
+        self.files, self.label_files = self._pair_files()
+        images, labels = [], []
+        for i, (ipath, lpath) in enumerate(zip(self.files, self.label_files)):
+            image, label = self._read_pair(ipath, lpath, image_size, images[0] if images else None)
+            images.append(image)
+            labels.append(label.to(torch.uint8))
+            if i % 256 == 0 or i == len(self.files) - 1:
+                report(progress, "decode labelled images", i + 1, len(self.files))
+        self.images: torch.Tensor = torch.stack(images)
+        self.labels: torch.Tensor = torch.stack(labels)
+        self.image_size: int = int(self.images.shape[-1])
+
+    def _pair_files(self) -> tuple[list[Path], list[Path]]:
+        """(image files, label files), matched by file stem; every image needs a label and vice versa."""
         image_files = find_images(self.root / "images")
         label_files = {p.stem: p for p in find_images(self.root / "labels")}
         if not image_files:
@@ -496,34 +255,28 @@ class LabeledFolder:
         extra = sorted(set(label_files) - set(stems))
         if extra:
             raise GantoolsError(f"{len(extra)} label(s) have no image in {self.root / 'images'}, e.g. {extra[0]}")
-        self.files = image_files
-        self.label_files = [label_files[s] for s in stems]
-        images, labels = [], []
+        return image_files, [label_files[s] for s in stems]
+
+    def _read_pair(self, ipath: Path, lpath: Path, image_size: int | None,
+                   first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image and its label map, checked against each other (and against the first image's
+        size when no image_size is given), resized when one is."""
+        image = read_image(ipath, self.nc)
+        label = read_label(lpath)
+        if tuple(label.shape) != tuple(image.shape[1:]):
+            raise GantoolsError(f"label {lpath.name} is {label.shape[1]}x{label.shape[0]} but its image "
+                                f"{ipath.name} is {image.shape[2]}x{image.shape[1]}: they must be the same size")
         k = len(self.concepts)
-        for i, (ipath, lpath) in enumerate(zip(self.files, self.label_files)):
-            image = read_image(ipath, nc)
-            label = read_label(lpath)
-            if tuple(label.shape) != tuple(image.shape[1:]):
-                raise GantoolsError(f"label {lpath.name} is {label.shape[1]}x{label.shape[0]} but its image "
-                                    f"{ipath.name} is {image.shape[2]}x{image.shape[1]}: they must be the same size")
-            top = int(label.max())
-            if top >= k:
-                raise GantoolsError(f"label {lpath.name} uses concept id {top}, but concepts.json lists only "
-                                    f"{k} concepts (ids 0..{k - 1})")
-            if image_size is None:
-                if image.shape[1] != image.shape[2] or (images and image.shape != images[0].shape):
-                    raise GantoolsError(f"images in {self.root} differ in size or are not square "
-                                        f"({ipath.name} is {image.shape[2]}x{image.shape[1]}): give an image size")
-            else:
-                image = resize_center_crop(image, image_size)
-                label = _crop_labels(label, image_size)
-            images.append(image)
-            labels.append(label.to(torch.uint8))
-            if i % 256 == 0 or i == len(self.files) - 1:
-                report(progress, "decode labelled images", i + 1, len(self.files))
-        self.images: torch.Tensor = torch.stack(images)
-        self.labels: torch.Tensor = torch.stack(labels)
-        self.image_size: int = int(self.images.shape[-1])
+        top = int(label.max())
+        if top >= k:
+            raise GantoolsError(f"label {lpath.name} uses concept id {top}, but concepts.json lists only "
+                                f"{k} concepts (ids 0..{k - 1})")
+        if image_size is not None:
+            return resize_center_crop(image, image_size), resize_center_crop_labels(label, image_size)
+        if image.shape[1] != image.shape[2] or (first is not None and image.shape != first.shape):
+            raise GantoolsError(f"images in {self.root} differ in size or are not square "
+                                f"({ipath.name} is {image.shape[2]}x{image.shape[1]}): give an image_size")
+        return image, label
 
     def __len__(self) -> int:
         return len(self.files)
@@ -532,4 +285,186 @@ class LabeledFolder:
         return self.images[index], self.labels[index].long()
 
     def __repr__(self) -> str:
-        return f"LabeledFolder({str(self.root)!r}, {len(self)} images, {self.image_size}px, {len(self.concepts)} concepts)"
+        return (f"LabelledFolder({str(self.root)!r}, {len(self)} images, {self.image_size}px, "
+                f"{len(self.concepts)} concepts)")
+
+
+# The old spelling, kept so that existing callers (and `gantools.LabeledFolder`) keep working.
+LabeledFolder = LabelledFolder
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out splits: one rule, shared by training, evaluation, the encoder and the classifier
+
+
+def split_holdout(files: Sequence[Path], n: int) -> tuple[list[Path], list[Path]]:
+    """Split sorted image files into (training, held-out), holding out `n` images.
+
+    In a class-folder layout the held-out images are the last by sorted file name *within each
+    class folder*, in equal shares (remainder to the last classes), so every class stays in training
+    and in the held-out set; mnist4k's file names run class by class, so "the last n overall" would
+    hold out whole classes. In a flat folder they are simply the last n.
+    """
+    files = sorted(files)
+    if n <= 0:
+        return list(files), []
+    if n >= len(files):
+        raise GantoolsError(f"holding out {n} images leaves none to train on (the data has {len(files)})")
+    groups: dict[Path, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.parent, []).append(f)
+    if len(groups) == 1:
+        return files[:-n], files[-n:]
+    keys = sorted(groups)
+    share, extra = divmod(n, len(keys))
+    held: list[Path] = []
+    for i, key in enumerate(keys):
+        k = share + (1 if i >= len(keys) - extra else 0)
+        if k >= len(groups[key]):
+            raise GantoolsError(f"holding out {k} images of {key.name}/ leaves none of that class to train on")
+        held += groups[key][len(groups[key]) - k:] if k else []
+    held_set = set(held)
+    return [f for f in files if f not in held_set], held
+
+
+def split_folder(root: str | os.PathLike, holdout: int) -> tuple[list[Path], list[Path]]:
+    """A folder's pictures (`image_files`) split into (training, held-out) by `split_holdout`."""
+    return split_holdout(image_files(root), holdout)
+
+
+def split_dataset(dataset: ImageDataset, holdout: int) -> tuple[ImageDataset, ImageDataset]:
+    """(training, held-out) parts of a dataset; see `split_holdout` for which images are held out.
+
+    Files the dataset skipped as unreadable still count in the split (which is by file name), so the
+    held-out images are the same ones that `split_folder` names. Datasets without files (generated
+    ones) hold out their last `holdout` indices.
+    """
+    if holdout <= 0:
+        return dataset, Subset(dataset, [])
+    files = getattr(dataset, "files", None)
+    if files is None:
+        if holdout >= len(dataset):
+            raise GantoolsError(f"holding out {holdout} images leaves none to train on (the data has {len(dataset)})")
+        return Subset(dataset, range(len(dataset) - holdout)), Subset(dataset, range(len(dataset) - holdout, len(dataset)))
+    _, held = split_holdout(list(files) + list(getattr(dataset, "skipped", [])), holdout)
+    held_set = set(held)
+    train_idx = [i for i, f in enumerate(files) if f not in held_set]
+    held_idx = [i for i, f in enumerate(files) if f in held_set]
+    return Subset(dataset, train_idx), Subset(dataset, held_idx)
+
+
+Part = Literal["train", "holdout", "all"]
+
+
+def open_split(spec: str | os.PathLike, image_size: int = 64, nc: int = 3, holdout: int = 0, part: Part = "train",
+               n: int | None = None, seed: int = 0, progress: ProgressCallback | None = None,
+               version: int | None = None) -> ImageDataset:
+    """One part of a dataset split as `gantools train --holdout` splits it (see `split_holdout`).
+
+    A plain image folder decodes only the files of the part asked for; a labelled folder or a
+    built-in dataset opens as `open_dataset` opens it and is then split (`split_dataset`: generated
+    datasets hold out their last `holdout` of `n` items).
+
+    Args:
+        spec: dataset name or folder path, as for `open_dataset`.
+        image_size, nc, n, seed, progress, version: as for `open_dataset`.
+        holdout: how many images are held out of training.
+        part: "train" (all but the held-out images), "holdout" (only those) or "all".
+    """
+    if part not in ("train", "holdout", "all"):
+        raise GantoolsError(f"part must be 'train', 'holdout' or 'all', got {part!r}")
+    if holdout < 0:
+        raise GantoolsError(f"holdout must be at least 0, got {holdout}")
+    if part == "holdout" and holdout == 0:
+        raise GantoolsError("part='holdout' needs holdout of at least 1: nothing is held out")
+    path = Path(str(spec))
+    if builtin_dataset(spec) is None and path.is_dir() and not is_labelled_folder(path):
+        files = None if part == "all" else split_folder(path, holdout)[0 if part == "train" else 1]
+        return ImageFolder(path, image_size, nc, files=files, progress=progress)
+    dataset = open_dataset(spec, image_size, nc, n=n, seed=seed, progress=progress, version=version)
+    if part == "all":
+        return dataset
+    train, held = split_dataset(dataset, holdout)
+    return train if part == "train" else held
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry of built-in datasets
+
+
+@dataclass
+class DatasetSpec:
+    """A named built-in dataset: `factory(image_size=, nc=, seed=, version=[, n=])` builds it.
+
+    `versions` lists the designs it can still render (image i of seed s never changes within one);
+    the last is the current one.
+    """
+
+    name: str
+    description: str
+    factory: Callable[..., ImageDataset]
+    versions: tuple[int, ...] = (1,)
+
+
+BUILTIN_DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, description: str, factory: Callable[..., ImageDataset],
+                     versions: tuple[int, ...] = (1,)) -> None:
+    """Add a named dataset that `open_dataset(name)` opens (and the CLI's data options accept)."""
+    BUILTIN_DATASETS[name] = DatasetSpec(name, description, factory, tuple(versions))
+
+
+register_dataset("scenes", f"procedural outdoor scenes with per-pixel labels ({len(SCENE_CONCEPTS)} concepts)",
+                 Scenes, versions=SCENE_VERSIONS)
+
+
+def builtin_dataset(spec: str | os.PathLike) -> DatasetSpec | None:
+    """The built-in dataset that `spec` names, or None (a folder of the same name wins over it)."""
+    text = str(spec)
+    return BUILTIN_DATASETS[text] if text in BUILTIN_DATASETS and not Path(text).exists() else None
+
+
+def dataset_names() -> list[str]:
+    """The names of the built-in datasets, sorted (for messages and choices)."""
+    return sorted(BUILTIN_DATASETS)
+
+
+def dataset_version(spec: str | os.PathLike) -> int | None:
+    """The current design version of a built-in dataset, or None for a folder."""
+    builtin = builtin_dataset(spec)
+    return builtin.versions[-1] if builtin else None
+
+
+def open_dataset(spec: str | os.PathLike, image_size: int = 64, nc: int = 3, n: int | None = None,
+                 seed: int = 0, progress: ProgressCallback | None = None, version: int | None = None) -> ImageDataset:
+    """A built-in dataset by name ("scenes") or a folder by path.
+
+    A folder with images/, labels/ and concepts.json (as `scenes.write_scenes` writes it) opens as
+    a `LabelledFolder` of (image, label) pairs; any other folder as an `ImageFolder`.
+
+    Args:
+        spec: dataset name or folder path.
+        image_size, nc: the images' size and channels.
+        n: number of images for generated datasets (ignored for folders).
+        seed: seed for generated datasets.
+        progress: callback (decoding progress, skipped-file notices).
+        version: design version of a generated dataset (default: its current one); ignored for folders.
+    """
+    text = str(spec)
+    builtin = builtin_dataset(text)
+    if builtin is not None:
+        if version is not None and version not in builtin.versions:
+            raise GantoolsError(f"dataset {text!r} has no version {version}: this gantools renders versions "
+                                f"{', '.join(map(str, builtin.versions))}")
+        kwargs = {"image_size": image_size, "nc": nc, "seed": seed, "version": version or builtin.versions[-1]}
+        if n is not None:
+            kwargs["n"] = n
+        return builtin.factory(**kwargs)
+    path = Path(text)
+    if not path.exists():
+        raise GantoolsError(f"no dataset {text!r}: give a folder of images or a built-in name "
+                            f"({', '.join(dataset_names()) or 'none installed'})")
+    if is_labelled_folder(path):
+        return LabelledFolder(path, image_size, nc, progress=progress)
+    return ImageFolder(path, image_size, nc, progress=progress)

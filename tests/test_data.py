@@ -165,3 +165,56 @@ def test_save_image_format_follows_the_suffix(tmp_path):
     for name, fmt in (("a.png", "PNG"), ("a.jpg", "JPEG"), ("a.webp", "WEBP"), ("a.out", "PNG")):
         with Image.open(save_image(img, tmp_path / name)) as f:
             assert f.format == fmt
+
+
+def test_open_split_parts_match_the_training_split(tmp_path: Path) -> None:
+    from gantools.data import find_images, open_split, split_dataset, split_folder, split_holdout
+
+    root = tmp_path / "classes"
+    write_images(root, 30, classes=3)
+    train_files, held = split_folder(root, 6)
+    assert (train_files, held) == split_holdout(find_images(root), 6)
+    train = open_split(root, image_size=8, holdout=6)
+    held_out = open_split(root, image_size=8, holdout=6, part="holdout")
+    everything = open_split(root, image_size=8, holdout=6, part="all")
+    assert isinstance(train, ImageFolder) and train.files == train_files  # only that part is decoded
+    assert held_out.files == held and len(everything) == 30
+    # the same images that training keeps and holds out (split_dataset of the whole folder)
+    tr, ho = split_dataset(ImageFolder(root, image_size=8), 6)
+    assert torch.equal(batch_images(held_out, range(6)), ho.images)
+    assert torch.equal(batch_images(train, range(24)), tr.images)
+    with pytest.raises(GantoolsError, match="part must be"):
+        open_split(root, holdout=6, part="test")
+    with pytest.raises(GantoolsError, match="holdout must be at least 0"):
+        open_split(root, holdout=-1)
+    with pytest.raises(GantoolsError, match="needs holdout"):
+        open_split(root, part="holdout")
+
+
+def test_open_split_of_generated_and_labelled_data(tmp_path: Path) -> None:
+    from gantools.data import image_files, open_split, split_folder
+    from gantools.scenes import write_scenes
+
+    held = open_split("scenes", image_size=16, holdout=3, part="holdout", n=10, seed=1)
+    train = open_split("scenes", image_size=16, holdout=3, n=10, seed=1)
+    assert len(held) == 3 and len(train) == 7
+    scenes = open_dataset("scenes", image_size=16, n=10, seed=1)
+    assert torch.equal(batch_images(held, [0]), batch_images(scenes, [7]))  # the last indices are held out
+    root = write_scenes(tmp_path / "lab", n=5, image_size=16, preview=1).out
+    # a labelled folder's pictures are its images/, not its label maps
+    assert image_files(root) == sorted((root / "images").glob("*.png"))
+    part = open_split(root, holdout=2, part="holdout")
+    assert part.files == split_folder(root, 2)[1] and part[0][1].dtype == torch.int64  # (image, label) pairs
+
+
+def test_unreadable_files_count_in_the_split(tmp_path: Path) -> None:
+    # a folder with an unreadable file splits the same way whether or not its files are decoded
+    from gantools.data import split_dataset, split_folder
+
+    write_images(tmp_path, 6, size=8)
+    (tmp_path / "img_zz_broken.png").write_bytes(b"not a png")
+    _, held = split_folder(tmp_path, 3)
+    folder = ImageFolder(tmp_path, image_size=8)
+    assert len(folder.skipped) == 1
+    _, ho = split_dataset(folder, 3)
+    assert ho.files == [f for f in held if f not in folder.skipped]

@@ -1,5 +1,5 @@
 """The built-in scenes dataset: determinism, labels that agree with the geometry, concept
-frequencies, the written folder reading back through LabeledFolder, and LabeledFolder's errors."""
+frequencies, the written folder reading back through LabelledFolder, and LabelledFolder's errors."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gantools.cli import app
-from gantools.data import LabeledFolder, batch_images, open_dataset, read_label, save_label
-from gantools.scenes import CONCEPTS, DESIGNS, VERSION, VERSIONS, Scenes, concept_frequencies, render_scene, \
-    write_scenes
+from gantools.data import LabeledFolder, LabelledFolder, batch_images, open_dataset, read_label, save_label
+from gantools.scenes import CONCEPTS, DESIGNS, VERSION, VERSIONS, Scenes, ScenesWritten, WriteScenesResult, \
+    concept_frequencies, render_scene, write_scenes
 from gantools.utils import GantoolsError
 
 ID = {name: i for i, name in enumerate(CONCEPTS)}
@@ -82,6 +82,11 @@ def test_bad_arguments():
 
 
 def test_registered_builtin():
+    from gantools.data import BUILTIN_DATASETS, builtin_dataset, dataset_names, dataset_version
+
+    assert "scenes" in BUILTIN_DATASETS and "scenes" in dataset_names()
+    assert builtin_dataset("scenes").versions == VERSIONS and dataset_version("scenes") == VERSION
+    assert builtin_dataset("no-such-dataset") is None and dataset_version("no-such-dataset") is None
     ds = open_dataset("scenes", image_size=32, nc=1, n=10, seed=3)
     assert isinstance(ds, Scenes) and (len(ds), ds.image_size, ds.nc, ds.seed) == (10, 32, 1, 3)
     batch = batch_images(ds, [1, 4])
@@ -211,6 +216,29 @@ def test_version_1_renders_exactly_as_it_always_did():
     assert open_dataset("scenes", n=4, version=1).version == 1 and open_dataset("scenes", n=4).version == VERSION
 
 
+def test_version_2_renders_as_it_did_when_scenes_became_a_package():
+    # digests taken from the single-module scenes.py before it was split by element (the split keeps
+    # every random draw in its order, so every image and label stays byte-identical)
+    assert _digest(Scenes(n=50, image_size=32, seed=3, version=2), 50) == "1fbd8af58f69b4d2"
+    assert _digest(Scenes(n=50, image_size=64, seed=3, version=2), 50) == "be945c58389e7e32"
+    assert _digest(Scenes(n=20, image_size=48, seed=3, nc=1, version=2), 20) == "bb85301a6be20a0c"
+
+
+def test_scenes_import_nothing_from_data():
+    # gantools.data registers the scenes dataset; scenes must not import data back (no import cycle,
+    # not even inside a function)
+    import ast
+
+    import gantools.scenes
+
+    for path in Path(gantools.scenes.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module not in ("data", "gantools.data"), path.name
+            elif isinstance(node, ast.Import):
+                assert all(a.name != "gantools.data" for a in node.names), path.name
+
+
 def test_version_2_draws_every_concept_at_a_learnable_size():
     S, n = 64, 400
     ds = Scenes(n=n, image_size=S, seed=21)
@@ -259,7 +287,7 @@ def test_concept_frequencies_within_bounds():
 
 
 # ---------------------------------------------------------------------------------------------
-# Written folders and LabeledFolder
+# Written folders and LabelledFolder
 
 
 def test_cli_writes_folder_that_reads_back(tmp_path):
@@ -275,7 +303,8 @@ def test_cli_writes_folder_that_reads_back(tmp_path):
     with Image.open(out / "preview.png") as im:
         assert im.size[0] > 2 * 4 * 32 and im.size[1] > 3 * 32
     folder = open_dataset(out, image_size=32)
-    assert isinstance(folder, LabeledFolder) and folder.concepts == CONCEPTS and len(folder) == 12
+    assert LabeledFolder is LabelledFolder  # the old spelling stays
+    assert isinstance(folder, LabelledFolder) and folder.concepts == CONCEPTS and len(folder) == 12
     ds = Scenes(n=12, image_size=32, seed=4)
     for i in range(12):
         image, label = folder[i]
@@ -283,9 +312,9 @@ def test_cli_writes_folder_that_reads_back(tmp_path):
         assert torch.equal(image, ds[i][0]) and torch.equal(label, ds[i][1]), i
     assert torch.equal(batch_images(folder, [2, 5]), torch.stack([ds[2][0], ds[5][0]]))
     # the folder's own size when none is given
-    assert LabeledFolder(out).image_size == 32
+    assert LabelledFolder(out).image_size == 32
     # resized on request: images antialiased, labels by nearest neighbour (still concept ids)
-    small = LabeledFolder(out, image_size=16)
+    small = LabelledFolder(out, image_size=16)
     assert small[0][0].shape == (3, 16, 16) and small[0][1].shape == (16, 16)
     assert set(small[0][1].unique().tolist()) <= set(ds[0][1].unique().tolist())
 
@@ -298,7 +327,7 @@ def test_cli_json_and_gray(tmp_path):
     doc = json.loads(result.stdout.strip().splitlines()[-1])
     assert doc["n"] == 5 and doc["concepts"] == CONCEPTS and set(doc["frequencies"]) == set(CONCEPTS)
     ds = Scenes(n=5, image_size=16, seed=0, nc=1)
-    folder = LabeledFolder(out, nc=1)
+    folder = LabelledFolder(out, nc=1)
     for i in range(5):
         assert torch.equal(folder[i][0], ds[i][0]) and torch.equal(folder[i][1], ds[i][1])
     bad = CliRunner().invoke(app, ["data", "scenes", str(out), "--nc", "2"])
@@ -307,9 +336,12 @@ def test_cli_json_and_gray(tmp_path):
 
 def test_write_scenes_python_api(tmp_path):
     result = write_scenes(tmp_path / "w", n=6, image_size=16, seed=2, preview=4)
+    assert isinstance(result, WriteScenesResult) and ScenesWritten is WriteScenesResult  # the old name stays
     assert result.n == 6 and result.preview.is_file()
     freq = concept_frequencies(Scenes(n=6, image_size=16, seed=2))
     assert result.frequencies == freq
+    with pytest.raises(GantoolsError, match="preview must be at least 1"):
+        write_scenes(tmp_path / "none", n=2, image_size=16, preview=0)
 
 
 def test_rewriting_a_folder_leaves_exactly_the_new_dataset(tmp_path):
@@ -324,53 +356,53 @@ def test_rewriting_a_folder_leaves_exactly_the_new_dataset(tmp_path):
     assert any("removed 4 scene(s)" in (m.message or "") for m in msgs)
 
 
-def _labeled(tmp_path: Path, n: int = 3, size: int = 16) -> Path:
+def _labelled(tmp_path: Path, n: int = 3, size: int = 16) -> Path:
     root = tmp_path / "lab"
     write_scenes(root, n=n, image_size=size, seed=0, preview=1)
     return root
 
 
-def test_labeled_folder_missing_label(tmp_path):
-    root = _labeled(tmp_path)
+def test_labelled_folder_missing_label(tmp_path):
+    root = _labelled(tmp_path)
     (root / "labels" / "000001.png").unlink()
     with pytest.raises(GantoolsError, match="no label.*000001"):
-        LabeledFolder(root)
+        LabelledFolder(root)
     (root / "images" / "000001.png").unlink()
     (root / "labels" / "000002.png").rename(root / "labels" / "other.png")
     with pytest.raises(GantoolsError, match="no label|no image"):
-        LabeledFolder(root)
+        LabelledFolder(root)
 
 
-def test_labeled_folder_size_mismatch(tmp_path):
-    root = _labeled(tmp_path)
+def test_labelled_folder_size_mismatch(tmp_path):
+    root = _labelled(tmp_path)
     save_label(torch.zeros(8, 8, dtype=torch.long), root / "labels" / "000002.png", len(CONCEPTS))
     with pytest.raises(GantoolsError, match="same size"):
-        LabeledFolder(root)
+        LabelledFolder(root)
 
 
-def test_labeled_folder_unknown_concept(tmp_path):
-    root = _labeled(tmp_path)
+def test_labelled_folder_unknown_concept(tmp_path):
+    root = _labelled(tmp_path)
     bad = torch.zeros(16, 16, dtype=torch.long)
     bad[3, 4] = 20
     Image.fromarray(bad.numpy().astype(np.uint8), "L").save(root / "labels" / "000000.png")
     assert int(read_label(root / "labels" / "000000.png")[3, 4]) == 20
     with pytest.raises(GantoolsError, match="concept id 20.*13 concepts"):
-        LabeledFolder(root)
+        LabelledFolder(root)
 
 
-def test_labeled_folder_bad_files(tmp_path):
-    root = _labeled(tmp_path)
+def test_labelled_folder_bad_files(tmp_path):
+    root = _labelled(tmp_path)
     Image.new("RGB", (16, 16)).save(root / "labels" / "000000.png")
     with pytest.raises(GantoolsError, match="palette"):
-        LabeledFolder(root)
+        LabelledFolder(root)
     (root / "concepts.json").write_text('{"names": []}')
     with pytest.raises(GantoolsError, match="concepts"):
-        LabeledFolder(root)
+        LabelledFolder(root)
     (root / "concepts.json").unlink()
     with pytest.raises(GantoolsError, match="concepts.json"):
-        LabeledFolder(root)
+        LabelledFolder(root)
     # without concepts.json the folder is a plain image folder again
-    assert not isinstance(open_dataset(root, image_size=16), LabeledFolder)
+    assert not isinstance(open_dataset(root, image_size=16), LabelledFolder)
 
 
 def test_save_label_round_trip(tmp_path):

@@ -13,17 +13,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gantools.dissection import accumulate
 from gantools.dissection import engine as D
-from gantools.dissection import (IQR_SEED_OFFSET, DissectionResult, check_model, dissect, information_quality_ratio,
-                                 load_report, render_examples)
+from gantools.dissection import (IQR_SEED_OFFSET, DissectionResult, check_model, default_layer, dissect,
+                                 information_quality_ratio, load_report, record_ranking, render_examples)
+from gantools.dissection.examples import sample_latents
+from gantools.dissection.result import IQR_LABEL_RULE, NO_LABEL_RULE
+from gantools.dissection.stats import Histogram
+from gantools.dissection.upsample import Upsampler
 from gantools.hooks import TraceDict
-from gantools.models import Generator, fingerprint, load_model
+from gantools.models import Generator, ModelConfig, fingerprint, load_model
 from gantools.utils import GantoolsError
 
 THRESHOLD_TOL = 0.002  # of each unit's activation range
@@ -44,7 +50,7 @@ quadrant_segmenter.concepts = ["c0", "c1", "c2", "c3"]
 
 def brute_force(generator: nn.Module, names: list[str], segmenter, n: int, seed: int):
     """Every upsampled activation and label of n samples, kept in memory."""
-    z = D._sample_z(generator, n, seed)
+    z = sample_latents(generator, n, seed)
     with torch.no_grad(), TraceDict(generator, names) as td:
         images = generator(z)
     labels = segmenter(images)
@@ -128,7 +134,7 @@ def tiny_gen(tiny_config) -> Generator:
 @pytest.mark.parametrize("q,floor_after", [(0.01, None), (0.15, None), (0.01, 16), (0.15, 16)])
 def test_quantile_thresholds_and_iou_match_brute_force(tiny_gen, q, floor_after, monkeypatch):
     if floor_after is not None:  # values below a floor stop being binned after the first batch
-        monkeypatch.setattr(D, "FLOOR_AFTER", floor_after)
+        monkeypatch.setattr(accumulate, "FLOOR_AFTER", floor_after)
     n, seed = 72, 3
     result = dissect(tiny_gen, layers=(1, 2), segmenter=quadrant_segmenter, n=n, seed=seed, quantile=q,
                      batch_size=16, top_k=4)
@@ -221,8 +227,8 @@ def assert_layer2_top1_matches_brute_force(result, generator, n: int, seed: int)
 def test_a_floor_above_the_threshold_is_redone(tiny_gen, monkeypatch):
     # A floor at the level of the top 0.5% lies above the top-1% threshold: the bins below it are
     # incomplete, so the layer must be redone without a floor, and still match brute force.
-    monkeypatch.setattr(D, "FLOOR_AFTER", 16)
-    monkeypatch.setattr(D, "FLOOR_MARGIN", 0.5)
+    monkeypatch.setattr(accumulate, "FLOOR_AFTER", 16)
+    monkeypatch.setattr(accumulate, "FLOOR_MARGIN", 0.5)
     notes = []
     result = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=64, seed=4, batch_size=16,
                      progress=lambda p: notes.append(p.message) if p.message else None)
@@ -399,7 +405,7 @@ def test_iqr_does_not_label_a_unit_by_where_a_concept_is_absent():
     # the chosen pair raises door's probability on the main samples too
     _, ups, labels = brute_force(AntiSky(), ["layer1"], planted_segmenter, 64, 0)
     assert lift(ups["layer1"][:, 0] > layer.threshold[0], labels == 3) > 4
-    assert [r == D.IQR_LABEL_RULE for r in layer.label_rules] == [True, True]
+    assert [r == IQR_LABEL_RULE for r in layer.label_rules] == [True, True]
     assert assert_iqr_matches_brute_force(result, AntiSky(), "layer1", planted_segmenter, 5, 64, 0) >= 1
 
 
@@ -411,7 +417,7 @@ def test_best_iqr_skips_rare_concepts_and_levels_at_or_below_zero():
     # unit 1: -1 on concept 1, 0 elsewhere (positive pairs only at levels below 0: none allowed)
     unit0 = torch.where(lab == 2, 3.0, torch.where(lab == 1, 2.0, 0.5))
     unit1 = torch.where(lab == 1, -1.0, 0.0)
-    h = D._Histogram(torch.tensor([0.5, -1.0]), torch.tensor([3.0, 0.0]), 64, 3)
+    h = Histogram(torch.tensor([0.5, -1.0]), torch.tensor([3.0, 0.0]), 64, 3)
     scaled = h.scale_labels(lab)[None]
     h.add(torch.tensor([0]), unit0[None], None, None, scaled)
     h.add(torch.tensor([1]), unit1[None], None, None, scaled)
@@ -471,7 +477,7 @@ def test_upsampler_candidates_cover_every_value_above_the_level(h, w, s):
         while v[k + 1] - v[k] < 1e-4:
             k += 1
         lo[u] = (v[k] + v[k + 1]) / 2
-    sampler = D._Upsampler((5, h, w), (s, s), torch.device("cpu"))
+    sampler = Upsampler((5, h, w), (s, s), torch.device("cpu"))
     assert torch.allclose(torch.cat([u for _, u in sampler.dense(feat)]), up, atol=1e-6)
     got: dict[tuple[int, int], list[float]] = {}
     for unit, a, d, lab in sampler.values(feat, labels, lo, dump=4):
@@ -492,7 +498,7 @@ def test_upsampler_candidates_cover_every_value_above_the_level(h, w, s):
 
 def test_histogram_growth_and_levels():
     torch.manual_seed(0)
-    hist = D._Histogram(torch.zeros(2), torch.ones(2), 64, 3)
+    hist = Histogram(torch.zeros(2), torch.ones(2), 64, 3)
     chunks = [torch.rand(2, 500) * s for s in (1.0, 3.0, 10.0)]  # the range grows twice
     for values in chunks:
         hist.grow(values.max(dim=1).values)
@@ -512,7 +518,7 @@ def test_histogram_atom_at_lower_bound():
     # 99.5% zeros (a ReLU unit that rarely fires): the 1% level is 0 and the mask is "> 0".
     values = torch.zeros(1, 1000)
     values[0, :5] = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
-    hist = D._Histogram(torch.zeros(1), torch.full((1,), 6.0), 32, 1)
+    hist = Histogram(torch.zeros(1), torch.full((1,), 6.0), 32, 1)
     hist.add(torch.zeros(1, dtype=torch.long), values, None, None, torch.zeros_like(values, dtype=torch.long))
     t, ok = hist.level(10.0)
     assert ok.all() and float(t) == 0.0
@@ -529,8 +535,8 @@ def small_result(tiny_model_file) -> DissectionResult:
 
 
 def test_save_and_load_round_trip(small_result, tmp_path, tiny_model_file):
-    paths = small_result.save(tmp_path / "rep")
-    assert {p.name for p in paths.values()} == {"report.json", "units.csv", "report.html"}
+    assert small_result.save(tmp_path / "rep") == tmp_path / "rep"
+    assert {p.name for p in (tmp_path / "rep").iterdir()} == {"report.json", "units.csv", "report.html"}
     loaded = load_report(tmp_path / "rep")
     assert loaded == small_result
     assert loaded.to_dict() == small_result.to_dict()
@@ -566,21 +572,21 @@ def test_iqr_report_keeps_the_chosen_labels(tiny_gen, tmp_path):
     result = dissect(tiny_gen, layers=2, segmenter=quadrant_segmenter, n=32, seed=1, threshold="iqr",
                      batch_size=16, top_k=2)
     layer = result.layers["layer2"]
-    assert layer.label_concept is not None and layer.label_rule == D.IQR_LABEL_RULE
+    assert layer.label_concept is not None and layer.label_rule == IQR_LABEL_RULE
     layer.label_concept[0] = int(layer.iou[0].argmin())  # a label other than the best IoU's
     layer.label_concept[1] = -1  # and an unlabelled unit
     result.save(tmp_path / "rep", html=False)
     loaded = load_report(tmp_path / "rep")
     assert loaded == result
     other = loaded.layers["layer2"]
-    assert torch.equal(other.label_concept, layer.label_concept) and other.label_rule == D.IQR_LABEL_RULE
+    assert torch.equal(other.label_concept, layer.label_concept) and other.label_rule == IQR_LABEL_RULE
     assert other.label[0] == layer.concepts[int(layer.iou[0].argmin())] != layer.top_concepts(0, 1)[0][0]
     assert float(other.best_iou[0]) == float(layer.iou[0].min())
     assert other.label[1] == "" and float(other.best_iou[1]) == 0.0 and 1 not in other.interpretable
     data = json.loads((tmp_path / "rep" / "report.json").read_text())["layers"]["layer2"]
-    assert data["label_by"] == "iqr" and data["label_rule"] == D.IQR_LABEL_RULE
+    assert data["label_by"] == "iqr" and data["label_rule"] == IQR_LABEL_RULE
     assert [u["label"] for u in data["units"]] == layer.label
-    assert data["units"][1]["label_rule"] == D.NO_LABEL_RULE and data["units"][0]["label_rule"] == D.IQR_LABEL_RULE
+    assert data["units"][1]["label_rule"] == NO_LABEL_RULE and data["units"][0]["label_rule"] == IQR_LABEL_RULE
     assert data["units"][0]["iou"] == pytest.approx(float(layer.iou[0].min()))
     assert all(1 not in entry["units"] for entry in data["concepts"].values())
     rows = list(csv.DictReader(io.StringIO((tmp_path / "rep" / "units.csv").read_text())))
@@ -639,6 +645,42 @@ def test_render_examples_regenerates_the_top_samples(small_result, tmp_path, tin
         a, b = layer.examples, loaded.layers[name].examples
         assert (a.images.int() - b.images.int()).abs().max() <= 1
         assert torch.allclose(a.maps, b.maps, atol=1e-5)
+
+
+def test_record_ranking_updates_a_saved_report(small_result, tmp_path, tiny_model_file, tiny_config):
+    small_result.save(tmp_path / "rep")
+    files = {p.name: p.read_text() for p in (tmp_path / "rep").iterdir()}
+    units = small_result.layer(2).units
+    ace = [0.1 * u for u in range(units)]
+    ace[3] = float("nan")  # a unit not measured
+    # every check comes before any file is written
+    for args, kwargs, match in [((9, "c1", ace), {}, "no layer"), ((2, "sky", ace), {}, "unknown concept"),
+                                ((2, "c1", ace[:3]), {}, f"ace has 3 values, but layer2 has {units} units"),
+                                ((2, "c1", ace), {"gan": Generator(tiny_config)}, "another model")]:
+        with pytest.raises(GantoolsError, match=match):
+            record_ranking(tmp_path / "rep", *args, **kwargs)
+    assert {p.name: p.read_text() for p in (tmp_path / "rep").iterdir()} == files
+    gan = load_model(tiny_model_file)
+    assert record_ranking(tmp_path / "rep" / "report.json", "layer2", "c1", ace, gan=gan) == tmp_path / "rep"
+    layer = load_report(tmp_path / "rep").layer(2)
+    assert layer.ace["c1"][:3] == ace[:3] and math.isnan(layer.ace["c1"][3])
+    assert layer.ranked_units("c1", "ace")[:2] == [units - 1, units - 2] and 3 not in layer.ranked_units("c1", "ace")
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "causal effect of ablating it alone: c1 +0.1000" in page
+    assert page.count('<img class="strip"') == sum(ld.units for ld in small_result.layers.values())  # redrawn
+    # a report saved without report.html is not given one
+    small_result.save(tmp_path / "bare", html=False)
+    record_ranking(tmp_path / "bare", 2, "c1", ace)
+    assert not (tmp_path / "bare" / "report.html").exists() and load_report(tmp_path / "bare").layer(2).ace["c1"]
+
+
+def test_default_layer(tiny_model_file, tiny_gen):
+    # layer 3, or the last hidden layer of a smaller generator (a 16 px model has two)
+    assert default_layer(str(tiny_model_file)) == default_layer(tiny_gen) == 2
+    assert default_layer(load_model(tiny_model_file)) == 2
+    assert default_layer(Generator(ModelConfig(image_size=64, nz=8, ngf=4, ndf=4))) == 3
+    assert default_layer(nn.Conv2d(1, 1, 1)) == 3
+    assert list(dissect(tiny_gen, segmenter=quadrant_segmenter, n=4).layers) == ["layer2"]
 
 
 def test_default_segmenter_is_color(tiny_model_file):

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from gantools.dissection import dissect, load_report, render_examples
-from gantools.dissection.html import dissection_html, write_dissection_html
+from gantools.dissection.examples import unit_strip
+from gantools.dissection.report import dissection_html, write_dissection_html
 from gantools.reports import data_uri, image_row
 from test_dissection import Planted, planted_segmenter  # a generator whose units copy known concepts
 
@@ -114,10 +115,8 @@ def test_strip_highlights_the_thresholded_region(planted_result):
     import numpy as np
     from PIL import Image
 
-    from gantools.dissection.html import _strip
-
     layer = planted_result.layers["layer1"]
-    uri = _strip(layer, 0)
+    uri = unit_strip(layer, 0)
     assert uri.startswith("data:image/png;base64,")
     strip = torch.from_numpy(np.array(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))))
     k = int((layer.top_samples[0] >= 0).sum())
@@ -262,11 +261,11 @@ class Browser:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package 'chromium'; .ci/run "
                                              "installs it): the report's browser test needs a real browser")
 def test_report_in_headless_chromium(planted_result, tmp_path):
-    paths = planted_result.save(tmp_path / "rep")
+    folder = planted_result.save(tmp_path / "rep")
     layer = planted_result.layers["layer1"]
     browser = Browser()
     try:
-        browser.open(paths["html"].resolve().as_uri())
+        browser.open((folder / "report.html").resolve().as_uri())
         n_units = layer.units
         assert browser.eval("document.querySelectorAll('.unit:not(.hidden)').length") == n_units
         assert browser.eval("document.getElementById('shown').textContent") == str(n_units)

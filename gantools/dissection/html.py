@@ -3,6 +3,9 @@
 Everything is inline: CSS, a little JavaScript, the bar chart (SVG) and the image strips (base64
 data: URIs). A Content-Security-Policy forbids any other source, so the page opens from disk,
 works offline, and cannot make a network request even if edited. No CDN, no fonts, no favicon.
+
+This module only renders: it is given the report's data and the strips already drawn
+(`examples.unit_strips`); `report` draws them and writes the file.
 """
 
 from __future__ import annotations
@@ -10,16 +13,31 @@ from __future__ import annotations
 import html
 import json
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 import torch
 
-from ..reports import concept_palette, data_uri, image_row, overlay
-from ..utils import write_text
+from ..reports import concept_palette
 
 if TYPE_CHECKING:
-    from .engine import DissectionResult, LayerDissection
+    from .result import LayerDissection
+
+
+class ReportData(Protocol):
+    """What the page shows; a `DissectionResult` has it all."""
+
+    settings: dict[str, Any]
+    concepts: list[str]
+    layers: dict[str, LayerDissection]
+    concept_coverage: list[float]
+
+    def summary(self) -> dict[str, dict[str, list[int]]]:
+        """Per layer, per concept: its interpretable units (concepts with none left out)."""
+        ...
+
+
+# {(layer name, unit): PNG data: URI of the unit's strip}; units without one say "no images"
+Strips = Mapping[tuple[str, int], str]
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
@@ -115,7 +133,7 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _bar_chart(result: DissectionResult, name: str, colors: list[str]) -> str:
+def _bar_chart(result: ReportData, name: str, colors: list[str]) -> str:
     """Inline SVG: interpretable units per concept for one layer (concepts with none left out)."""
     counts = {c: len(us) for c, us in result.summary()[name].items()}
     if not counts:
@@ -142,31 +160,15 @@ def _bar_chart(result: DissectionResult, name: str, colors: list[str]) -> str:
             + "".join(parts) + "</div>")
 
 
-def _strip(layer: LayerDissection, unit: int) -> str | None:
-    """The unit's top-activating images with the region above its threshold highlighted."""
-    from .engine import unit_masks
-
-    ex = layer.examples
-    if ex is None:
-        return None
-    valid = [j for j, i in enumerate(layer.top_samples[unit].tolist()) if i >= 0]
-    if not valid:
-        return None
-    images = ex.images[unit, valid]
-    masks = unit_masks(layer, unit, ex.maps[unit, valid], images.shape[-2:])
-    return data_uri(image_row(overlay(images, masks)))
-
-
 NO_LABEL_COLOR = "#e0e0e0"
 
 
-def _unit_card(layer: LayerDissection, unit: int, colors: list[str]) -> str:
+def _unit_card(layer: LayerDissection, unit: int, colors: list[str], strip: str | None) -> str:
     best = float(layer.best_iou[unit])
     label, rule = layer.label[unit], layer.label_rules[unit]
     interp = best >= layer.min_iou and bool(label)  # as in layer.interpretable
     color = colors[layer.concepts.index(label)] if label else NO_LABEL_COLOR
     samples = [int(i) for i in layer.top_samples[unit].tolist() if i >= 0]
-    strip = _strip(layer, unit)
     alt = f"{layer.name} unit {unit}: top samples {samples}"
     image = (f'<img class="strip" alt="{_esc(alt)}" title="samples {_esc(samples)}" src="{strip}">' if strip
              else '<div class="nostrip">no images (a loaded report: save it with the model to draw them)</div>')
@@ -192,37 +194,48 @@ def _iqr_rules(settings: dict[str, Any]) -> str:
             f"{100 * share:g}% of the pixels")
 
 
-def dissection_html(result: DissectionResult) -> str:
-    """The report page as a string (see `write_dissection_html`)."""
+def _settings_table(result: ReportData) -> str:
+    """The summary table's rows: model, segmenter, samples, threshold method, labels, time."""
     s = result.settings
-    colors = [_hex(c) for c in concept_palette(len(result.concepts))]
-    model = s.get("model") or "in-memory generator"
     method = (f"quantile (top {100 * s['quantile']:g}% of each unit's upsampled activations)"
               if s.get("threshold") == "quantile" else
               f"IQR (information quality ratio{_iqr_rules(s)}, chosen on {s.get('iqr_n')} samples of seed "
               f"{s.get('iqr_seed')})")
-    rows = [("model", model), ("model fingerprint", s.get("model_fingerprint")), ("segmenter", s.get("segmenter")),
-            ("samples", f"{s.get('n')} (seed {s.get('seed')})"), ("threshold", method),
+    rows = [("model", s.get("model") or "in-memory generator"), ("model fingerprint", s.get("model_fingerprint")),
+            ("segmenter", s.get("segmenter")), ("samples", f"{s.get('n')} (seed {s.get('seed')})"),
+            ("threshold", method),
             ("labels", "; ".join(dict.fromkeys(layer.label_rule for layer in result.layers.values()))),
             ("interpretable when", f"IoU ≥ {s.get('min_iou')}"),
             ("upsampling", f"{s.get('upsampling', 'bilinear')}, align_corners={s.get('align_corners')}"),
             ("time", f"{s.get('seconds')} s")]
-    settings_table = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows)
-    layer_rows = []
-    for name, layer in result.layers.items():
-        interp = layer.interpretable
-        concepts = {layer.label[u] for u in interp}
-        unlabelled = sum(1 for c in layer.label if not c)
-        rule = _esc(layer.label_rule) + (f" ({unlabelled} unit(s) unlabelled: no positively associated concept)"
-                                         if unlabelled else "")
-        layer_rows.append(f"<tr><td>{_esc(name)}</td><td>{layer.units}</td><td>{'×'.join(map(str, layer.shape[1:]))}</td>"
-                          f"<td>{len(interp)} ({100 * len(interp) / max(1, layer.units):.0f}%)</td>"
-                          f"<td>{len(concepts)}</td><td>{rule}</td></tr>")
+    return "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in rows)
+
+
+def _layer_row(name: str, layer: LayerDissection) -> str:
+    """A layer's row in the layers table: units, map size, interpretable units, concepts, label rule."""
+    interp = layer.interpretable
+    concepts = {layer.label[u] for u in interp}
+    unlabelled = sum(1 for c in layer.label if not c)
+    rule = _esc(layer.label_rule) + (f" ({unlabelled} unit(s) unlabelled: no positively associated concept)"
+                                     if unlabelled else "")
+    return (f"<tr><td>{_esc(name)}</td><td>{layer.units}</td><td>{'×'.join(map(str, layer.shape[1:]))}</td>"
+            f"<td>{len(interp)} ({100 * len(interp) / max(1, layer.units):.0f}%)</td>"
+            f"<td>{len(concepts)}</td><td>{rule}</td></tr>")
+
+
+def dissection_page(result: ReportData, strips: Strips) -> str:
+    """The report page as a string: `result`'s settings, layers, bar charts and unit cards, with the
+    given strips of top-activating images (units without one say that the report has no images)."""
+    colors = [_hex(c) for c in concept_palette(len(result.concepts))]
+    model = result.settings.get("model") or "in-memory generator"
+    settings_table = _settings_table(result)
+    layer_rows = [_layer_row(name, layer) for name, layer in result.layers.items()]
     coverage = "".join(f'<tr><td><span class="chip" style="background:{colors[i]}">{_esc(c)}</span></td>'
                        f"<td>{100 * v:.1f}%</td></tr>"
                        for i, (c, v) in enumerate(zip(result.concepts, result.concept_coverage)))
     charts = "".join(_bar_chart(result, name, colors) for name in result.layers)
-    cards = "".join(_unit_card(layer, u, colors) for layer in result.layers.values() for u in range(layer.units))
+    cards = "".join(_unit_card(layer, u, colors, strips.get((name, u)))
+                    for name, layer in result.layers.items() for u in range(layer.units))
     n_cards = sum(layer.units for layer in result.layers.values())
     layer_opts = "".join(f'<option value="{_esc(n)}">{_esc(n)}</option>' for n in result.layers)
     labelled = {c for layer in result.layers.values() for c in layer.label}
@@ -273,16 +286,3 @@ and the rest darkened.</div>
 </body>
 </html>
 """
-
-
-def write_dissection_html(result: DissectionResult, path: str | os.PathLike) -> Path:
-    """Write the self-contained HTML report (atomically).
-
-    Strips of top-activating images are drawn for layers whose `examples` are in memory (a fresh
-    dissection, or after `dissection.render_examples(result, gan)`).
-    """
-    from .engine import _bookkeeping_threads
-
-    with _bookkeeping_threads():  # many small tensor ops: one thread (see dissection._bookkeeping_threads)
-        text = dissection_html(result)
-    return write_text(Path(path), text)

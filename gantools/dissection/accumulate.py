@@ -1,0 +1,255 @@
+"""What a dissection accumulates for one layer during a pass over samples, and what it makes of it.
+
+`LayerState.update` takes one batch (feature maps and segmentation labels): a per-concept tail
+histogram of the unit's upsampled activations (mode "quantile"), full-range histograms to choose IQR
+thresholds ("iqr"), or exact intersection counts at given thresholds ("fixed"); plus the raw maps'
+mean and 0.99 quantile, and the running top-k samples with their images and maps.
+`finish_layer` turns a state into a `LayerDissection`, or into a state to redo the layer with lower
+histogram bounds when the first batch set them too high (see `engine`'s docstring).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .result import Examples, LayerDissection
+from .stats import Histogram, top_level
+from .upsample import CHUNK, Upsampler
+
+TAIL_MARGIN = 4.0  # histograms start at the level exceeded by TAIL_MARGIN * quantile of the first batch
+# Once FLOOR_AFTER samples are counted, values are only binned from the level exceeded by FLOOR_MARGIN *
+# quantile of them (a far better estimate than the first batch's), which halves the candidates.
+FLOOR_AFTER = 256
+FLOOR_MARGIN = 1.5
+MAX_BINS = 512
+HIST_CELLS = 1 << 22  # units x (bins + 1) x concepts counts per layer, at most (32 MiB of int64)
+
+
+class _TopK:
+    """Running top-k samples per unit by maximum raw activation, with their images and maps.
+
+    Slots are kept unsorted: a batch's winners are written into the slots of the entries they
+    displace, so only new images are copied (not every kept one); `sort` orders them once at the end.
+    """
+
+    def __init__(self, units: int, k: int, image_shape: Sequence[int], map_hw: Sequence[int],
+                 device: torch.device) -> None:
+        self.k = k
+        self.values = torch.full((units, k), -math.inf, device=device)
+        self.index = torch.full((units, k), -1, dtype=torch.long, device=device)
+        self.images = torch.zeros((units, k, *image_shape), dtype=torch.uint8, device=device)
+        self.maps = torch.zeros((units, k, *map_hw), device=device)
+
+    def update(self, start: int, feat: torch.Tensor, peak: torch.Tensor, images_u8) -> None:
+        """Merge a batch (feat n x u x h x w, peak = its per-image maxima n x u) into the top k."""
+        k = self.k
+        if k == 0:
+            return
+        peak = peak.t()  # units x n
+        if not bool((peak.max(dim=1).values > self.values.min(dim=1).values).any()):
+            return
+        sel = torch.cat([self.values, peak], dim=1).topk(k, dim=1).indices  # units x k
+        new = sel >= k
+        if not bool(new.any()):
+            return
+        # slots whose entry survives; the others are free for this batch's winners
+        kept = torch.zeros(sel.shape[0], k + 1, dtype=torch.bool, device=sel.device)
+        kept.scatter_(1, torch.where(new, k, sel), True)
+        free = ~kept[:, :k]
+        # pair the j-th free slot of a row with the j-th new entry of that row (equal counts)
+        order = torch.arange(k, device=sel.device).expand_as(sel)
+        slot = torch.where(free, order, k).sort(dim=1).values
+        src = torch.where(new, sel - k, peak.shape[1]).sort(dim=1).values
+        rows, j = (slot < k).nonzero(as_tuple=True)
+        slot, src = slot[rows, j], src[rows, j]
+        self.values[rows, slot] = peak[rows, src]
+        self.index[rows, slot] = src + start
+        self.images[rows, slot] = images_u8()[src]
+        self.maps[rows, slot] = feat[src, rows]
+
+    def sort(self) -> None:
+        """Order every unit's slots by decreasing activation (empty slots last)."""
+        order = self.values.argsort(dim=1, descending=True, stable=True)
+        ar = torch.arange(order.shape[0], device=order.device)[:, None]
+        self.values, self.index = self.values[ar, order], self.index[ar, order]
+        self.images, self.maps = self.images[ar, order], self.maps[ar, order]
+
+
+class LayerState:
+    """Everything accumulated for one layer during a pass.
+
+    mode "quantile": tail histograms for the quantile threshold; "iqr": full-range histograms to
+    choose IQR thresholds; "fixed": exact intersection counts at given thresholds.
+    """
+
+    def __init__(self, name: str, mode: str, quantile: float, concepts: int, top_k: int,
+                 thresholds: torch.Tensor | None = None, lo_override: torch.Tensor | None = None,
+                 raw_lo_override: torch.Tensor | None = None, raise_floor: bool = True) -> None:
+        self.name, self.mode, self.quantile, self.k, self.top_k = name, mode, quantile, concepts, top_k
+        self.thresholds, self.lo_override, self.raw_lo_override = thresholds, lo_override, raw_lo_override
+        self.raise_floor = raise_floor and mode == "quantile"
+        self.floor: torch.Tensor | None = None  # values below it are no longer binned (see FLOOR_AFTER)
+        self.samples = 0  # samples accumulated so far
+        self.ready = False
+
+    def _init(self, feat: torch.Tensor, labels: torch.Tensor, images_u8) -> None:
+        n, u, h, w = feat.shape
+        dev = feat.device
+        self.shape = (u, h, w)
+        self.up = Upsampler(self.shape, tuple(labels.shape[1:]), dev)
+        self.sum = torch.zeros(u, dtype=torch.float64, device=dev)
+        self.raw_count = 0
+        self.pixels = 0
+        fmin, fmax = feat.amin(dim=(0, 2, 3)), feat.amax(dim=(0, 2, 3))
+        self.raw_min, self.raw_max = fmin.clone(), fmax.clone()
+        # Raw-map tail for q99 (margin TAIL_MARGIN over the 1% it needs).
+        if self.raw_lo_override is not None:
+            raw_lo = self.raw_lo_override.to(dev).float()
+        else:
+            raw = feat.transpose(0, 1).reshape(u, -1)
+            raw_lo = top_level(raw, min(1.0, TAIL_MARGIN * 0.01))
+        self.raw_hist = Histogram(raw_lo, fmax + (fmax - raw_lo) * 0.25, MAX_BINS, 1)
+        bins = int(min(MAX_BINS, max(64, 2 ** math.floor(math.log2(max(1, HIST_CELLS // (u * (self.k + 1))))))))
+        if self.mode == "fixed":
+            assert self.thresholds is not None
+            self.lo = self.thresholds.to(dev).float()
+            self.exact = torch.zeros(u * 2 * (self.k + 1), dtype=torch.long, device=dev)
+        else:
+            if self.lo_override is not None:
+                lo = self.lo_override.to(dev).float()
+            elif self.mode == "iqr":
+                lo = fmin  # the whole range: every threshold is a candidate
+            else:
+                lo = self._first_batch_level(feat, min(1.0, TAIL_MARGIN * self.quantile))
+            self.lo = torch.minimum(lo, fmax)
+            self.hist = Histogram(self.lo, fmax + (fmax - self.lo) * 0.25, bins, self.k)
+        self.top = _TopK(u, self.top_k, images_u8().shape[1:], (h, w), dev)
+        self.ready = True
+
+    def _first_batch_level(self, feat: torch.Tensor, top: float) -> torch.Tensor:
+        """Per unit, the level exceeded by a fraction `top` of the first batch's upsampled values
+        (on a strided subsample of at most CHUNK values in all)."""
+        n, u = feat.shape[:2]
+        p = self.up.hs * self.up.ws
+        stride = max(1, math.ceil(n * p * u / CHUNK))
+        parts = [up.reshape(up.shape[0], u, p).transpose(0, 1).reshape(u, -1)[:, ::stride]
+                 for _, up in self.up.dense(feat)]
+        return top_level(torch.cat(parts, dim=1), top)
+
+    def update(self, start: int, feat: torch.Tensor, labels: torch.Tensor, images_u8) -> None:
+        if not self.ready:
+            self._init(feat, labels, images_u8)
+        n, u = feat.shape[:2]
+        self.pixels += labels[0].numel() * n
+        self.samples += n
+        self.sum += feat.sum(dim=(0, 2, 3), dtype=torch.float64)
+        self.raw_count += n * feat.shape[2] * feat.shape[3]
+        peak = feat.amax(dim=(2, 3))  # n x u
+        bmax = peak.amax(dim=0)
+        self.raw_min = torch.minimum(self.raw_min, feat.amin(dim=(0, 2, 3)))
+        self.raw_max = torch.maximum(self.raw_max, bmax)
+        # raw-map tail (for q99): only values >= its lower bound are binned
+        self.raw_hist.grow(bmax)
+        flat = feat.reshape(-1)
+        pos = (feat >= self.raw_hist.lo32.view(1, -1, 1, 1)).view(-1).nonzero().squeeze(1)
+        unit = torch.div(pos, feat.shape[2] * feat.shape[3], rounding_mode="floor") % u
+        self.raw_hist.add(unit, flat.index_select(0, pos)[:, None], None, None, torch.zeros_like(pos)[:, None])
+        self.raw_hist.flush()
+        lam = self.up.lam
+        if self.mode == "fixed":
+            # index = label * 2u + unit * 2 + above
+            for unit, a, d, lab in self.up.values(feat, labels * (2 * u), self.lo, self.k * 2 * u, peak):
+                x = a - self.lo.index_select(0, unit)[:, None]
+                if d is not None:
+                    x = torch.addcmul(x, d, lam)
+                idx = (x > 0).long().add_((unit * 2)[:, None]).add_(lab)
+                self.exact += torch.bincount(idx.view(-1), minlength=self.exact.numel())
+        else:
+            self.hist.grow(bmax)  # bilinear interpolation never exceeds the raw maximum
+            lo = None if self.mode == "iqr" else (self.floor if self.floor is not None else self.lo)
+            scaled = self.hist.scale_labels(labels)
+            for unit, a, d, lab in self.up.values(feat, scaled, lo, self.k * self.hist.label_stride, peak):
+                self.hist.add(unit, a, d, lam, lab)
+            self.hist.flush()
+            if self.raise_floor and self.floor is None and self.samples >= FLOOR_AFTER:
+                self._raise_floor()
+        if self.top_k:
+            self.top.update(start, feat, peak, images_u8)
+
+    def _raise_floor(self) -> None:
+        """Stop binning values below the level exceeded by FLOOR_MARGIN * quantile of those counted so
+        far, snapped down to a bin edge. Counts above the floor stay complete; `finish_layer` checks that
+        the threshold lies above it (else the layer is redone without a floor)."""
+        h = self.hist
+        t, ok = h.level(FLOOR_MARGIN * self.quantile * self.pixels)
+        edge = h.lo + torch.floor(((t - h.lo) / h.width).clamp_min(0)) * h.width
+        self.floor = torch.where(ok, torch.maximum(h.lo, edge), h.lo).float()
+
+    def floor_ok(self, t: torch.Tensor) -> torch.Tensor:
+        """Per unit: does threshold t lie in bins that are complete (at or above the floor's next edge)?"""
+        if self.floor is None:
+            return torch.ones_like(t, dtype=torch.bool)
+        h = self.hist
+        edge = h.lo + torch.ceil(((self.floor.double() - h.lo) / h.width).clamp_min(0)) * h.width
+        return (t >= edge) | (self.floor.double() <= h.lo)
+
+    def raw_stats(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean, q99, ok) of the raw feature maps; ok is False where the q99 tail was too short."""
+        mean = (self.sum / max(1, self.raw_count)).float()
+        q99, ok = self.raw_hist.level(0.01 * self.raw_count)
+        q99 = q99.clamp(self.raw_min.double(), self.raw_max.double())
+        return mean.cpu(), q99.float().cpu(), ok.cpu()
+
+    def exact_counts(self) -> torch.Tensor:
+        """|A_u and S_c| (units x concepts) counted exactly in "fixed" mode."""
+        return self.exact.view(self.k + 1, -1, 2)[:self.k, :, 1].t()
+
+
+def iqr_choice(s: LayerState, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(thresholds, concepts) per unit from an "iqr" selection pass. A unit with no allowed pair
+    gets concept -1 and its maximum as threshold: an empty mask, so it matches nothing."""
+    t, concept, _ = s.hist.best_iqr(float(s.pixels), totals)
+    t = torch.where(concept >= 0, t, s.raw_max.double())
+    return t.float().cpu(), concept.cpu()
+
+
+def finish_layer(s: LayerState, totals: torch.Tensor, concepts: list[str],
+                 min_iou: float) -> LayerDissection | LayerState:
+    """The layer's dissection from its accumulators, or a state to redo the layer with lower
+    histogram bounds where a tail turned out too short.
+
+    IoU = |A and S| / (|A| + |S| - |A and S|) with |A_u| = sum over concepts of |A_u and S_c| (every
+    pixel has one concept) and |S_c| the concept's pixel count.
+    """
+    mean, q99, raw_ok = s.raw_stats()
+    if s.mode == "fixed":
+        t, ok = s.lo.double(), torch.ones_like(raw_ok)
+    else:
+        t, ok = s.hist.level(s.quantile * s.pixels)
+        ok = ok.cpu()
+    floor_ok = s.floor_ok(t).cpu() if s.mode == "quantile" else torch.ones_like(raw_ok)
+    if not bool(ok.all()) or not bool(raw_ok.all()) or not bool(floor_ok.all()):
+        lo = None if s.mode == "fixed" else torch.where(ok, s.lo.cpu(), s.raw_min.cpu())
+        raw_lo = torch.where(raw_ok, s.raw_hist.lo32.cpu(), s.raw_min.cpu())
+        return LayerState(s.name, s.mode, s.quantile, s.k, s.top_k, thresholds=s.thresholds, lo_override=lo,
+                          raw_lo_override=raw_lo, raise_floor=False)
+    if s.mode == "fixed":
+        inter = s.exact_counts().double()
+    else:
+        t = t.clamp(s.raw_min.double(), s.raw_max.double())  # bilinear values lie within the raw range
+        inter = s.hist.above(t)
+    area = inter.sum(dim=1, keepdim=True)
+    union = area + totals.double().to(inter.device)[None] - inter
+    iou = torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
+    top = s.top
+    if s.top_k:
+        top.sort()
+    valid = top.index >= 0
+    examples = Examples(images=top.images.cpu(), maps=top.maps.cpu()) if s.top_k else None
+    return LayerDissection(name=s.name, concepts=list(concepts), threshold=t.float().cpu(), iou=iou.float().cpu(),
+                           mean=mean, q99=q99, min_iou=min_iou, shape=s.shape,
+                           top_samples=top.index.cpu(), top_values=torch.where(valid, top.values, 0).float().cpu(),
+                           examples=examples)

@@ -99,16 +99,20 @@ def interpolate_latents(z0: torch.Tensor, z1: torch.Tensor, frames: int = 10, me
         frames: points on the path, both ends included (at least 2).
         method: "slerp" (spherical, default) or "lerp" (straight line).
     """
-    if frames < 2:
-        raise GantoolsError(f"an interpolation needs at least 2 frames, got {frames}")
-    if method not in METHODS:
-        raise GantoolsError(f"unknown interpolation {method!r}: use {' or '.join(METHODS)}")
+    _check_interpolation(frames, method)
     t = torch.linspace(0, 1, frames, dtype=z0.dtype).unsqueeze(1)
     z0, z1 = z0.reshape(1, -1), z1.reshape(1, -1)
     return slerp(z0, z1, t) if method == "slerp" else (1 - t) * z0 + t * z1
 
 
-def interpolate(model: ModelSpec, seed: int = 0, seed2: int = 1, frames: int = 10, method: str = "slerp",
+def _check_interpolation(frames: int, method: str) -> None:
+    if frames < 2:
+        raise GantoolsError(f"an interpolation needs at least 2 frames, got {frames}")
+    if method not in METHODS:
+        raise GantoolsError(f"unknown interpolation {method!r}: use {' or '.join(METHODS)}")
+
+
+def interpolate(model: ModelSpec, seed: int = 0, seed2: int | None = None, frames: int = 10, method: str = "slerp",
                 device: DeviceSpec = None) -> torch.Tensor:
     """Images along the latent path from the latent of `seed` to that of `seed2` (frames x C x H x W).
 
@@ -116,11 +120,13 @@ def interpolate(model: ModelSpec, seed: int = 0, seed2: int = 1, frames: int = 1
 
     Args:
         model: a GAN, a Generator, or a model spec.
-        seed, seed2: the two ends.
+        seed, seed2: the two ends (seed2 defaults to seed + 1).
         frames: images in the strip, both ends included.
         method: "slerp" (default) or "lerp".
         device: as in `generate`.
     """
+    _check_interpolation(frames, method)  # before a model is loaded
+    seed2 = seed + 1 if seed2 is None else seed2
     g = _generator(model, device)
     z0, z1 = g.sample_z(1, seed, device="cpu")[0], g.sample_z(1, seed2, device="cpu")[0]
     return generate(g, interpolate_latents(z0, z1, frames, method))

@@ -63,6 +63,10 @@ def test_interpolate_ends_are_the_seeds_images(gan) -> None:
     assert torch.allclose(strip[0], sample(gan, 1, seed=2)[0], atol=1e-5)
     assert torch.allclose(strip[-1], sample(gan, 1, seed=9)[0], atol=1e-5)
     assert not torch.allclose(strip[2], strip[0])
+    # seed2 defaults to seed + 1; frames and method are checked before the model is loaded
+    assert torch.allclose(interpolate(gan, seed=4, frames=2)[-1], sample(gan, 1, seed=5)[0], atol=1e-5)
+    with pytest.raises(GantoolsError, match="slerp or lerp"):
+        interpolate("no/such/model", method="cubic")
 
 
 def test_latent_arithmetic_indices(gan) -> None:

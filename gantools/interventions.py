@@ -61,7 +61,7 @@ from torch import nn
 
 from .effects import Z95, AblationResult, ContextEffect, InsertionResult, InterventionEffect, Samples
 from .hooks import Trace, generate_from, layer_name
-from .ranking import RankResult, rank_units, store_ranking
+from .ranking import RankResult, rank_units
 from .units import (DEFAULT_DISSECT_N, RARE_CONCEPT, ConceptSupport, LayerSetup, UnitChoice, UnitPlan, Value,
                     WeakConceptError, batches, check_concept, check_concept_drawn, check_sampling, check_strength,
                     check_units, check_value, concept_fractions, concept_support, eval_mode, generator_of,
@@ -79,7 +79,7 @@ __all__ = ["DEFAULT_DISSECT_N", "DEFAULT_PATCH", "RARE_CONCEPT", "AblationResult
            "InsertionResult", "Intervention", "InterventionEffect", "RankResult", "Samples", "Value",
            "WeakConceptError", "Z95", "ablate", "check_concept", "check_concept_drawn", "check_point", "check_strength",
            "check_units", "concept_support", "curve_ks", "feature_mask", "insert", "intervene", "layer_units",
-           "parse_units", "point_region", "rank_units", "report_segmenter", "store_ranking", "unit_values"]
+           "parse_units", "point_region", "rank_units", "report_segmenter", "unit_values"]
 
 DEFAULT_PATCH = 3  # `at` inserts into a 3 x 3 patch of feature-map cells centred on the point
 

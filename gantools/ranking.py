@@ -8,7 +8,8 @@ the rest of the generator and the segmenter run on all copies at once; memory do
 
 The ACE is the *reduction* (before − after) of the concept's pixel fraction, so that, as with IoU,
 larger means "this unit causes the concept" and rankings sort in descending order. Stored in a
-dissection report's `ace[concept]` (`RankResult.store`, `store_ranking`), it lets `ablate`,
+dissection report's `ace[concept]` (`RankResult.store` in memory, `gantools.dissection.record_ranking`
+on disk), it lets `ablate`,
 `insert` and `edit` take a concept's top units with rank="ace".
 """
 
@@ -31,7 +32,6 @@ from .utils import GantoolsError, ProgressCallback, notice, report, write_json
 
 if TYPE_CHECKING:
     from .dissection import DissectionResult
-    from .models import GAN
     from .types import DeviceSpec, ModelSpec, SegmenterSpec
 
 
@@ -81,23 +81,6 @@ class RankResult:
         return Path(out_dir)
 
 
-def store_ranking(result: RankResult, report_path: str | os.PathLike, gan: GAN | None = None) -> Path:
-    """Store a ranking in the dissection report at `report_path` (report.json or its directory) and rewrite it.
-
-    The report's `ace[concept]` for the layer is replaced (see `RankResult.store`); report.html is
-    rewritten only where there was one (with `gan`, its image strips are regenerated). Returns the
-    report.json written.
-    """
-    from .dissection import HTML_FILE, REPORT_FILE, load_report
-
-    path = Path(report_path)
-    directory = path.parent if path.is_file() else path
-    dissection = load_report(path)
-    result.store(dissection)
-    dissection.save(directory, html=(directory / HTML_FILE).is_file(), gan=gan)
-    return directory / REPORT_FILE
-
-
 @dataclass
 class _Ablations:
     """What each copy of a batch gets: one unit of `units` set to its level, at `strength`."""
@@ -136,7 +119,8 @@ def rank_units(model: ModelSpec, layer: int | str, concept: str, *, units: str |
         units: only these units (default: all units of the layer).
         value, strength: the ablation (default: zero, fully).
         dissection: a DissectionResult or report path; checked against the model, and used for
-            `value="mean"`. Store the result in it with `RankResult.store` (or `store_ranking`).
+            `value="mean"`. Store the result in it with `RankResult.store` (in memory) or
+            `gantools.dissection.record_ranking` (a saved report).
         segmenter: a Segmenter, a spec, or None: the dissection report's segmenter
             when it records one, else the model's own, else colours.
         n: samples; seed: their latent seed; batch_size: latents per batch.

@@ -428,16 +428,14 @@ def test_rank_stored_in_report_drives_top_ace(gan, report, tmp_path):
         ablate(gan, 2, concept="dark", top=2, rank="ace", dissection=loaded, segmenter=Bright(), n=8)
 
 
-def test_store_ranking_rewrites_the_report_on_disk(gan, report, tmp_path):
-    from gantools.dissection import load_report
-    from gantools.interventions import store_ranking
+def test_a_ranking_saved_and_recorded_in_a_report_on_disk(gan, report, tmp_path):
+    from gantools.dissection import load_report, record_ranking
 
     report.save(tmp_path / "rep", html=False)
     r = rank_units(gan, 2, "bright", units=[0, 1, 2], dissection=tmp_path / "rep", segmenter=Bright(), n=8)
     assert r.save(tmp_path / "rank") == tmp_path / "rank" and (tmp_path / "rank" / "rank.json").is_file()
-    assert store_ranking(r, tmp_path / "rep" / "report.json") == tmp_path / "rep" / "report.json"
+    record_ranking(tmp_path / "rep", r.layer, r.concept, r.ace_list(), gan=gan)
     assert load_report(tmp_path / "rep").layers["layer2"].ace["bright"] == pytest.approx(r.ace_list(), nan_ok=True)
-    assert not (tmp_path / "rep" / "report.html").exists()  # HTML only where there was one
 
 
 def test_partial_ace_ranking_uses_only_the_measured_units(gan, report):

@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import generate_from, layer_name
+from .images import make_grid, read_image, read_mask, resize_center_crop, save_image
 from .interventions import DEFAULT_PATCH, Intervention, check_point, point_region
 from .metrics import psnr
+from .restoration import convert_channels
 from .segmenters import describe_segmenter
 from .units import (DEFAULT_DISSECT_N, LayerSetup, UnitChoice, UnitPlan, check_concept, check_strength,
                     concept_fractions, eval_mode, plan_units, segment, setup_layer, unit_values)
@@ -104,8 +106,6 @@ class EditResult:
 
     def strip(self, min_size: int = 128) -> torch.Tensor:
         """input | reconstruction | edited | difference side by side (uint8), enlarged to >= min_size px."""
-        from .data import make_grid
-
         images = torch.stack([self.input, self.reconstruction, self.edited, self.difference])
         side = images.shape[-1]
         if side < min_size:
@@ -116,8 +116,6 @@ class EditResult:
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write <stem>_edited.png (edited.png for a tensor input), strip.png and edit.json into
         out_dir; returns out_dir."""
-        from .data import save_image
-
         out = Path(out_dir)
         edited_name = f"{self.name}_edited.png" if self.name and self.name != "image" else "edited.png"
         save_image(self.edited, out / edited_name)
@@ -128,12 +126,7 @@ class EditResult:
 
 def _read_input(image: Any, nc: int, size: int) -> tuple[torch.Tensor, str, tuple[int, int]]:
     """(uint8 nc x size x size, stem, the input's own (H, W))."""
-    from .data import resize_center_crop
-    from .restoration.inversion import _convert_channels
-
     if isinstance(image, (str, os.PathLike)):
-        from .data import read_image
-
         img = read_image(image, nc)
         name = Path(image).stem
     else:
@@ -144,7 +137,7 @@ def _read_input(image: Any, nc: int, size: int) -> tuple[torch.Tensor, str, tupl
             raise GantoolsError(f"edit takes one image (C x H x W), got shape {tuple(img.shape)}")
         if img.dtype != torch.uint8:
             img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        img = _convert_channels(img, nc)
+        img = convert_channels(img, nc)
         name = "image"
     own = (int(img.shape[-2]), int(img.shape[-1]))
     return resize_center_crop(img, size), name, own
@@ -152,8 +145,6 @@ def _read_input(image: Any, nc: int, size: int) -> tuple[torch.Tensor, str, tupl
 
 def _read_mask(mask: Any, own: tuple[int, int], size: int) -> torch.Tensor:
     """An image-space mask (size x size bool) from a PNG or tensor of the input's or the model's size."""
-    from .data import read_mask
-
     if isinstance(mask, (str, os.PathLike)):
         m = read_mask(mask)
         what = str(mask)

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .images import save_grid
+from .reports import colorize_labels, line_plot, overlay
 from .utils import to_uint8, write_json
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -139,8 +141,6 @@ class AblationResult:
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write effect.json, curve.json, curve.png, before_after.png and segmentation.png (the last two
         when samples were kept) into out_dir; returns out_dir."""
-        from .reports import line_plot
-
         out = Path(out_dir)
         write_json(out / "effect.json", self.to_dict())
         write_json(out / "curve.json", _curve_dict(self.ks, self.curve))
@@ -215,9 +215,6 @@ def _curve_dict(ks: list[int], curve: dict[str, list[InterventionEffect]]) -> di
 
 def _save_samples(s: Samples, out: Path, num_concepts: int) -> list[Path]:
     """before_after.png (rows: before, after[, the region highlighted on before]) and segmentation.png."""
-    from .data import save_grid
-    from .reports import colorize_labels, overlay
-
     g = s.before.shape[0]
     rows = [to_uint8(s.before), to_uint8(s.after)]
     if s.region is not None:

@@ -61,6 +61,7 @@ from torch import nn
 
 from .effects import Z95, AblationResult, ContextEffect, InsertionResult, InterventionEffect, Samples
 from .hooks import Trace, generate_from, layer_name
+from .images import read_mask
 from .ranking import RankResult, rank_units
 from .units import (DEFAULT_DISSECT_N, RARE_CONCEPT, ConceptSupport, LayerSetup, UnitChoice, UnitPlan, Value,
                     WeakConceptError, batches, check_concept, check_concept_drawn, check_sampling, check_strength,
@@ -372,8 +373,6 @@ def _measure_ablation(setup: LayerSetup, edits: dict[int, Intervention], ks: lis
 def _image_region(mask: Any, size: int) -> tuple[torch.Tensor, str]:
     """An image-space mask (S x S bool) from a PNG path or a tensor; non-zero/bright pixels are inside."""
     if isinstance(mask, (str, os.PathLike)):
-        from .data import read_mask
-
         m = read_mask(mask)
         if tuple(m.shape) != (size, size):
             # Nearest-neighbour keeps the mask binary; the loader's antialiased resize would blur it.

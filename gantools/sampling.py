@@ -20,6 +20,7 @@ from typing import Sequence, Union
 
 import torch
 
+from .images import save_grid
 from .models import GAN, Generator, load_model
 from .types import DeviceSpec, ModelSpec
 from .utils import GantoolsError, module_device, resolve_device
@@ -231,6 +232,4 @@ def parse_arithmetic(expr: str) -> tuple[list[int], list[int], list[int]]:
 
 def save_arithmetic(result: ArithmeticResult, path: str | os.PathLike) -> Path:
     """Save the arithmetic figure (see ArithmeticResult.grid) as one PNG."""
-    from .data import save_grid
-
     return save_grid(result.grid(), path, nrow=result.nrow)

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .hooks import Trace, layer_name, resolve_layer
-from .models import load_model
+from .dissection import check_model, load_report
+from .models import fingerprint, load_model
 from .segmenters import check_labels, describe_segmenter, load_segmenter
 from .utils import GantoolsError, ProgressCallback, module_device, notice, resolve_device
 
@@ -247,8 +248,6 @@ def concept_fractions(labels: torch.Tensor, num_concepts: int) -> torch.Tensor:
 
 def load_dissection(dissection: DissectionResult | str | os.PathLike, gan: GAN) -> DissectionResult:
     """A dissection result (loaded from a report path when given one), checked to fit the model."""
-    from .dissection import check_model, load_report
-
     result = load_report(dissection) if isinstance(dissection, (str, os.PathLike)) else dissection
     check_model(result, gan)
     return result
@@ -321,8 +320,6 @@ def setup_layer(model: ModelSpec, layer: int | str, segmenter: SegmenterSpec | N
 
 def run_settings(gan: GAN, segmenter: Segmenter, **extra: Any) -> dict[str, Any]:
     """The settings a result records: the model (path and fingerprint), the segmenter, and `extra`."""
-    from .models import fingerprint
-
     return {"model": str(gan.path) if gan.path is not None else None, "model_fingerprint": fingerprint(gan.generator),
             "segmenter": describe_segmenter(segmenter), **extra}
 

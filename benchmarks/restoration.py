@@ -44,11 +44,10 @@ import torch
 import torch.nn.functional as F
 
 import gantools
-from gantools import baselines
+from gantools.restoration import baselines
 from gantools.data import find_images, load_image, split_holdout
-from gantools.restoration.inversion import luminance
 from gantools.metrics import psnr, ssim
-from gantools.utils import from_uint8
+from gantools.utils import from_uint8, luminance
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT.parent / "shared" / "data" / "mnist4k"

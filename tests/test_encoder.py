@@ -41,6 +41,45 @@ def test_training_reduces_latent_and_pixel_error(gan, trained):
     assert trained.history[-1]["latent"] < trained.history[0]["latent"]
 
 
+def test_evaluate_encoder_beside_an_untrained_one(gan, trained):
+    from gantools.restoration import EncoderTraining, EncoderTrainResult, evaluate_encoder
+    from gantools.restoration.encoder import Encoder, encoder_errors
+
+    assert EncoderTraining is EncoderTrainResult and isinstance(trained, EncoderTrainResult)
+    state = torch.random.get_rng_state()
+    res = evaluate_encoder(trained.encoder, gan, n=64, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the untrained encoder's seed stays inside
+    after = encoder_errors(trained.encoder, gan, 64, 7)
+    assert (res.latent_mse, res.pixel_mse) == (after["latent"], after["pixel"])
+    torch.manual_seed(0)
+    before = encoder_errors(Encoder(trained.encoder.config), gan, 64, 7)
+    assert (res.untrained_latent_mse, res.untrained_pixel_mse) == (before["latent"], before["pixel"])
+    assert res.latent_mse < 0.6 * res.untrained_latent_mse
+    assert res.to_dict()["samples"] == 64 and evaluate_encoder(trained.encoder, gan, n=64, seed=7) == res
+    with pytest.raises(GantoolsError, match="n must be at least 1"):
+        evaluate_encoder(trained.encoder, gan, n=0)
+
+
+def test_encoder_config_is_a_config_and_reads_old_files():
+    from gantools.restoration.encoder import EncoderConfig
+    from gantools.utils import Config
+
+    config = EncoderConfig(16, 3, 8, width=16)
+    assert isinstance(config, Config) and config.to_dict() == {"image_size": 16, "nc": 3, "nz": 8, "width": 16}
+    assert EncoderConfig.from_dict({"image_size": 16, "nc": 3, "nz": 8, "later_key": 1}) == EncoderConfig(16, 3, 8)
+    assert config.replace(width=8).width == 8
+
+
+def test_encoder_dataset_leaves_the_holdout_out(image_folder):
+    from gantools.data import find_images, split_holdout
+    from gantools.restoration import encoder_dataset
+
+    folder = encoder_dataset(image_folder, 16, 3, holdout=2)
+    assert len(folder) == len(split_holdout(find_images(image_folder), 2)[0])
+    with pytest.raises(GantoolsError, match="holdout is for a folder"):
+        encoder_dataset("scenes", 16, 3, holdout=2)
+
+
 def test_save_load_roundtrip_and_checks(gan, trained, tmp_path):
     from gantools.restoration.encoder import load_encoder, save_encoder
     from gantools.models import load_model, read_safetensors
@@ -100,10 +139,10 @@ def test_invert_starts_from_encoder(gan, trained, tmp_path):
 
 def test_training_on_real_images_and_augmentation(gan, image_folder):
     from gantools.data import ImageFolder
-    from gantools.restoration.encoder import _degrade_for_encoder, train_encoder
+    from gantools.restoration.encoder import degrade_for_encoder, train_encoder
 
     x = planted(gan, n=64)[1]
-    aug = _degrade_for_encoder(x, torch.Generator().manual_seed(0), p=0.5)
+    aug = degrade_for_encoder(x, torch.Generator().manual_seed(0), p=0.5)
     changed = (aug - x).flatten(1).abs().amax(1) > 1e-6
     assert aug.shape == x.shape and 16 < int(changed.sum()) < 48
     assert aug.min() >= -1 and aug.max() <= 1

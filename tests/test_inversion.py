@@ -61,7 +61,7 @@ def planted(gan: GAN, n: int = 3, seed: int = 7) -> tuple[torch.Tensor, torch.Te
 def test_luminance_is_bt601_like_pil():
     from PIL import Image
 
-    from gantools.restoration.inversion import luminance
+    from gantools.utils import luminance
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -128,7 +128,7 @@ def test_denoise_nll_uses_sigma_on_model_scale():
 
 
 def test_transfer_luminance_keeps_luminance_and_hue():
-    from gantools.restoration.inversion import luminance, transfer_luminance
+    from gantools.utils import luminance, transfer_luminance
 
     color = torch.rand(4, 3, 8, 8) * 2 - 1
     y = torch.rand(4, 1, 8, 8) * 2 - 1
@@ -244,7 +244,8 @@ def test_inpaint_composite_keeps_known_pixels(gan):
 
 
 def test_colorize_keeps_input_luminance(gan, gray_gan):
-    from gantools.restoration.inversion import invert, luminance
+    from gantools.restoration.inversion import invert
+    from gantools.utils import luminance
 
     _, clean = planted(gan, n=2, seed=9)
     gray = luminance(clean)
@@ -312,7 +313,8 @@ def test_target_scores_the_degraded_input_and_a_classical_baseline(gan):
     from skimage.restoration import denoise_tv_chambolle, inpaint_biharmonic
     from skimage.transform import resize
 
-    from gantools.restoration.inversion import invert, luminance
+    from gantools.restoration.inversion import invert
+    from gantools.utils import luminance
     from gantools.metrics import psnr
 
     _, clean = planted(gan, n=2, seed=3)
@@ -357,7 +359,7 @@ def test_target_scores_the_degraded_input_and_a_classical_baseline(gan):
     for i, m in enumerate(col.metrics):
         assert m["input_psnr"] == pytest.approx(psnr(gray[i].expand(3, -1, -1), clean[i]))
         assert m["baseline"] == "mean chroma"
-        from gantools.restoration.inversion import transfer_luminance
+        from gantools.utils import transfer_luminance
 
         expected = transfer_luminance(chroma, gray[i:i + 1])[0]
         assert m["baseline_psnr"] == pytest.approx(psnr(expected, clean[i]), abs=1e-4)
@@ -401,6 +403,52 @@ def test_target_is_the_keyword_and_targets_still_works(gan):
     assert old.metrics == new.metrics and new.metrics[0]["psnr"] > 0
     with pytest.raises(GantoolsError, match="not both"):
         invert(gan, clean, steps=1, target=clean, targets=clean)
+
+
+def test_errors_name_parameters_not_flags(gan, gray_gan):
+    from gantools.restoration.inversion import invert
+
+    _, clean = planted(gan, n=1, seed=3)
+    for kwargs, message in [(dict(steps=0), "steps must be at least 1"), (dict(restarts=0), "restarts must be"),
+                            (dict(batch_size=0), "batch_size must be at least 1"),
+                            (dict(layerwise="output"), "layerwise needs a hidden layer")]:
+        with pytest.raises(GantoolsError, match=message) as err:
+            invert(gan, clean, encoder=None, **kwargs)
+        assert "--" not in str(err.value)
+    for model, task, kwargs in [(gan, "superres", dict(scale=4)), (gray_gan, "colorize", {}),
+                                (gan, "inpaint", {})]:
+        with pytest.raises(GantoolsError) as err:
+            invert(model, F.avg_pool2d(clean, 2) if task == "superres" else clean[:, :model.config.nc], task,
+                   steps=1, encoder=None, **kwargs)
+        assert "--" not in str(err.value), str(err.value)
+
+
+def test_convert_channels_is_public_and_matches_pil():
+    from PIL import Image
+
+    from gantools.restoration import convert_channels
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    img = torch.from_numpy(rgb).permute(2, 0, 1)
+    gray = convert_channels(img, 1)
+    pil = torch.from_numpy(np.array(Image.fromarray(rgb, "RGB").convert("L")))[None]
+    assert gray.dtype == torch.uint8 and gray.shape == (1, 5, 6)
+    assert (gray.int() - pil.int()).abs().max() <= 1
+    assert torch.equal(convert_channels(gray, 3), gray.expand(3, -1, -1))
+    assert convert_channels(img, 3) is img
+    assert convert_channels(img.float() / 127.5 - 1, 1).dtype == torch.float32
+
+
+def test_result_save_returns_the_directory(gan, tmp_path):
+    from gantools.restoration import invert
+
+    _, clean = planted(gan, n=2, seed=3)
+    res = invert(gan, clean, steps=1, restarts=1, encoder=None)
+    out = res.save(tmp_path / "out")
+    assert out == tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["img0000.latent.pt", "img0000.png", "img0000_compare.png",
+                                                     "img0001.latent.pt", "img0001.png", "img0001_compare.png"]
 
 
 def test_per_image_settings_follow_each_batch(gan):

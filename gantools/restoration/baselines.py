@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..utils import GantoolsError
+from ..metrics import psnr
+from ..utils import GantoolsError, luminance, transfer_luminance
 
 # The settings tried for each classical denoiser (each is given the true or estimated sigma).
 TV_WEIGHTS = (0.05, 0.1, 0.2)
@@ -111,8 +112,6 @@ def best_denoise(noisy: torch.Tensor, sigma: float | Sequence[float] | torch.Ten
 
     Returns the denoised images (N x C x H x W) and the chosen setting's name per image.
     """
-    from ..metrics import psnr
-
     images, names = [], []
     for x, s, t in zip(noisy, _sigmas(sigma, len(noisy)), target):
         a = to_numpy(x)
@@ -134,17 +133,11 @@ def bicubic(low: torch.Tensor, size: int) -> torch.Tensor:
     return torch.stack([from_numpy(resize(to_numpy(x), (size, size), order=3, anti_aliasing=False)) for x in low])
 
 
-def _luminance(x: torch.Tensor) -> torch.Tensor:
-    from ..utils import luminance
-
-    return luminance(x)
-
-
 def mean_chroma(reference: torch.Tensor) -> torch.Tensor:
     """Per-pixel mean chroma (RGB - BT.601 luminance) of N x 3 x H x W reference images: 1 x 3 x H x W."""
     if reference.dim() != 4 or reference.shape[1] != 3 or len(reference) == 0:
         raise GantoolsError(f"reference images must be N x 3 x H x W (RGB), got shape {tuple(reference.shape)}")
-    return (reference - _luminance(reference)).mean(0, keepdim=True)
+    return (reference - luminance(reference)).mean(0, keepdim=True)
 
 
 def colorize(gray: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
@@ -152,8 +145,6 @@ def colorize(gray: torch.Tensor, chroma: torch.Tensor) -> torch.Tensor:
 
     Where that leaves [-1, 1] the chroma is scaled down, so the luminance stays the input's.
     """
-    from ..utils import transfer_luminance
-
     if chroma.shape[-2:] != gray.shape[-2:]:
         raise GantoolsError(f"the chroma is {chroma.shape[-1]}x{chroma.shape[-2]} but the images are "
                             f"{gray.shape[-1]}x{gray.shape[-2]}")

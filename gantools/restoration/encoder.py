@@ -7,7 +7,8 @@ be asked for). Inputs are randomly degraded the way inversion shows degraded ima
 denoising, colorization and super-resolution from a sensible latent.
 
 It is stored with its model: `<model dir>/encoder.safetensors` (`models.companion_path`), tensors
-prefixed "encoder.", its config and the generator's fingerprint in the metadata.
+prefixed "encoder.", its config and the generator's fingerprint in the metadata. `evaluate_encoder`
+measures one on fresh generated samples, beside an untrained encoder of the same shape.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import ImageFolder, batch_images, find_images, open_dataset, split_holdout
 from ..models import (GAN, companion_path, component_state, fingerprint, init_weights, load_model, load_state,
-                     read_safetensors, save_safetensors)
-from ..utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report
+                      read_safetensors, save_safetensors)
+from ..types import DeviceSpec
+from ..utils import Config, GantoolsError, ProgressCallback, from_uint8, luminance, notice, report, resolve_device
+from .objectives import discriminator_features, perceptual_distance
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(Config):
     """Architecture of an encoder.
 
     Args:
@@ -41,13 +45,6 @@ class EncoderConfig:
     nc: int
     nz: int
     width: int = 32
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EncoderConfig":
-        return cls(**{k: d[k] for k in ("image_size", "nc", "nz", "width") if k in d})
 
 
 class Encoder(nn.Module):
@@ -75,7 +72,7 @@ class Encoder(nn.Module):
 
 
 @dataclass
-class EncoderTraining:
+class EncoderTrainResult:
     """What `train_encoder` returns.
 
     Args:
@@ -92,10 +89,28 @@ class EncoderTraining:
     path: Path | None = None
 
 
-def _degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    """Randomly degrade a batch the way inversion shows degraded inputs to the encoder: a
-    mean-filled rectangular hole, Gaussian noise, grayscale (RGB), or a bilinearly upsampled
-    low-res version. Each image keeps its clean self with probability 1 - p."""
+EncoderTraining = EncoderTrainResult  # the former name, kept for existing code
+
+
+@dataclass(frozen=True)
+class EncoderLossWeights:
+    """Weights of encoder training's terms.
+
+    Args:
+        latent: |E(G(z)) - z|^2 (generated images only: their z is known).
+        pixel: |G(E(x)) - x|^2.
+        perceptual: the discriminator-feature distance between G(E(x)) and x (0 skips it).
+    """
+
+    latent: float = 1.0
+    pixel: float = 1.0
+    perceptual: float = 0.1
+
+
+def degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Randomly degrade a batch (N x C x S x S, [-1, 1], CPU) the way inversion shows degraded
+    inputs to the encoder: a mean-filled rectangular hole, Gaussian noise, grayscale (RGB), or a
+    bilinearly upsampled low-res version. Each image keeps its clean self with probability 1 - p."""
     n, c, s, _ = x.shape
     out = x.clone()
     r = torch.rand(n, generator=gen)
@@ -106,7 +121,8 @@ def _degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) 
         k = int(kind[i])
         if k == 0:  # hole with mean fill
             h, w = (torch.randint(s // 4, s // 2 + 1, (2,), generator=gen)).tolist()
-            top, left = torch.randint(0, s - h + 1, (1,), generator=gen).item(), torch.randint(0, s - w + 1, (1,), generator=gen).item()
+            top = torch.randint(0, s - h + 1, (1,), generator=gen).item()
+            left = torch.randint(0, s - w + 1, (1,), generator=gen).item()
             known = torch.ones(1, s, s)
             known[:, top:top + h, left:left + w] = 0
             mean = (x[i] * known).flatten(1).sum(1) / known.sum()
@@ -115,8 +131,6 @@ def _degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) 
             sigma = 2 * 0.2 * torch.rand(1, generator=gen).item()
             out[i] = (x[i] + sigma * torch.randn(x[i].shape, generator=gen)).clamp(-1, 1)
         elif k == 2 and c == 3:  # grayscale, BT.601
-            from ..utils import luminance
-
             out[i] = luminance(x[i : i + 1])[0].expand(3, -1, -1)
         else:  # low resolution, shown upsampled
             f = 4 if s >= 16 and torch.rand(1, generator=gen).item() < 0.5 else 2
@@ -128,28 +142,30 @@ def _degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) 
 def train_encoder(model: GAN | str | os.PathLike, steps: int = 2000, batch_size: int = 64,
                   data: Any = None, width: int = 32, lr: float = 1e-3, latent_weight: float = 1.0,
                   pixel_weight: float = 1.0, perceptual_weight: float = 0.1, augment: float = 0.5,
-                  out: str | os.PathLike | None = None, device: str | torch.device = "cpu", seed: int = 0,
-                  progress: ProgressCallback | None = None) -> EncoderTraining:
+                  out: str | os.PathLike | None = None, device: DeviceSpec = None, seed: int = 0,
+                  progress: ProgressCallback | None = None) -> EncoderTrainResult:
     """Train an encoder for a generator.
 
     Args:
         model: a loaded GAN or a model spec.
         steps: optimisation steps.
         batch_size: generated images per step (and real images per step with `data`).
-        data: optional real images: a dataset name ("scenes"), a folder, or an ImageDataset.
+        data: optional real images: a dataset name ("scenes"), a folder, or an ImageDataset (see
+            `encoder_dataset` for a folder with held-out images left out).
         width: first conv block's channels.
         lr: Adam learning rate (cosine-decayed).
         latent_weight, pixel_weight, perceptual_weight: weights of |E(G(z)) - z|^2, |G(E(x)) - x|^2
             and the discriminator-feature distance between G(E(x)) and x.
         augment: probability that an input is randomly degraded (see module docstring).
         out: save the encoder here (e.g. `models.companion_path(model_path, "encoder")`).
-        device, seed, progress: as usual.
+        device: where to train; None: where a loaded model lives, or 'auto' for a model loaded here.
+        seed, progress: as usual.
     """
-    from .inversion import discriminator_features, perceptual_distance
-
-    if steps < 1 or batch_size < 2:
-        raise GantoolsError("encoder training needs steps >= 1 and batch size >= 2")
-    dev = get_device(device)
+    if steps < 1:
+        raise GantoolsError(f"steps must be at least 1, got {steps}")
+    if batch_size < 2:
+        raise GantoolsError(f"batch_size must be at least 2, got {batch_size}")
+    dev = resolve_device(device, model if isinstance(model, GAN) else None)
     gan = model if isinstance(model, GAN) else load_model(model, dev)
     gan.to(dev)
     G, D = gan.generator.eval(), gan.discriminator.eval()
@@ -160,40 +176,40 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = 2000, batch_size:
     torch.manual_seed(seed)
     enc = Encoder(EncoderConfig(cfg.image_size, cfg.nc, cfg.nz, width)).to(dev).train()
     dataset = _open_data(data, cfg.image_size, cfg.nc, seed, progress) if data is not None else None
+    weights = EncoderLossWeights(latent_weight, pixel_weight, perceptual_weight)
+    t0 = time.monotonic()
+    history = _fit(gan, enc, dataset, gen, weights, steps=steps, batch_size=batch_size, lr=lr, augment=augment,
+                   progress=progress)
+    enc.eval()
+    settings = {"steps": steps, "batch_size": batch_size, "width": width, "lr": lr, "seed": seed,
+                "latent_weight": latent_weight, "pixel_weight": pixel_weight,
+                "perceptual_weight": perceptual_weight, "augment": augment,
+                "data": str(data) if isinstance(data, (str, Path)) else (type(data).__name__ if data is not None else None),
+                "seconds": round(time.monotonic() - t0, 1), "model": str(gan.path) if gan.path else None}
+    result = EncoderTrainResult(enc, history, settings)
+    if out is not None:
+        result.path = save_encoder(enc, out, gan, settings)
+        notice(progress, f"encoder saved to {result.path}")
+    return result
+
+
+def _fit(gan: GAN, enc: Encoder, dataset: Any, gen: torch.Generator, weights: EncoderLossWeights, *, steps: int,
+         batch_size: int, lr: float, augment: float, progress: ProgressCallback | None) -> list[dict[str, float]]:
+    """The training loop: Adam with a cosine-decayed learning rate; returns the logged history."""
+    dev = gan.device
     opt = torch.optim.Adam(enc.parameters(), lr=lr, betas=(0.9, 0.999))
     history: list[dict[str, float]] = []
-    t0 = time.monotonic()
     log_every = max(1, min(50, steps // 20))
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        z = torch.randn(batch_size, cfg.nz, generator=gen).to(dev)
-        with torch.no_grad():
-            x = G(z)
-        x_in = _degrade_for_encoder(x.cpu(), gen, augment).to(dev) if augment > 0 else x
-        z_hat = enc(x_in)
-        x_hat = G(z_hat)
-        latent = (z_hat - z).pow(2).mean()
-        pixel = (x_hat - x).pow(2).mean()
-        loss = latent_weight * latent + pixel_weight * pixel
-        if perceptual_weight > 0:
-            with torch.no_grad():
-                feats = discriminator_features(D, x)
-            loss = loss + perceptual_weight * perceptual_distance(D, x_hat, feats).mean()
+        z = torch.randn(batch_size, gan.config.nz, generator=gen).to(dev)
+        loss, latent, pixel = _generated_loss(gan, enc, z, gen, augment, weights)
         real_pixel = None
         if dataset is not None:
-            from ..data import batch_images
-
             idx = torch.randint(len(dataset), (batch_size,), generator=gen)
-            xr = from_uint8(batch_images(dataset, idx)).to(dev)
-            xr_in = _degrade_for_encoder(xr.cpu(), gen, augment).to(dev) if augment > 0 else xr
-            xr_hat = G(enc(xr_in))
-            rp = (xr_hat - xr).pow(2).mean()
-            loss = loss + pixel_weight * rp
-            if perceptual_weight > 0:
-                with torch.no_grad():
-                    rfeats = discriminator_features(D, xr)
-                loss = loss + perceptual_weight * perceptual_distance(D, xr_hat, rfeats).mean()
+            real = from_uint8(batch_images(dataset, idx)).to(dev)
+            loss, rp = _add_real_loss(loss, gan, enc, real, gen, augment, weights)
             real_pixel = float(rp.detach()) / 4
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -203,25 +219,46 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = 2000, batch_size:
             if real_pixel is not None:
                 rec["real_pixel"] = real_pixel
             history.append(rec)
-            metrics = {k: v for k, v in rec.items() if k != "step"}
-            report(progress, "train encoder", step + 1, steps, **metrics)
-    enc.eval()
-    settings = {"steps": steps, "batch_size": batch_size, "width": width, "lr": lr, "seed": seed,
-                "latent_weight": latent_weight, "pixel_weight": pixel_weight,
-                "perceptual_weight": perceptual_weight, "augment": augment,
-                "data": str(data) if isinstance(data, (str, Path)) else (type(data).__name__ if data is not None else None),
-                "seconds": round(time.monotonic() - t0, 1), "model": str(gan.path) if gan.path else None}
-    result = EncoderTraining(enc, history, settings)
-    if out is not None:
-        result.path = save_encoder(enc, out, gan, settings)
-        notice(progress, f"encoder saved to {result.path}")
-    return result
+            report(progress, "train encoder", step + 1, steps, **{k: v for k, v in rec.items() if k != "step"})
+    return history
 
 
-def _open_data(data: Any, image_size: int, nc: int, seed: int, progress: ProgressCallback | None):
+def _generated_loss(gan: GAN, enc: Encoder, z: torch.Tensor, gen: torch.Generator, augment: float,
+                    weights: EncoderLossWeights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss on G(z) (whose z is known): (weighted loss, latent MSE, pixel MSE on the model scale)."""
+    G, D = gan.generator, gan.discriminator
+    with torch.no_grad():
+        x = G(z)
+    x_in = degrade_for_encoder(x.cpu(), gen, augment).to(x.device) if augment > 0 else x
+    z_hat = enc(x_in)
+    x_hat = G(z_hat)
+    latent = (z_hat - z).pow(2).mean()
+    pixel = (x_hat - x).pow(2).mean()
+    loss = weights.latent * latent + weights.pixel * pixel
+    if weights.perceptual > 0:
+        with torch.no_grad():
+            feats = discriminator_features(D, x)
+        loss = loss + weights.perceptual * perceptual_distance(D, x_hat, feats).mean()
+    return loss, latent, pixel
+
+
+def _add_real_loss(loss: torch.Tensor, gan: GAN, enc: Encoder, real: torch.Tensor, gen: torch.Generator,
+                   augment: float, weights: EncoderLossWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """`loss` plus the reconstruction loss on real images (no z known there); also their pixel MSE."""
+    G, D = gan.generator, gan.discriminator
+    real_in = degrade_for_encoder(real.cpu(), gen, augment).to(real.device) if augment > 0 else real
+    real_hat = G(enc(real_in))
+    rp = (real_hat - real).pow(2).mean()
+    loss = loss + weights.pixel * rp
+    if weights.perceptual > 0:
+        with torch.no_grad():
+            rfeats = discriminator_features(D, real)
+        loss = loss + weights.perceptual * perceptual_distance(D, real_hat, rfeats).mean()
+    return loss, rp
+
+
+def _open_data(data: Any, image_size: int, nc: int, seed: int, progress: ProgressCallback | None) -> Any:
     if isinstance(data, (str, Path)):
-        from ..data import open_dataset
-
         return open_dataset(data, image_size, nc, n=10000, seed=seed, progress=progress)
     if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
         raise GantoolsError("data must be a dataset name, a folder of images, or a dataset object")
@@ -231,16 +268,40 @@ def _open_data(data: Any, image_size: int, nc: int, seed: int, progress: Progres
     return data
 
 
+def encoder_dataset(data: str | os.PathLike, image_size: int, nc: int, *, holdout: int = 0, seed: int = 0,
+                    progress: ProgressCallback | None = None) -> Any:
+    """The real images to train an encoder on, as `train_encoder(data=...)` takes them.
+
+    Args:
+        data: a folder of images (searched recursively) or a built-in dataset name ("scenes").
+        image_size, nc: the model's resolution and channels.
+        holdout: folders only: leave this many images out, split as `data.split_holdout` splits
+            them for training a model (the last by sorted file name, per class folder), so the
+            encoder never sees the images a model was evaluated on.
+        seed: the training seed; a built-in dataset is drawn with seed + 1, so its images are not
+            made from the same random numbers as the generated ones.
+        progress: notices (unreadable files...).
+    """
+    path = Path(data)
+    if path.is_dir():
+        files, _ = split_holdout(find_images(path), holdout)
+        return ImageFolder(path, image_size, nc, files=files, progress=progress)
+    if holdout:
+        raise GantoolsError("holdout is for a folder of images, not a built-in dataset")
+    return open_dataset(str(data), image_size, nc, seed=seed + 1, progress=progress)
+
+
 def save_encoder(encoder: Encoder, path: str | os.PathLike, gan: GAN | None = None,
                  settings: dict[str, Any] | None = None) -> Path:
-    """Write an encoder as safetensors (config, training settings and generator fingerprint in metadata)."""
+    """Write an encoder as safetensors (config, training settings and generator fingerprint in
+    metadata); returns the path written."""
     meta: dict[str, Any] = {"encoder_config": encoder.config.to_dict(), "training": settings or {}}
     if gan is not None:
         meta["generator_fingerprint"] = fingerprint(gan.generator)
     return save_safetensors(path, {"encoder": encoder}, meta)
 
 
-def load_encoder(spec: str | os.PathLike | GAN, gan: GAN | None = None, device: str | torch.device = "cpu",
+def load_encoder(spec: str | os.PathLike | GAN, gan: GAN | None = None, device: DeviceSpec = None,
                  progress: ProgressCallback | None = None) -> Encoder:
     """Load an encoder in eval mode.
 
@@ -248,7 +309,7 @@ def load_encoder(spec: str | os.PathLike | GAN, gan: GAN | None = None, device: 
         spec: an encoder .safetensors file, or a GAN (its companion encoder.safetensors).
         gan: the model it will be used with: its shape is checked (GantoolsError on mismatch), and a
             notice says when the encoder was trained for different generator weights.
-        device: where to put it.
+        device: where to put it; None: where `gan` (or the GAN given as spec) lives, else 'auto'.
         progress: receives that notice.
     """
     if isinstance(spec, GAN):
@@ -256,7 +317,8 @@ def load_encoder(spec: str | os.PathLike | GAN, gan: GAN | None = None, device: 
         path = spec.companion("encoder")
         if path is None:
             where = companion_path(spec.path, "encoder") if spec.path else "beside the model"
-            raise GantoolsError(f"this model has no encoder ({where} not found): run `gantools encoder train --model ...`")
+            raise GantoolsError(f"this model has no encoder ({where} not found): train one with train_encoder "
+                                "(`gantools encoder train`)")
     else:
         path = Path(spec)
     tensors, meta = read_safetensors(path, "encoder")
@@ -269,15 +331,19 @@ def load_encoder(spec: str | os.PathLike | GAN, gan: GAN | None = None, device: 
         c = gan.config
         if (config.image_size, config.nc, config.nz) != (c.image_size, c.nc, c.nz):
             raise GantoolsError(f"encoder {path} is for {config.image_size}px, nc={config.nc}, nz={config.nz} but the "
-                                f"model is {c.image_size}px, nc={c.nc}, nz={c.nz}: train one with `gantools encoder train`")
+                                f"model is {c.image_size}px, nc={c.nc}, nz={c.nz}: train one for it with "
+                                "train_encoder (`gantools encoder train`)")
         fp = meta.get("generator_fingerprint")
         if fp and fp != fingerprint(gan.generator):
             notice(progress, f"encoder {path.name} was trained for other generator weights; using it only as a start")
-    return enc.to(get_device(device)).eval()
+    return enc.to(resolve_device(device, gan)).eval()
 
 
 def encoder_errors(encoder: Encoder, model: GAN, n: int = 256, seed: int = 12345) -> dict[str, float]:
-    """How well an encoder inverts fresh generated samples: latent MSE and pixel MSE ([0, 1] scale)."""
+    """How well an encoder inverts fresh generated samples: latent MSE and pixel MSE ([0, 1] scale).
+
+    The encoder is moved to the model's device and put in eval mode.
+    """
     dev = model.device
     z = torch.randn(n, model.config.nz, generator=torch.Generator().manual_seed(seed)).to(dev)
     with torch.no_grad():
@@ -285,3 +351,49 @@ def encoder_errors(encoder: Encoder, model: GAN, n: int = 256, seed: int = 12345
         z_hat = encoder.to(dev).eval()(x)
         x_hat = model.generator(z_hat)
     return {"latent": float((z_hat - z).pow(2).mean()), "pixel": float((x_hat - x).pow(2).mean() / 4)}
+
+
+@dataclass
+class EncoderEvalResult:
+    """What `evaluate_encoder` measured, on `samples` fresh generated samples (seeded by `seed`).
+
+    Args:
+        latent_mse, pixel_mse: the encoder's latent MSE and pixel MSE ([0, 1] scale) (see `encoder_errors`).
+        untrained_latent_mse, untrained_pixel_mse: the same for an untrained encoder of the same
+            architecture, the reference a trained one has to beat.
+        samples, seed: the generated samples used.
+    """
+
+    latent_mse: float
+    pixel_mse: float
+    untrained_latent_mse: float
+    untrained_pixel_mse: float
+    samples: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The numbers as a JSON-ready dict."""
+        return asdict(self)
+
+
+def evaluate_encoder(encoder: Encoder, model: GAN, n: int = 256, seed: int = 12345,
+                     untrained_seed: int = 0) -> EncoderEvalResult:
+    """How well an encoder inverts fresh generated samples, beside an untrained one of its shape.
+
+    Args:
+        encoder: the encoder (moved to the model's device and put in eval mode).
+        model: the GAN it inverts.
+        n, seed: how many generated samples, and their seed.
+        untrained_seed: seeds the untrained encoder's initial weights (torch's global random state
+            is left as it was).
+    """
+    if n < 1:
+        raise GantoolsError(f"n must be at least 1, got {n}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(untrained_seed)
+        untrained = Encoder(encoder.config)
+    before = encoder_errors(untrained, model, n, seed)
+    after = encoder_errors(encoder, model, n, seed)
+    return EncoderEvalResult(latent_mse=after["latent"], pixel_mse=after["pixel"],
+                             untrained_latent_mse=before["latent"], untrained_pixel_mse=before["pixel"],
+                             samples=n, seed=seed)

@@ -169,7 +169,12 @@ class ArithmeticResult:
 
     @property
     def nrow(self) -> int:
+        """Images per row of `grid`."""
         return max(max(len(g) for g in self.group_images) + 1, len(self.images))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the figure (see `grid`) as one PNG; returns the path written."""
+        return save_grid(self.grid(), path, nrow=self.nrow)
 
 
 def _group_latents(g: Generator, group: Group, seed: int, name: str) -> torch.Tensor:
@@ -231,5 +236,5 @@ def parse_arithmetic(expr: str) -> tuple[list[int], list[int], list[int]]:
 
 
 def save_arithmetic(result: ArithmeticResult, path: str | os.PathLike) -> Path:
-    """Save the arithmetic figure (see ArithmeticResult.grid) as one PNG."""
-    return save_grid(result.grid(), path, nrow=result.nrow)
+    """Save the arithmetic figure (see ArithmeticResult.grid) as one PNG (same as `result.save(path)`)."""
+    return result.save(path)

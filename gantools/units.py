@@ -299,10 +299,12 @@ class LayerSetup:
 
     @property
     def generator(self) -> nn.Module:
+        """The model's generator."""
         return self.gan.generator
 
     @property
     def concepts(self) -> list[str]:
+        """The segmenter's concepts, in label order."""
         return list(self.segmenter.concepts)
 
 

@@ -109,3 +109,5 @@ def test_save_arithmetic_layout(gan, tmp_path: Path) -> None:
     assert r.grid().shape == (4 * 5, 3, 16, 16)
     path = save_arithmetic(r, tmp_path / "a.png")
     assert Image.open(path).size == (2 + 5 * 18, 2 + 4 * 18)
+    assert r.save(tmp_path / "b.png") == tmp_path / "b.png"
+    assert Image.open(tmp_path / "b.png").size == Image.open(path).size

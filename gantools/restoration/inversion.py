@@ -49,9 +49,6 @@ from .search import Objective, Schedule, SearchOutcome, StepCallback, refine_lay
 # `gantools.restoration` or the module named.
 from .degradations import DEFAULT_PIXEL_SIGMA, Denoise, Inpaint, Reconstruct  # noqa: F401  (re-exported)
 from .result import compare_strip, save_outputs  # noqa: F401  (re-exported)
-# TEMPORARY: editing.py still imports the old private name; remove once it imports
-# `convert_channels` from gantools.restoration.
-from .observations import convert_channels as _convert_channels  # noqa: F401
 
 __all__ = ["DEFAULT_PIXEL_SIGMA", "TASKS", "Colorize", "Degradation", "Denoise", "Inpaint", "InversionResult",
            "InversionSettings", "ObjectiveWeights", "Reconstruct", "SuperResolution", "compare_strip",

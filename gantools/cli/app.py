@@ -1563,6 +1563,12 @@ def edit_cmd(
     _iv_written(paths)
 
 
+# === paint (gantools.paint): the command module imports typer only, so --help stays fast ===
+from .paint import paint_cmd  # noqa: E402
+
+app.command("paint")(paint_cmd)
+
+
 def main() -> None:
     """Console entry point: user mistakes print one line and exit 1, without a traceback."""
     try:

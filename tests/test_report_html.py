@@ -1,20 +1,14 @@
 """The dissection HTML report: self-contained, and working in a real headless browser (Debian's chromium).
 
-The browser is driven through the Chrome DevTools protocol over a pipe (--remote-debugging-pipe)
-with the standard library only. The test fails on any console error, uncaught exception or
-network request other than file: and data: URLs, and checks that filtering and sorting work.
+The browser is Playwright's `browser_page` fixture (tests/browser.py, the suite's one way to drive
+a browser). The test fails on any console error, uncaught exception or network request other than
+file: and data: URLs, and checks that filtering and sorting work.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
-import shutil
-import subprocess
-import tempfile
-import time
 
 import pytest
 import torch
@@ -23,9 +17,8 @@ from gantools.dissection import dissect, load_report, render_examples
 from gantools.dissection.examples import unit_strip
 from gantools.dissection.report import dissection_html, write_dissection_html
 from gantools.reports import data_uri, image_row
+from browser import browser_page  # noqa: F401  (the suite's one Playwright fixture)
 from test_dissection import Planted, planted_segmenter  # a generator whose units copy known concepts
-
-CHROMIUM = shutil.which("chromium")
 
 
 @pytest.fixture(scope="module")
@@ -146,161 +139,44 @@ def test_image_helpers():
 # A real browser
 
 
-class Browser:
-    """Headless chromium driven over --remote-debugging-pipe (fd 3: commands in, fd 4: events out)."""
+def test_report_in_headless_chromium(planted_result, tmp_path, browser_page):  # noqa: F811 - the fixture
+    from gantools.dissection import HTML_FILE
 
-    def __init__(self, timeout: float = 90.0) -> None:
-        self.profile = tempfile.mkdtemp(prefix="gantools-chromium-")
-        self.timeout = timeout
-        to_r, self._to_w = os.pipe()
-        self._from_r, from_w = os.pipe()
-
-        def fds() -> None:
-            a, b = os.dup(to_r), os.dup(from_w)  # fresh fds: dup2(fd, fd) would keep close-on-exec
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-             "--disable-default-apps", "--disable-domain-reliability", "--metrics-recording-only",
-             f"--user-data-dir={self.profile}", "--remote-debugging-pipe", "about:blank"],
-            close_fds=False, preexec_fn=fds, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        os.close(to_r)
-        os.close(from_w)
-        self._buf = b""
-        self._id = 0
-        self.events: list[dict] = []
-        self.session: str | None = None
-
-    def _recv(self, until, deadline: float) -> dict | None:
-        while True:
-            while b"\0" in self._buf:
-                raw, self._buf = self._buf.split(b"\0", 1)
-                msg = json.loads(raw)
-                if "method" in msg:
-                    self.events.append(msg)
-                if until(msg):
-                    return msg
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self._from_r], [], [], left)
-            if ready:
-                chunk = os.read(self._from_r, 1 << 20)
-                if not chunk:
-                    raise RuntimeError("chromium exited: " + self.proc.stderr.read().decode(errors="replace")[-1500:])
-                self._buf += chunk
-
-    def call(self, method: str, params: dict | None = None, session: bool = True) -> dict:
-        self._id += 1
-        msg: dict = {"id": self._id, "method": method, "params": params or {}}
-        if session and self.session:
-            msg["sessionId"] = self.session
-        os.write(self._to_w, json.dumps(msg).encode() + b"\0")
-        i = self._id
-        reply = self._recv(lambda m: m.get("id") == i, time.monotonic() + self.timeout)
-        if reply is None:
-            raise TimeoutError(f"chromium did not answer {method}")
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply.get("result", {})
-
-    def open(self, url: str) -> None:
-        target = self.call("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
-        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable")
-        self.call("Page.navigate", {"url": url})
-        if self._recv(lambda m: m.get("method") == "Page.loadEventFired", time.monotonic() + self.timeout) is None:
-            raise TimeoutError("the page did not load")
-
-    def eval(self, expression: str):
-        r = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        if "exceptionDetails" in r:
-            raise AssertionError(f"{expression}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def settle(self, seconds: float = 0.5) -> None:
-        self._recv(lambda m: False, time.monotonic() + seconds)
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close", session=False)
-        except Exception:
-            pass
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self._to_w)
-        os.close(self._from_r)
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-    def problems(self) -> list[str]:
-        """Console errors, uncaught exceptions and non-local requests seen so far."""
-        out = []
-        for e in self.events:
-            p = e.get("params", {})
-            if e["method"] == "Runtime.exceptionThrown":
-                out.append(f"exception: {p.get('exceptionDetails', {}).get('text')}")
-            elif e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning", "assert"):
-                out.append(f"console.{p.get('type')}: {[a.get('value') for a in p.get('args', [])]}")
-            elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") in ("error", "warning"):
-                out.append(f"log: {p['entry'].get('text')}")
-            elif e["method"] == "Network.requestWillBeSent":
-                url = p.get("request", {}).get("url", "")
-                if not url.startswith(("file:", "data:")):
-                    out.append(f"network request: {url[:200]}")
-            elif e["method"] == "Network.loadingFailed":
-                out.append(f"loading failed: {p.get('errorText')}")
-        return out
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package 'chromium'; .ci/run "
-                                             "installs it): the report's browser test needs a real browser")
-def test_report_in_headless_chromium(planted_result, tmp_path):
-    folder = planted_result.save(tmp_path / "rep")
+    out = planted_result.save(tmp_path / "rep")
     layer = planted_result.layers["layer1"]
-    browser = Browser()
-    try:
-        browser.open((folder / "report.html").resolve().as_uri())
-        n_units = layer.units
-        assert browser.eval("document.querySelectorAll('.unit:not(.hidden)').length") == n_units
-        assert browser.eval("document.getElementById('shown').textContent") == str(n_units)
-        assert browser.eval("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)") is True
-        assert browser.eval("document.images.length") == n_units
-        # default order: by IoU, best first
-        order = browser.eval("Array.from(document.querySelectorAll('.unit')).map(c => +c.dataset.unit)")
-        assert order == [int(u) for u in torch.sort(-layer.best_iou.double(), stable=True).indices]
-        # filter by concept (all units labelled 'tree', then only the interpretable ones)
-        labelled_tree = [u for u, c in enumerate(layer.label) if c == "tree"]
-        visible = browser.eval("""(() => { const s = document.getElementById('f-concept'); s.value = 'tree';
-            s.dispatchEvent(new Event('change'));
-            return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
-        assert sorted(visible) == labelled_tree
-        visible = browser.eval("""(() => { const b = document.getElementById('f-interp'); b.checked = true;
-            b.dispatchEvent(new Event('change'));
-            return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
-        assert visible == layer.units_for("tree") == [1]
-        # sort by unit number, all concepts
-        order = browser.eval("""(() => { const c = document.getElementById('f-concept'); c.value = '';
-            c.dispatchEvent(new Event('change')); const b = document.getElementById('f-interp'); b.checked = false;
-            b.dispatchEvent(new Event('change')); const s = document.getElementById('f-sort'); s.value = 'unit';
-            s.dispatchEvent(new Event('change'));
-            return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
-        assert order == list(range(n_units))
-        # clicking a bar of the chart filters to that concept's interpretable units
-        visible = browser.eval("""(() => { document.querySelector('.bar[data-concept="water"]')
-            .dispatchEvent(new MouseEvent('click', {bubbles: true}));
-            return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
-        assert visible == [3]
-        assert browser.eval("document.getElementById('empty').style.display") == "none"
-        browser.settle()
-        problems = browser.problems()
-        requests = [e for e in browser.events if e["method"] == "Network.requestWillBeSent"]
-    finally:
-        browser.close()
-    assert problems == []
-    assert requests, "the DevTools network log saw no request at all: the check would be vacuous"
+    page = browser_page.page
+    page.goto((out / HTML_FILE).resolve().as_uri())
+    n_units = layer.units
+    assert page.evaluate("document.querySelectorAll('.unit:not(.hidden)').length") == n_units
+    assert page.evaluate("document.getElementById('shown').textContent") == str(n_units)
+    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)") is True
+    assert page.evaluate("document.images.length") == n_units
+    # default order: by IoU, best first
+    order = page.evaluate("Array.from(document.querySelectorAll('.unit')).map(c => +c.dataset.unit)")
+    assert order == [int(u) for u in torch.sort(-layer.best_iou.double(), stable=True).indices]
+    # filter by concept (all units labelled 'tree', then only the interpretable ones)
+    labelled_tree = [u for u, c in enumerate(layer.label) if c == "tree"]
+    visible = page.evaluate("""(() => { const s = document.getElementById('f-concept'); s.value = 'tree';
+        s.dispatchEvent(new Event('change'));
+        return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
+    assert sorted(visible) == labelled_tree
+    visible = page.evaluate("""(() => { const b = document.getElementById('f-interp'); b.checked = true;
+        b.dispatchEvent(new Event('change'));
+        return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
+    assert visible == layer.units_for("tree") == [1]
+    # sort by unit number, all concepts
+    order = page.evaluate("""(() => { const c = document.getElementById('f-concept'); c.value = '';
+        c.dispatchEvent(new Event('change')); const b = document.getElementById('f-interp'); b.checked = false;
+        b.dispatchEvent(new Event('change')); const s = document.getElementById('f-sort'); s.value = 'unit';
+        s.dispatchEvent(new Event('change'));
+        return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
+    assert order == list(range(n_units))
+    # clicking a bar of the chart filters to that concept's interpretable units
+    visible = page.evaluate("""(() => { document.querySelector('.bar[data-concept="water"]')
+        .dispatchEvent(new MouseEvent('click', {bubbles: true}));
+        return Array.from(document.querySelectorAll('.unit:not(.hidden)')).map(c => +c.dataset.unit); })()""")
+    assert visible == [3]
+    assert page.evaluate("document.getElementById('empty').style.display") == "none"
+    page.wait_for_timeout(500)  # late console messages or requests
+    assert browser_page.problems(allowed=("file:",)) == []
+    assert browser_page.requests, "Playwright saw no request at all: the network check would be vacuous"

@@ -38,6 +38,7 @@ PAGE = r"""<!DOCTYPE html>
   button:disabled { opacity: .45; cursor: default; }
   button.primary { background: var(--accent); color: #fff; border-color: var(--accent); font-weight: 600; }
   .button input { display: none; }
+  #canvas-side { max-width: min(512px, 92vw); }
   #tools { width: 330px; }
   h2 { font-size: 14px; margin: 4px 0 8px; text-transform: uppercase; letter-spacing: .04em; color: #566; }
   #palette { display: grid; grid-template-columns: 1fr 1fr; gap: 3px 10px; max-height: 260px; overflow: auto; }
@@ -60,7 +61,7 @@ PAGE = r"""<!DOCTYPE html>
 <body>
 <header><b>gantools paint</b><span id="model"></span></header>
 <main>
-<section>
+<section id="canvas-side">
   <div id="stage"><img id="image" alt="the image being painted"><canvas id="mask"></canvas></div>
   <div class="row">
     <label>brush <input type="range" id="brush" min="1" max="16" value="6"></label><span id="brush-size"></span>

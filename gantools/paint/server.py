@@ -275,19 +275,24 @@ class PaintHandler(BaseHTTPRequestHandler):
     # Routes
 
     def page(self) -> None:
+        """GET /: the page (with its security policy as a header too)."""
         self._send(200, PAGE.encode("utf-8"), "text/html; charset=utf-8",
                    {"Content-Security-Policy": SECURITY_POLICY, "X-Frame-Options": "DENY"})
 
     def favicon(self) -> None:
+        """GET /favicon.ico: nothing (the page names an inline icon)."""
         self._send(204, b"", "image/x-icon")
 
     def studio(self) -> None:
+        """GET /api/studio: model, layer, size and palette."""
         self._json(self.server.studio.describe())
 
     def progress(self) -> None:
+        """GET /api/progress: the session's running upload."""
         self._json(self._session().job)
 
     def new_session(self) -> None:
+        """POST /api/session: a new session (on the start image, or the sample of `seed`)."""
         body = self._json_body()
         session = self.server.sessions.create()
         if body.get("seed") is not None:
@@ -295,12 +300,14 @@ class PaintHandler(BaseHTTPRequestHandler):
         self._json(session.view())
 
     def sample(self) -> None:
+        """POST /api/sample: the sample of `seed`, with a fresh history."""
         body = self._json_body()
         session = self._session()
         session.new_sample(_seed(body))
         self._json(session.view())
 
     def apply(self) -> None:
+        """POST /api/apply: add or remove a concept inside the brushed mask."""
         body = self._json_body()
         session = self._session()
         studio = self.server.studio
@@ -319,18 +326,21 @@ class PaintHandler(BaseHTTPRequestHandler):
         self._json(session.view())
 
     def undo(self) -> None:
+        """POST /api/undo: back one edit."""
         self._json_body()
         session = self._session()
         session.undo()
         self._json(session.view())
 
     def redo(self) -> None:
+        """POST /api/redo: forward one edit."""
         self._json_body()
         session = self._session()
         session.redo()
         self._json(session.view())
 
     def upload(self) -> None:
+        """POST /api/upload: an image file's bytes, inverted layer-wise; the history starts again."""
         session = self._session()
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if not (kind.startswith("image/") or kind == "application/octet-stream"):

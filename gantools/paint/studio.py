@@ -95,6 +95,7 @@ class ConceptEntry:
     note: str | None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
         return {"name": self.name, "units": self.units, "best_iou": self.best_iou, "weak": self.weak,
                 "note": self.note}
 
@@ -139,22 +140,27 @@ class PaintStudio:
 
     @property
     def gan(self):
+        """The loaded model."""
         return self.setup.gan
 
     @property
     def generator(self) -> torch.nn.Module:
+        """The model's generator."""
         return self.setup.gan.generator
 
     @property
     def layer(self) -> str:
+        """The painted layer's canonical name."""
         return self.setup.layer
 
     @property
     def concepts(self) -> list[str]:
+        """The segmenter's concepts (the palette's order)."""
         return self.setup.concepts
 
     @property
     def dissection(self) -> DissectionResult:
+        """The dissection behind the palette and the units."""
         assert self.setup.dissection is not None
         return self.setup.dissection
 

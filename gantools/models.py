@@ -8,68 +8,27 @@ those blocks by number (`3` means `layer3`) through `gantools.hooks.resolve_laye
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .utils import GantoolsError, atomic_path, get_device
+from .architecture import D_NORMS, SUPPORTED_SIZES, ModelConfig
+from .utils import GantoolsError, atomic_path, resolve_device
 
-SUPPORTED_SIZES = (16, 32, 64, 128)
+if TYPE_CHECKING:
+    # gantools.types names GAN and Generator from here, so this module spells its aliases out
+    DeviceSpec = str | torch.device | None
+
+__all__ = ["D_NORMS", "FORMAT_VERSION", "GAN", "MODEL_FILE", "SUPPORTED_SIZES", "Discriminator", "Generator",
+           "ModelConfig", "add_spectral_norm", "companion_path", "component_state", "find_companion",
+           "fingerprint", "fold_spectral_norm", "init_weights", "load_model", "load_state", "pretrained_dir",
+           "pretrained_names", "read_safetensors", "resolve_model_path", "save_model", "save_safetensors"]
+
 FORMAT_VERSION = "1"
-# How D normalises its hidden layers: BatchNorm (the DCGAN paper), spectral normalisation of every
-# convolution (Miyato et al. 2018; no BatchNorm), or nothing. A model file always holds plain weights:
-# a spectral-norm D is saved with the normalisation folded in (see fold_spectral_norm).
-D_NORMS = ("batch", "spectral", "none")
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of a DCGAN pair.
-
-    Args:
-        image_size: side of the square images, one of 16, 32, 64, 128.
-        nc: image channels, 1 (grayscale) or 3 (RGB).
-        nz: length of the latent vector z.
-        ngf: generator width (channels of its last hidden layer).
-        ndf: discriminator width (channels of its first layer).
-        d_norm: D's normalisation, one of D_NORMS ("batch" for files written before it existed).
-    """
-
-    image_size: int = 64
-    nc: int = 3
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    d_norm: str = "batch"
-
-    def __post_init__(self) -> None:
-        if self.image_size not in SUPPORTED_SIZES:
-            raise GantoolsError(f"image size {self.image_size} is not supported: choose one of {SUPPORTED_SIZES}")
-        if self.nc not in (1, 3):
-            raise GantoolsError(f"nc={self.nc} is not supported: use 1 (grayscale) or 3 (RGB)")
-        for name in ("nz", "ngf", "ndf"):
-            if getattr(self, name) < 1:
-                raise GantoolsError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_norm not in D_NORMS:
-            raise GantoolsError(f"unknown d_norm {self.d_norm!r}: use {', '.join(D_NORMS)}")
-
-    @property
-    def num_layers(self) -> int:
-        """K, the number of hidden blocks: a 4x4 start doubled K-1 times, then the output doubles once more."""
-        return int(math.log2(self.image_size)) - 2
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -348,16 +307,17 @@ def save_model(path: str | os.PathLike, generator: Generator, discriminator: Dis
     return save_safetensors(path, {"generator": generator, "discriminator": discriminator}, meta, half=half)
 
 
-def load_model(spec: "str | os.PathLike | GAN" = "scenes64", device: str | torch.device = "cpu") -> GAN:
+def load_model(spec: "GAN | str | os.PathLike" = "scenes64", device: "DeviceSpec" = None) -> GAN:
     """Load a model in eval mode.
 
     Args:
         spec: a .safetensors file, a run directory, a pretrained name ("scenes64", "mnist32"), or an
-            already loaded GAN (returned as it is, moved to `device`).
-        device: where to put it ("auto", "cpu", "cuda", ...).
+            already loaded GAN (returned as it is).
+        device: where to put it ("auto", "cpu", "cuda", ...); None: a loaded GAN stays where it is,
+            a file is loaded on "auto" (CUDA when present).
     """
     if isinstance(spec, GAN):
-        return spec.to(get_device(device))
+        return spec.to(resolve_device(device, spec))
     path = resolve_model_path(spec)
     tensors, meta = read_safetensors(path)
     if "config" not in meta:
@@ -367,7 +327,18 @@ def load_model(spec: "str | os.PathLike | GAN" = "scenes64", device: str | torch
     load_state(g, component_state(tensors, "generator"), "generator")
     load_state(d, component_state(tensors, "discriminator"), "discriminator")
     gan = GAN(g.eval(), d.eval(), config, path, meta)
-    return gan.to(get_device(device))
+    return gan.to(resolve_device(device))
+
+
+def find_companion(model: "GAN | str | os.PathLike", component: str) -> Path | None:
+    """The <component>.safetensors stored beside a model (a loaded GAN or a model spec), or None.
+
+    Only resolves the model's path: nothing is loaded.
+    """
+    if isinstance(model, GAN):
+        return model.companion(component)
+    path = companion_path(resolve_model_path(model), component)
+    return path if path.is_file() else None
 
 
 def fingerprint(module: nn.Module) -> str:

@@ -15,7 +15,7 @@ from gantools.segmenters import (
     LearnedSegmenter,
     Segmenter,
     SegmenterConfig,
-    _load_encoder_weights,
+    load_encoder_weights,
     evaluate_segmenter,
     load_segmenter,
     save_segmenter,
@@ -249,16 +249,16 @@ def test_local_encoder_weights_load_with_timm_or_smp_keys(tmp_path):
     assert not torch.equal(target.model.encoder.state_dict()[key], state[key])
     timm_style = {k.removeprefix("model."): v for k, v in state.items()}  # as timm saves them
     torch.save(timm_style, tmp_path / "enc.pt")
-    assert _load_encoder_weights(target, tmp_path / "enc.pt") == len(state)
+    assert load_encoder_weights(target, tmp_path / "enc.pt") == len(state)
     assert torch.equal(target.model.encoder.state_dict()[key], state[key])
     save_file({f"encoder.{k}": v.contiguous() for k, v in state.items()}, str(tmp_path / "enc.safetensors"))
     torch.manual_seed(3)
     other = LearnedSegmenter(config)
-    _load_encoder_weights(other, tmp_path / "enc.safetensors")
+    load_encoder_weights(other, tmp_path / "enc.safetensors")
     assert torch.equal(other.model.encoder.state_dict()[key], state[key])
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "bad.pt")
     with pytest.raises(GantoolsError, match="no tensor"):
-        _load_encoder_weights(other, tmp_path / "bad.pt")
+        load_encoder_weights(other, tmp_path / "bad.pt")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,14 +15,21 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import split_holdout
-from .utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report
+from .data import ImageFolder, find_images, split_holdout
+from .models import GAN, component_state, find_companion, load_state, read_safetensors, save_safetensors
+from .utils import Config, GantoolsError, ProgressCallback, from_uint8, notice, report, resolve_device
+
+if TYPE_CHECKING:
+    from .types import DeviceSpec
+
+CLASSIFIER_COMPONENT = "classifier"  # classifier.safetensors, beside a model
+CONFIG_KEY = "classifier_config"  # the config's key in a classifier file's metadata
 
 CONFIDENT = 0.9  # the confidence threshold for "clearly a <class>" in coverage statistics
 
@@ -33,7 +40,7 @@ def _natural_key(text: str) -> tuple:
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(Config):
     """Architecture and input of a classifier.
 
     Args:
@@ -57,14 +64,6 @@ class ClassifierConfig:
             raise GantoolsError(f"nc={self.nc} is not supported: use 1 (grayscale) or 3 (RGB)")
         if self.image_size < 8:
             raise GantoolsError(f"image size {self.image_size} is too small for the classifier (at least 8)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClassifierConfig":
-        names = {"classes", "image_size", "nc", "width", "feature_dim"}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _stage(cin: int, cout: int, convs: int) -> nn.Sequential:
@@ -148,8 +147,6 @@ def class_folder_files(root: str | os.PathLike) -> tuple[list[Path], list[int], 
     The class of an image is its top-level subfolder under `root` (the layout torchvision's
     ImageFolder reads); class names are the subfolder names in natural order ("2" before "10").
     """
-    from .data import find_images
-
     root = Path(root)
     files = find_images(root)
     classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1},
@@ -183,8 +180,6 @@ def load_class_folder(root: str | os.PathLike, image_size: int, nc: int, holdout
         part: "train" (all but the held-out images), "holdout" (only those) or "all".
         progress: callback for decoding progress and skipped-file notices.
     """
-    from .data import ImageFolder
-
     files, labels, classes = class_folder_files(root)
     label_of = dict(zip(files, labels))
     if part not in ("train", "holdout", "all"):
@@ -203,7 +198,7 @@ def load_class_folder(root: str | os.PathLike, image_size: int, nc: int, holdout
 
 
 @dataclass
-class ClassifierTraining:
+class ClassifierTrainResult:
     """What `train_classifier` returns: the classifier (eval mode) and how training went."""
 
     classifier: Classifier
@@ -223,6 +218,40 @@ class ClassifierTraining:
         return d
 
 
+# The name this result had before results were all called *Result.
+ClassifierTraining = ClassifierTrainResult
+
+
+@dataclass
+class ClassifierTrainConfig(Config):
+    """How `train_classifier` trains (recorded, with the data, in the classifier file's "training" metadata).
+
+    Args:
+        epochs, batch_size, lr: AdamW training settings (one-cycle learning-rate schedule).
+        val_fraction: a seeded random share of the training images kept aside to measure accuracy.
+        holdout: images held out as `data.split_holdout` picks them (as `gantools train --holdout`) are
+            not used at all (evaluate on them later with `evaluate_classifier(..., holdout=N)`).
+        augment: random small shifts and scalings during training.
+        seed: seeds the split, the initial weights and the batches.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    val_fraction: float = 0.1
+    holdout: int = 0
+    augment: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise GantoolsError("epochs and batch_size must be at least 1")
+        if not self.lr > 0:
+            raise GantoolsError(f"the learning rate lr must be positive, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise GantoolsError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Small random shifts (up to 1/10 of the side) and scalings (0.9-1.1): generated digits are not centred exactly."""
     n = x.shape[0]
@@ -239,31 +268,24 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int = 1,
                      out: str | os.PathLike | None = None, epochs: int = 10, batch_size: int = 64,
                      lr: float = 2e-3, width: int = 32, feature_dim: int = 128, val_fraction: float = 0.1,
-                     holdout: int = 0, augment: bool = True, seed: int = 0, device: str | torch.device = "cpu",
-                     progress: ProgressCallback | None = None) -> ClassifierTraining:
+                     holdout: int = 0, augment: bool = True, seed: int = 0, device: "DeviceSpec" = None,
+                     progress: ProgressCallback | None = None) -> ClassifierTrainResult:
     """Train a classifier on a class-folder dataset; save it as safetensors when `out` is given.
 
     Args:
         data_dir: folder with one subfolder of images per class.
         image_size, nc: input size and channels (use the GAN's, so generated images fit directly).
         out: where to write classifier.safetensors (e.g. `models.companion_path(model, "classifier")`).
-        epochs, batch_size, lr: AdamW training settings (one-cycle learning-rate schedule).
+        epochs, batch_size, lr, val_fraction, holdout, augment, seed: see ClassifierTrainConfig.
         width, feature_dim: network size (see ClassifierConfig).
-        val_fraction: a seeded random share of the training images kept aside to measure accuracy.
-        holdout: images held out as `data.split_holdout` picks them (as `gantools train --holdout`) are
-            not used at all (evaluate on them later with `evaluate_classifier(..., holdout=N)`).
-        augment: random small shifts and scalings during training.
-        seed: seeds the split, the initial weights and the batches.
-        device: "cpu", "cuda", "auto".
+        device: "cpu", "cuda", "auto" (None: "auto").
         progress: callback (per-epoch loss and accuracy).
     """
-    if epochs < 1 or batch_size < 1 or width < 1 or feature_dim < 1:
-        raise GantoolsError("epochs, batch size, width and feature dim must be at least 1")
-    if not lr > 0:
-        raise GantoolsError(f"the learning rate must be positive, got {lr}")
-    if not 0 <= val_fraction < 1:
-        raise GantoolsError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    dev = get_device(device)
+    settings = ClassifierTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+                                     holdout=holdout, augment=augment, seed=seed)
+    if width < 1 or feature_dim < 1:
+        raise GantoolsError("width and feature_dim must be at least 1")
+    dev = resolve_device(device)
     data = load_class_folder(data_dir, image_size, nc, holdout=holdout, part="train", progress=progress)
     counts = torch.bincount(data.labels, minlength=len(data.classes))
     empty = [c for c, k in zip(data.classes, counts.tolist()) if k == 0]
@@ -276,27 +298,46 @@ def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int 
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     if len(train_idx) < 2:
         raise GantoolsError(f"only {len(train_idx)} training image(s) in {data_dir}")
-
     torch.manual_seed(seed)
     config = ClassifierConfig(classes=data.classes, image_size=image_size, nc=nc, width=width,
                               feature_dim=feature_dim)
     model = Classifier(config).to(dev)
     x_all = from_uint8(data.images)  # [-1, 1], kept on the CPU; batches move to the device
-    y_all = data.labels
-    steps_per_epoch = max(1, len(train_idx) // batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
     start = time.monotonic()
+    train_acc = _fit(model, x_all, data.labels, train_idx, val_idx, settings, gen, dev, progress)
+    model.eval()
+    val_acc = _accuracy(model, x_all[val_idx], data.labels[val_idx], batch_size * 4) if n_val else None
+    result = ClassifierTrainResult(model, train_acc, val_acc, len(train_idx), n_val, epochs,
+                                   time.monotonic() - start,
+                                   per_class_counts={c: int(k) for c, k in zip(data.classes, counts.tolist())})
+    # Which images it learnt from: the folder, its size, and how many were held out (as split_holdout
+    # picks them), so that evaluate_classifier can tell a held-out score from one on training images.
+    training = {"data": str(Path(data_dir).resolve()), "data_files": len(class_folder_files(data_dir)[0]),
+                **settings.to_dict(), "n_train": len(train_idx), "n_val": n_val, "val_accuracy": val_acc,
+                "train_accuracy": train_acc, "seconds": round(result.seconds, 1)}
+    model.training_info = training  # type: ignore[attr-defined]
+    if out is not None:
+        result.path = save_classifier(model, out, training)
+        notice(progress, f"classifier written to {result.path}")
+    return result
+
+
+def _fit(model: Classifier, x_all: torch.Tensor, y_all: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor,
+         s: ClassifierTrainConfig, gen: torch.Generator, dev: torch.device, progress: ProgressCallback | None) -> float:
+    """The training epochs (AdamW, one-cycle schedule); returns the last epoch's training accuracy."""
+    steps_per_epoch = max(1, len(train_idx) // s.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.epochs * steps_per_epoch)
     train_acc = 0.0
-    for epoch in range(epochs):
+    for epoch in range(s.epochs):
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
         correct = seen = 0
         loss_sum = 0.0
         for step in range(steps_per_epoch):
-            idx = order[step * batch_size:(step + 1) * batch_size]
+            idx = order[step * s.batch_size:(step + 1) * s.batch_size]
             x, y = x_all[idx], y_all[idx]
-            if augment:
+            if s.augment:
                 x = _augment(x, gen)
             x, y = x.to(dev), y.to(dev)
             logits = model(x)
@@ -310,27 +351,11 @@ def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int 
             loss_sum += float(loss.detach()) * len(y)
         train_acc = correct / max(seen, 1)
         metrics = {"loss": loss_sum / max(seen, 1), "acc": train_acc}
-        if n_val and (epoch == epochs - 1 or epoch % 2 == 1):
+        if len(val_idx) and (epoch == s.epochs - 1 or epoch % 2 == 1):
             model.eval()
-            metrics["val_acc"] = _accuracy(model, x_all[val_idx], y_all[val_idx], batch_size * 4)
-        report(progress, "train classifier", epoch + 1, epochs, **metrics)
-    model.eval()
-    val_acc = _accuracy(model, x_all[val_idx], y_all[val_idx], batch_size * 4) if n_val else None
-    result = ClassifierTraining(model, train_acc, val_acc, len(train_idx), n_val, epochs,
-                                time.monotonic() - start,
-                                per_class_counts={c: int(k) for c, k in zip(data.classes, counts.tolist())})
-    # Which images it learnt from: the folder, its size, and how many were held out (as split_holdout
-    # picks them), so that evaluate_classifier can tell a held-out score from one on training images.
-    training = {"data": str(Path(data_dir).resolve()), "data_files": len(class_folder_files(data_dir)[0]),
-                "holdout": holdout, "epochs": epochs,
-                "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
-                "n_train": len(train_idx), "n_val": n_val, "val_accuracy": val_acc,
-                "train_accuracy": train_acc, "seconds": round(result.seconds, 1)}
-    model.training_info = training  # type: ignore[attr-defined]
-    if out is not None:
-        result.path = save_classifier(model, out, training)
-        notice(progress, f"classifier written to {result.path}")
-    return result
+            metrics["val_acc"] = _accuracy(model, x_all[val_idx], y_all[val_idx], s.batch_size * 4)
+        report(progress, "train classifier", epoch + 1, s.epochs, **metrics)
+    return train_acc
 
 
 @torch.no_grad()
@@ -344,26 +369,47 @@ def _accuracy(model: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 
 def save_classifier(classifier: Classifier, path: str | os.PathLike, training: dict[str, Any] | None = None) -> Path:
-    """Write a classifier as safetensors with its config (classes, input size) in the metadata."""
-    from .models import save_safetensors
-
-    meta: dict[str, Any] = {"classifier_config": classifier.config.to_dict()}
+    """Write a classifier as safetensors with its config (classes, input size) in the metadata; returns the path."""
+    meta: dict[str, Any] = {CONFIG_KEY: classifier.config.to_dict()}
     if training:
         meta["training"] = training
-    return save_safetensors(path, {"classifier": classifier}, meta)
+    return save_safetensors(path, {CLASSIFIER_COMPONENT: classifier}, meta)
 
 
-def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
-    """Load a classifier written by `train_classifier`/`save_classifier`, in eval mode."""
-    from .models import component_state, load_state, read_safetensors
-
+def load_classifier(path: str | os.PathLike, device: "DeviceSpec" = None) -> Classifier:
+    """Load a classifier written by `train_classifier`/`save_classifier`, in eval mode, on `device` (None: "auto")."""
     tensors, meta = read_safetensors(path, "classifier")
-    if "classifier_config" not in meta:
-        raise GantoolsError(f"{path} is not a gantools classifier (no classifier_config in its metadata)")
-    model = Classifier(ClassifierConfig.from_dict(meta["classifier_config"]))
-    load_state(model, component_state(tensors, "classifier"), "classifier")
+    if CONFIG_KEY not in meta:
+        raise GantoolsError(f"{path} is not a gantools classifier (no {CONFIG_KEY} in its metadata)")
+    model = Classifier(ClassifierConfig.from_dict(meta[CONFIG_KEY]))
+    load_state(model, component_state(tensors, CLASSIFIER_COMPONENT), CLASSIFIER_COMPONENT)
     model.training_info = meta.get("training", {})  # type: ignore[attr-defined]
-    return model.to(get_device(device)).eval()
+    return model.to(resolve_device(device)).eval()
+
+
+def resolve_classifier(classifier: "Classifier | str | os.PathLike | None" = None,
+                       model: "GAN | str | os.PathLike | None" = None, device: "DeviceSpec" = None) -> Classifier:
+    """The classifier to use: `classifier` itself (a Classifier, or a file to load), or the one stored
+    beside `model` (classifier.safetensors next to its model file). Give one of the two.
+
+    Args:
+        classifier: a loaded Classifier (returned as it is, moved when `device` is given) or a file.
+        model: a loaded GAN or a model spec whose companion classifier is wanted.
+        device: where a loaded file runs (None: where `model` lives, else "auto").
+    """
+    if classifier is not None and model is not None:
+        raise GantoolsError("give classifier or model (whose classifier.safetensors is used), not both")
+    if isinstance(classifier, Classifier):
+        return classifier.to(resolve_device(device, classifier)).eval()
+    if classifier is None:
+        if model is None:
+            raise GantoolsError("give classifier (a .safetensors file) or model (whose classifier.safetensors is used)")
+        classifier = find_companion(model, CLASSIFIER_COMPONENT)
+        if classifier is None:
+            name = model.path if isinstance(model, GAN) else model
+            raise GantoolsError(f"model {name} has no {CLASSIFIER_COMPONENT}.safetensors beside it: train one with "
+                                f"`gantools classifier train`, or give classifier (a file)")
+    return load_classifier(classifier, resolve_device(device, model))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +417,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 @dataclass
-class ClassifierEvaluation:
+class ClassifierEvalResult:
     """Accuracy of a classifier on a labelled folder, overall and per class.
 
     Args:
@@ -393,10 +439,15 @@ class ClassifierEvaluation:
         return asdict(self)
 
 
+# The name this result had before results were all called *Result.
+ClassifierEvaluation = ClassifierEvalResult
+
+
 @torch.no_grad()
-def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: str | os.PathLike, holdout: int = 0,
-                        batch_size: int = 256, device: str | torch.device = "cpu",
-                        progress: ProgressCallback | None = None) -> ClassifierEvaluation:
+def evaluate_classifier(classifier: "Classifier | str | os.PathLike | None", data_dir: str | os.PathLike,
+                        holdout: int = 0, batch_size: int = 256, device: "DeviceSpec" = None,
+                        progress: ProgressCallback | None = None, *,
+                        model: "GAN | str | os.PathLike | None" = None) -> ClassifierEvalResult:
     """Accuracy on a class-folder dataset (only its held-out files, as `data.split_holdout` picks them, when holdout > 0).
 
     Class folders are matched to the classifier's classes by name; a folder the classifier does not
@@ -404,44 +455,52 @@ def evaluate_classifier(classifier: Classifier | str | os.PathLike, data_dir: st
     and the holdout it was trained with), a held-out evaluation (holdout > 0) that would include
     training images is an error, and an evaluation of all images warns through `progress` that
     the score is not a held-out one.
+
+    Args:
+        classifier: a Classifier or a classifier file; or None with `model` (see `resolve_classifier`).
+        data_dir: the class-folder dataset.
+        holdout: evaluate only the images `train_classifier(..., holdout=N)` leaves out.
+        batch_size: images per forward pass.
+        device: where it runs (None: where a loaded classifier lives, else "auto").
+        progress: callback (and the warning above).
+        model: a model whose companion classifier (classifier.safetensors beside it) is evaluated.
     """
     if batch_size < 1 or holdout < 0:
-        raise GantoolsError("batch size must be at least 1 and holdout at least 0")
-    model = load_classifier(classifier, device) if isinstance(classifier, (str, os.PathLike)) else classifier
-    model.eval()
+        raise GantoolsError("batch_size must be at least 1 and holdout at least 0")
+    clf = resolve_classifier(classifier, model, device)
     part = "holdout" if holdout else "all"
-    data = load_class_folder(data_dir, model.config.image_size, model.config.nc, holdout=holdout, part=part,
+    data = load_class_folder(data_dir, clf.config.image_size, clf.config.nc, holdout=holdout, part=part,
                              progress=progress)
-    unknown = [c for c in data.classes if c not in model.classes]
+    unknown = [c for c in data.classes if c not in clf.classes]
     if unknown:
         raise GantoolsError(f"class folder(s) {', '.join(unknown)} are not classes of this classifier "
-                            f"({', '.join(model.classes)})")
-    trained_on = training_overlap(model, data_dir, data.files, progress)
+                            f"({', '.join(clf.classes)})")
+    trained_on = training_overlap(clf, data_dir, data.files, progress)
     if trained_on and holdout:
-        info = model.training_info  # type: ignore[attr-defined]
+        info = clf.training_info  # type: ignore[attr-defined]
         fix = (f"evaluate with holdout={info['holdout']} (or less)" if info["holdout"]
                else f"train the classifier with holdout={holdout} (or more) to keep them out of its training")
         raise GantoolsError(f"{trained_on} of the {len(data.files)} held-out images asked for (holdout={holdout}) were "
                             f"used to train this classifier (trained with holdout={info['holdout']} on {info['data']}):"
                             f" its accuracy on them is not a held-out score; {fix}")
     if trained_on:
-        h = model.training_info["holdout"]  # type: ignore[attr-defined]
+        h = clf.training_info["holdout"]  # type: ignore[attr-defined]
         notice(progress, f"warning: {trained_on} of these {len(data.files)} images were used to train this classifier: "
                          "this accuracy is not a held-out score"
                          + (f" (holdout={h} evaluates on the {h} it never saw)" if h else
                             " (train with holdout=N to keep N images out, then evaluate with the same holdout)"))
-    to_model = torch.tensor([model.classes.index(c) for c in data.classes])
+    to_model = torch.tensor([clf.classes.index(c) for c in data.classes])
     y = to_model[data.labels]
-    k = len(model.classes)
+    k = len(clf.classes)
     confusion = torch.zeros(k, k, dtype=torch.long)
     for i in range(0, len(y), batch_size):
-        pred = model(from_uint8(data.images[i:i + batch_size])).argmax(1).cpu()
+        pred = clf(from_uint8(data.images[i:i + batch_size])).argmax(1).cpu()
         confusion += torch.bincount(y[i:i + batch_size] * k + pred, minlength=k * k).view(k, k)
         report(progress, "classify", min(i + batch_size, len(y)), len(y))
     totals = confusion.sum(1)
-    per_class = {c: float(confusion[j, j] / totals[j]) for j, c in enumerate(model.classes) if totals[j] > 0}
-    return ClassifierEvaluation(float(confusion.diag().sum() / max(len(y), 1)), len(y), per_class,
-                                {c: int(totals[j]) for j, c in enumerate(model.classes)}, confusion.tolist(),
+    per_class = {c: float(confusion[j, j] / totals[j]) for j, c in enumerate(clf.classes) if totals[j] > 0}
+    return ClassifierEvalResult(float(confusion.diag().sum() / max(len(y), 1)), len(y), per_class,
+                                {c: int(totals[j]) for j, c in enumerate(clf.classes)}, confusion.tolist(),
                                 str(data_dir), part, trained_on)
 
 

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from gantools import metrics as M
 from gantools.cli import app
+from gantools.data import split_folder
+from gantools.metrics import evaluation, reference
 from gantools.utils import GantoolsError
 
 
@@ -18,7 +20,7 @@ from gantools.utils import GantoolsError
 def _cache(tmp_path, monkeypatch):
     """Every test gets its own empty statistics cache (and no in-process memo)."""
     monkeypatch.setenv("GANTOOLS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(M, "_MEMO", {})
+    monkeypatch.setattr(reference, "_MEMO", {})
 
 
 def smooth_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
@@ -180,7 +182,8 @@ def test_a_labelled_folders_reference_is_its_images_only(tmp_path):
 
     root = write_scenes(tmp_path / "sc", n=6, image_size=16, preview=2).out
     assert M.dataset_signature(root, 16, 3, n=100)["files"] == 6  # not labels/ nor preview.png
-    held = M._holdout_files(root, 2)
+    held = split_folder(root, 2)[1]  # the held-out reference (holdout=2) is images too
+    assert M.dataset_signature(root, 16, 3, n=100, holdout=2)["files"] == 2
     assert [f.parent.name for f in held] == ["images", "images"] and [f.stem for f in held] == ["000004", "000005"]
 
 
@@ -194,8 +197,8 @@ def test_reference_features_are_cached_per_extractor(image_folder, monkeypatch):
     def no_decoding(*a, **k):
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(M, "_MEMO", {})
-    monkeypatch.setattr(M, "_open_reference", no_decoding)
+    monkeypatch.setattr(reference, "_MEMO", {})
+    monkeypatch.setattr(reference, "_open_reference", no_decoding)
     assert torch.equal(M.reference_features(image_folder, fx, 16, 3, n=100), first)
     with pytest.raises(AssertionError, match="cache should have answered"):  # another extractor: a miss
         M.reference_features(image_folder, M.random_conv_extractor(1), 16, 1, n=100)
@@ -205,7 +208,7 @@ def test_inception_needs_a_local_weights_file(tmp_path):
     for weights in (None, tmp_path / "missing.pth"):
         with pytest.raises(GantoolsError, match=r"inception_v3\(weights='DEFAULT'\)") as e:
             M.inception_extractor(weights)
-        assert "--inception-weights" in str(e.value) and "never downloads" in str(e.value)
+        assert "inception_weights" in str(e.value) and "never downloads" in str(e.value)
     wrong = tmp_path / "wrong.pth"
     torch.save({"conv.weight": torch.zeros(3, 3)}, wrong)
     with pytest.raises(GantoolsError, match="does not fit"):
@@ -218,7 +221,7 @@ def test_inception_from_a_local_state_dict(tmp_path):
     net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
     path = tmp_path / "inception.pth"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path)
-    assert M._file_kind(path) == "inception"  # what --extractor PATH does with a .pth file
+    assert M.extractor_file_kind(path) == "inception"  # what --extractor PATH does with a .pth file
     # the smallest input inception takes, to keep the test fast (299 by default)
     small = M.inception_extractor(path, size=75)
     assert small.name == "inception" and "75 px" in small.description
@@ -282,8 +285,8 @@ def test_evaluate_with_companion_classifier_and_concepts(tiny_model_file, image_
     assert M.tv_distance([1, 0], [0, 1]) == 1.0 and M.tv_distance([0.2, 0.8], [0.2, 0.8]) == 0.0
     # ground truth (when the data has labels) is mapped by concept name, and only when the names match
     entry = {"truth": torch.tensor([6.0, 2.0, 2.0] + [0.0] * 5), "data_concepts": json.dumps(["sky", "tree", "road"])}
-    assert M._truth_frequencies(entry, ["road", "sky", "tree"]) == pytest.approx([0.2, 0.6, 0.2])
-    assert M._truth_frequencies(entry, ["dark", "light"]) is None
+    assert evaluation._truth_frequencies(entry, ["road", "sky", "tree"]) == pytest.approx([0.2, 0.6, 0.2])
+    assert evaluation._truth_frequencies(entry, ["dark", "light"]) is None
     with pytest.raises(GantoolsError, match="unknown metric"):
         M.evaluate(tiny_model_file, data=image_folder, n=10, metrics="fid,bogus")
 

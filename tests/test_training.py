@@ -16,7 +16,8 @@ from PIL import Image
 
 import gantools
 from gantools import metrics, training
-from gantools.models import load_model, read_safetensors
+from gantools.models import Generator, load_model, read_safetensors
+from gantools.training import loop, losses
 from gantools.training import TrainConfig, export, load_checkpoint, read_stats, train
 from gantools.utils import GantoolsError
 
@@ -134,7 +135,7 @@ def test_run_directory(easy_folder: Path, tmp_path: Path) -> None:
     assert bars[-1].completed == 6 and bars[-1].total == 6
     assert {"img/s", "Loss_D", "Loss_G", "D(x)", "D(G(z))"} <= bars[-1].metrics.keys()
     # a second run into the same directory is refused
-    with pytest.raises(GantoolsError, match="--resume"):
+    with pytest.raises(GantoolsError, match="already holds a run: continue it \\(resume="):
         train(tiny(easy_folder, run))
 
 
@@ -222,7 +223,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(easy_folder: Path, tmp_path: P
         loss = real_loss(logits, kind)
         return loss * float("nan") if calls["n"] >= 5 else loss
 
-    monkeypatch.setattr(training, "generator_loss", poisoned)
+    monkeypatch.setattr(losses, "generator_loss", poisoned)  # the loop looks it up there at every step
     with pytest.raises(GantoolsError) as e:
         train(tiny(easy_folder, tmp_path / "run", steps=8, checkpoint_every=2, sample_every=0))
     msg = str(e.value)
@@ -324,21 +325,21 @@ def test_bad_data(tmp_path: Path) -> None:
 def test_ema_is_the_weight_average_and_is_exported(easy_folder: Path, tmp_path: Path) -> None:
     decay = 0.5
     seen: list[dict[str, torch.Tensor]] = []
-    original = training._Trainer.update_ema
+    original = loop._Trainer.update_ema
 
     def record(self):  # G's parameters after each generator step
         seen.append({k: v.detach().clone() for k, v in self.G.named_parameters()})
         original(self)
 
-    training._Trainer.update_ema = record
+    loop._Trainer.update_ema = record
     try:
         r = train(tiny(easy_folder, tmp_path / "run", steps=4, sample_every=0, ema=decay))
     finally:
-        training._Trainer.update_ema = original
+        loop._Trainer.update_ema = original
     assert len(seen) == 4
     ck = load_checkpoint(r.run_dir)
     torch.manual_seed(1)  # the run's seed builds the run's initial G
-    init = dict(training.Generator(TrainConfig.from_dict(ck["config"]).model_config()).named_parameters())
+    init = dict(Generator(TrainConfig.from_dict(ck["config"]).model_config()).named_parameters())
     for name in ck["generator"]:
         if name not in init:
             continue  # buffers
@@ -437,6 +438,37 @@ def test_configs_written_before_recipes_load_as_the_paper_recipe_on_scenes_v1() 
     assert (c.recipe, c.d_norm, c.lr_g, c.lr_d, c.data_version) == ("dcgan", "batch", 1e-4, 1e-4, 1)
     assert TrainConfig(data="scenes").data_version == 2
     assert TrainConfig.from_dict({"data": "photos/"}).data_version is None
+
+
+# The config.json of a run in progress (showcase scenes64-v2, written before TrainConfig extended
+# ModelConfig): the code that resumes it must read it as it was written.
+SHOWCASE_CONFIG = {
+    "data": "scenes", "data_version": 2, "image_size": 64, "nc": 3, "nz": 100, "ngf": 48, "ndf": 48,
+    "batch_size": 64, "recipe": "dcgan", "d_norm": "batch", "loss": "nonsaturating", "lr_g": 0.0002,
+    "lr_d": 0.0002, "beta1": 0.5, "beta2": 0.999, "r1": 0.0, "d_steps": 1, "steps": 3000, "epochs": None,
+    "seed": 0, "out": "/work/train/showcase/scenes64-v2", "device": "auto", "amp": True, "data_n": 50000,
+    "data_seed": 0, "holdout": 0, "log_every": 10, "sample_every": 500, "checkpoint_every": 100,
+    "eval_every": 1000, "eval_n": 500, "track_concepts": "/work/train/seg_v2/segmenter.safetensors",
+    "n_samples": 64, "augment": "", "ema": 0.999, "threads": 1, "channels_last": True,
+    "model": {"image_size": 64, "nc": 3, "nz": 100, "ngf": 48, "ndf": 48, "d_norm": "batch"},
+    "train_images": 50000, "total_steps": 3000,
+}
+
+
+def test_a_stored_run_config_reads_back_flat_and_resumes() -> None:
+    from gantools.models import ModelConfig
+    from gantools.training import resume_config
+
+    c = TrainConfig.from_dict(SHOWCASE_CONFIG)
+    stored = {k: v for k, v in SHOWCASE_CONFIG.items() if k not in ("model", "train_images", "total_steps")}
+    assert c.to_dict() == stored  # every field read as written, and written back flat with the same keys
+    assert c.model_config() == ModelConfig(64, 3, 100, 48, 48, "batch") == ModelConfig.from_dict(SHOWCASE_CONFIG)
+    assert type(c.model_config()) is ModelConfig
+    longer = resume_config(stored, {"steps": 6000, "threads": 2, "ngf": 48}, SHOWCASE_CONFIG["out"])
+    assert (longer.steps, longer.threads, longer.epochs) == (6000, 2, None)
+    assert longer.replace(steps=3000, threads=1) == c
+    with pytest.raises(GantoolsError, match="ngf cannot change"):
+        resume_config(stored, {"ngf": 64}, SHOWCASE_CONFIG["out"])
 
 
 def test_hinge_losses_match_a_hand_computation() -> None:

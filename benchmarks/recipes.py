@@ -91,7 +91,7 @@ def measure_snapshot(path: Path, segmenter, version: int, n: int, dissect_n: int
 
 
 def measure(root: Path, segmenters: dict[int, str], n: int, dissect_n: int, out: Path) -> dict:
-    from gantools.segmenters import load_segmenter
+    from gantools.segmenters import resolve_segmenter
     from gantools.training import read_stats
 
     done = json.loads(out.read_text()) if out.is_file() else {}
@@ -99,7 +99,7 @@ def measure(root: Path, segmenters: dict[int, str], n: int, dissect_n: int, out:
         run = root / arm
         if not run.is_dir():
             continue
-        segmenter = load_segmenter(segmenters[spec["data_version"]])
+        segmenter = resolve_segmenter(segmenters[spec["data_version"]])
         rows = [r for r in read_stats(run) if "Loss_D" in r]
         entries = done.setdefault(arm, {})
         for snap in sorted((run / "snapshots").glob("step_*.safetensors")):

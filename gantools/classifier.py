@@ -96,6 +96,7 @@ class Classifier(nn.Module):
 
     @property
     def classes(self) -> list[str]:
+        """Class names, in output order."""
         return self.config.classes
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -551,10 +552,12 @@ class ClassCoverage:
 
     @property
     def min_fraction(self) -> float:
+        """The rarest class's share."""
         return min(self.fractions)
 
     @property
     def max_fraction(self) -> float:
+        """The commonest class's share."""
         return max(self.fractions)
 
     def to_dict(self) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class Generator(nn.Module):
 
     @property
     def layer_names(self) -> list[str]:
+        """The hidden blocks' names, layer1 ... layerK."""
         return [f"layer{i + 1}" for i in range(self.config.num_layers)]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -115,6 +116,7 @@ class Discriminator(nn.Module):
 
     @property
     def layer_names(self) -> list[str]:
+        """The hidden blocks' names, layer1 ... layerK."""
         return [f"layer{i + 1}" for i in range(self.config.num_layers)]
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
@@ -240,6 +242,7 @@ def pretrained_dir() -> Path:
 
 
 def pretrained_names() -> list[str]:
+    """The names of the shipped models (folders of pretrained_dir() holding a model file)."""
     root = pretrained_dir()
     return sorted(p.name for p in root.iterdir() if (p / MODEL_FILE).is_file()) if root.is_dir() else []
 
@@ -285,15 +288,18 @@ class GAN:
 
     @property
     def device(self) -> torch.device:
+        """Where the generator's weights live."""
         return next(self.generator.parameters()).device
 
     def companion(self, component: str) -> Path | None:
+        """<component>.safetensors beside the model file, or None (no such file, or a model in memory)."""
         if self.path is None:
             return None
         p = companion_path(self.path, component)
         return p if p.is_file() else None
 
     def to(self, device: torch.device | str) -> "GAN":
+        """Move G and D to `device` (in place); returns the GAN."""
         self.generator.to(device)
         self.discriminator.to(device)
         return self

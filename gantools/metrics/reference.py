@@ -106,6 +106,7 @@ class ReferenceSet:
     version: int | None = None
 
     def signature(self) -> dict[str, Any]:
+        """Its `dataset_signature`."""
         return dataset_signature(self.data, self.image_size, self.nc, self.n, self.seed, self.holdout, self.version)
 
 

@@ -85,11 +85,13 @@ class LearnedSegmenter(nn.Module):
 
     @property
     def description(self) -> str:
+        """One line for reports: architecture, encoder, size, concepts."""
         c = self.config
         return f"learned {c.arch}/{c.encoder} {c.image_size}px ({len(self.concepts)} concepts)"
 
     @property
     def device(self) -> torch.device:
+        """Where its weights live."""
         return next(self.parameters()).device
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:

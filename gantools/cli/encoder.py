@@ -1,0 +1,74 @@
+"""`gantools encoder train` (gantools.restoration): an encoder E(x) -> z that gives inversion a start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_file, \
+    default_companion, kept_file, on_interrupt, print_json, stdout_console
+
+encoder_app = typer.Typer(help="Encoders that give inversion a starting latent.", no_args_is_help=True)
+
+
+@encoder_app.command("train")
+def encoder_train_cmd(
+    model: ModelOpt = DEFAULT_MODEL,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Also train on real images: a folder "
+                                                "(searched recursively) or a built-in dataset name (scenes).",
+                                                show_default=False)] = None,
+    holdout: Annotated[int, typer.Option("--holdout", min=0, help="With a folder: leave N images out, split as "
+                                         "`gantools train --holdout` does (the last by sorted file name, per "
+                                         "class folder).")] = 0,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2, help="Images per step.")] = 64,
+    width: Annotated[int, typer.Option("--width", min=4, help="Channels of the first conv block.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine decay).")] = 1e-3,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file.", show_default="encoder.safetensors "
+                                                "beside the model, where invert finds it")] = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train an encoder E(x) -> z for a model; `gantools invert` starts from E(x) when it exists."""
+    check_out_file(out)
+    if holdout and data is None:
+        raise typer.BadParameter("--holdout needs --data FOLDER")
+    from ..models import load_model
+    from ..restoration.encoder import encoder_dataset, evaluate_encoder, train_encoder
+
+    gan = load_model(model, device=device)
+    if out is None:
+        if gan.path is None:
+            raise typer.BadParameter("give --out: the model has no file to store the encoder beside")
+        out = default_companion(gan.path, "encoder")
+    with Reporter(quiet) as rep:
+        dataset = None if data is None else encoder_dataset(data, gan.config.image_size, gan.config.nc,
+                                                            holdout=holdout, seed=seed, progress=rep)
+        with on_interrupt(lambda: kept_file(out, "the encoder is written only when training ends",
+                                            ", with fewer --steps to finish sooner")):
+            result = train_encoder(gan, steps=steps, batch_size=batch_size, data=dataset, width=width, lr=lr,
+                                   out=out, device=device, seed=seed, progress=rep)
+    scores = evaluate_encoder(result.encoder, gan)  # on fresh samples, beside an untrained encoder
+    summary = {"out": str(result.path), "steps": steps, "seconds": result.settings["seconds"], "data": data,
+               **scores.to_dict()}
+    if json_out:
+        print_json(summary)
+        return
+    _show_scores(scores)
+    stdout_console().print(f"wrote {result.path} ({steps} steps in {result.settings['seconds']:.0f} s)",
+                           highlight=False)
+
+
+def _show_scores(scores: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"encoder on {scores.samples} fresh generated samples")
+    for col in ("", "latent MSE", "pixel MSE [0,1]"):
+        table.add_column(col, justify="right")
+    table.add_row("untrained", f"{scores.untrained_latent_mse:.4f}", f"{scores.untrained_pixel_mse:.5f}")
+    table.add_row("trained", f"{scores.latent_mse:.4f}", f"{scores.pixel_mse:.5f}")
+    stdout_console().print(table)

@@ -311,7 +311,8 @@ def test_upload_is_inverted_and_keeps_its_pixels_outside_the_stroke(server, stud
     assert status == 200, view
     assert torch.equal(pixels(view), torch.from_numpy(photo).permute(2, 0, 1))  # the page shows the photo itself
     assert view["source"].startswith("photo, inverted layer-wise: PSNR") and view["seed"] is None
-    assert client.call("/api/progress", method="GET")[1]["running"] is False
+    job = client.call("/api/progress", method="GET")[1]
+    assert job["running"] is False and job["task"] == "invert" and job["completed"] == job["total"] > 0
     region = square(16, 5, 11, 5, 11)
     _, edited = client.call("/api/apply", {"concept": "bright", "action": "add", "strength": 1, "mask": wire(region)})
     after = pixels(edited)
@@ -328,6 +329,34 @@ def test_upload_is_inverted_and_keeps_its_pixels_outside_the_stroke(server, stud
         status, data, _ = client.raw("POST", "/api/upload", body, headers)
         assert status == want and reason in json.loads(data)["error"]
     assert server.errors == []
+
+
+def test_progress_is_answered_while_an_upload_runs(server, studio, monkeypatch):
+    import threading
+
+    from gantools.utils import Progress
+
+    client = Client(server)
+    client.call("/api/session")
+    halfway, finish = threading.Event(), threading.Event()
+
+    def slow_invert(image, name="image", progress=None):
+        progress(Progress("invert", 50, 200))
+        halfway.set()
+        assert finish.wait(60)
+        return studio.sample(SEED), 30.0
+
+    monkeypatch.setattr(studio, "invert", slow_invert)
+    answers = []
+    upload = threading.Thread(target=lambda: answers.append(client.raw(
+        "POST", "/api/upload?name=p.png", png(np.zeros((16, 16, 3), dtype=np.uint8)), {"Content-Type": "image/png"})))
+    upload.start()
+    assert halfway.wait(60)
+    status, job = client.call("/api/progress", method="GET")  # not held up by the running upload
+    finish.set()
+    upload.join(60)
+    assert status == 200 and job == {"running": True, "task": "invert", "completed": 50, "total": 200, "message": None}
+    assert answers[0][0] == 200 and json.loads(answers[0][1])["source"] == "p, inverted layer-wise: PSNR 30.0 dB"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +393,8 @@ def test_paint_command_serves_until_ctrl_c(tiny_model_file, tmp_path, monkeypatc
     result = runner.invoke(app, ["paint", "--model", str(tiny_model_file), "--report", str(tmp_path / "rep"),
                                  "--layer", "2", "--no-browser"])
     assert result.exit_code == 1 and "no layer2" in result.output
+    result = runner.invoke(app, ["paint", "--model", str(tiny_model_file), "--image", str(tmp_path / "missing.png")])
+    assert result.exit_code == 2 and "no image file" in result.output
 
 
 # ---------------------------------------------------------------------------------------------

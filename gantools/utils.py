@@ -199,17 +199,18 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write JSON atomically (indented, UTF-8, non-finite floats as null)."""
-    return write_text(path, json.dumps(_finite(obj), indent=2) + "\n")
+    return write_text(path, json.dumps(finite(obj), indent=2) + "\n")
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
+    """obj with NaN and infinities replaced by None, at any depth of dicts, lists and tuples."""
     # JSON has no NaN/Infinity; browsers and pandas choke on them, so write null instead.
     if isinstance(obj, float):
         return obj if obj == obj and abs(obj) != float("inf") else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 

@@ -245,8 +245,9 @@ def optional_number(v: Any, spec: str) -> str:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout (for --json); NaN and infinities become null, as in the files written."""
-    text = json.dumps(obj)  # allow_nan (the default) writes NaN/Infinity, which parse_constant maps to None
-    sys.stdout.write(json.dumps(json.loads(text, parse_constant=lambda _: None)) + "\n")
+    from ..utils import finite
+
+    sys.stdout.write(json.dumps(finite(obj)) + "\n")
     sys.stdout.flush()
 
 

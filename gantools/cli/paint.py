@@ -5,49 +5,21 @@ Only typer and the standard library are imported at the top: `gantools --help` s
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from ..utils import Progress
-
-
-class _Say:
-    """Progress on stderr: notices as lines, long tasks every few seconds (the server prints nothing else)."""
-
-    def __init__(self, every: float = 3.0) -> None:
-        self.every = every
-        self._last: dict[str, float] = {}
-
-    def __call__(self, p: Progress) -> None:
-        if p.message:
-            self.line(p.message)
-        if p.total is None:
-            return
-        now = time.monotonic()
-        if p.completed >= p.total or now - self._last.get(p.task, 0.0) >= self.every:
-            self._last[p.task] = now
-            self.line(f"{p.task}: {p.completed}/{p.total}")
-
-    def line(self, text: str) -> None:
-        sys.stderr.write(text.rstrip() + "\n")
-        sys.stderr.flush()
-
-    def failure(self, trace: str) -> None:
-        self.line("a request failed inside the server (it keeps serving):\n" + trace)
+from .common import DEFAULT_MODEL, DeviceOpt, ModelOpt, Reporter
 
 
 def paint_cmd(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model: a .safetensors file, a run directory, or a "
-                                       "pretrained name (scenes64, mnist32).")] = "scenes64",
-    report: Annotated[Optional[Path], typer.Option("--report", help="Dissection report of the model (report.json or "
-                                                   "its directory) for the palette. (default: the layer is dissected "
-                                                   "once on 1000 samples and cached)", show_default=False)] = None,
-    layer: Annotated[Optional[str], typer.Option("--layer", help="The layer to paint. (default: 3, or the report's "
-                                                 "layer)", show_default=False)] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    report: Annotated[Optional[Path], typer.Option(
+        "--report", help="Dissection report of the model (report.json or its directory) for the palette.",
+        show_default="the layer is dissected once on 1000 samples and cached")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", help="The layer to paint.",
+                                                 show_default="3, or the report's layer")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="A real image to paint (any size; resized and "
                                                   "centre-cropped): inverted layer-wise first.",
                                                   show_default=False)] = None,
@@ -56,7 +28,7 @@ def paint_cmd(
     host: Annotated[str, typer.Option("--host", help="Address to serve on. Anything but 127.0.0.1 lets other "
                                       "machines use the studio.")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the address only; open no browser.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Paint concepts into generated or real images in the browser, GANPaint-style, offline.
 
@@ -68,23 +40,24 @@ def paint_cmd(
     from ..data import load_image
     from ..paint import image_state, make_server, open_studio, sample_state
 
-    say = _Say()
-    studio = open_studio(model, report, layer, device=device, progress=say)
-    named = sum(1 for e in studio.palette if e.units)
-    say.line(f"painting {studio.layer} of {model}: {named} concepts with interpretable units; "
-             f"{studio.settings.top} units per edit")
-    if image is not None:
-        pixels = load_image(image, studio.nc, studio.size)
-        say.line(f"inverting {image.name} layer-wise ({studio.settings.steps} steps x {studio.settings.restarts} "
-                 "restarts; a minute or so on a CPU)")
-        start = image_state(studio, pixels, image.stem, progress=say)
-        say.line(start.source)
-    else:
-        start = sample_state(studio, seed)
-    server = make_server(studio, host, port, start, on_error=say.failure)
+    with Reporter() as say:  # the set-up's progress: the palette's dissection, the --image's inversion
+        studio = open_studio(model, report, layer, device=device, progress=say)
+        named = sum(1 for e in studio.palette if e.units)
+        say.print(f"painting {studio.layer} of {model}: {named} concepts with interpretable units; "
+                  f"{studio.settings.top} units per edit")
+        if image is not None:
+            pixels = load_image(image, studio.nc, studio.size)
+            say.print(f"inverting {image.name} layer-wise ({studio.settings.steps} steps x "
+                      f"{studio.settings.restarts} restarts; a minute or so on a CPU)")
+            start = image_state(studio, pixels, image.stem, progress=say)
+            say.print(start.source)
+        else:
+            start = sample_state(studio, seed)
+    server = make_server(studio, host, port, start, on_error=lambda trace: say.print(
+        "a request failed inside the server (it keeps serving):\n" + trace))
     if not server.loopback:
-        say.line(f"warning: serving on {host}: anyone who can reach this machine can use the studio "
-                 "(and its CPU); use the default --host 127.0.0.1 to keep it local")
+        say.print(f"warning: serving on {host}: anyone who can reach this machine can use the studio "
+                  "(and its CPU); use the default --host 127.0.0.1 to keep it local")
     print(f"gantools paint: {server.url}  (Ctrl-C to stop)", flush=True)
     if not no_browser:
         _open_browser(server.url, say)
@@ -97,7 +70,7 @@ def paint_cmd(
     print("gantools paint: stopped. Goodbye.", flush=True)
 
 
-def _open_browser(url: str, say: Any) -> None:
+def _open_browser(url: str, say: Reporter) -> None:
     import webbrowser
 
     try:
@@ -105,4 +78,4 @@ def _open_browser(url: str, say: Any) -> None:
     except Exception:  # noqa: BLE001 - no browser is not an error: the address is printed
         opened = False
     if not opened:
-        say.line(f"could not open a browser here: open {url} yourself")
+        say.print(f"could not open a browser here: open {url} yourself")

@@ -4,14 +4,18 @@ Without torchrun (no WORLD_SIZE in the environment) every helper here is a no-op
 world of one process, so library code calls them unconditionally and behaves exactly as before.
 Under torchrun, `start(device)` joins the process group (gloo for CPU tensors, NCCL for CUDA) and
 the other helpers shard work by rank and combine results; only the main process (rank 0) reports
-progress and writes files.
+progress and writes files. What one process must decide for all (a run directory, a file only it
+reads) goes through `on_main`, so that every rank gets the same value or the same error. When a
+process of the job dies, the collectives of the others raise `ProcessLost` (a GantoolsError) instead
+of the backend's RuntimeError.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from .utils import GantoolsError
 
@@ -20,6 +24,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 ENV_KEYS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+class ProcessLost(GantoolsError):
+    """Another process of the job stopped (killed, crashed) while this one waited for it."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class World:
 
     @property
     def distributed(self) -> bool:
+        """More than one process."""
         return self.size > 1
 
     def shard(self, n: int) -> range:
@@ -50,7 +59,18 @@ class World:
         return range(start, start + base + (1 if self.rank < extra else 0))
 
     def shard_items(self, items: Sequence[T]) -> list[T]:
+        """This rank's share of `items` (see `shard`)."""
         return [items[i] for i in self.shard(len(items))]
+
+    def shard_batches(self, n: int, batch_size: int) -> range:
+        """This rank's share of items 0..n-1 in whole batches: the batches of `batch_size` that one
+        process would run (the last possibly short), dealt out in contiguous blocks.
+
+        Every batch then holds exactly the items it holds in a one-process run, so results that
+        depend on a batch's composition (floating point in batched kernels) stay bit-identical.
+        """
+        batches = self.shard(-(-n // batch_size) if n > 0 else 0)
+        return range(min(n, batches.start * batch_size), min(n, batches.stop * batch_size))
 
 
 def launched() -> bool:
@@ -79,7 +99,9 @@ def backend_for(device: torch.device) -> str:
 def start(device: torch.device | None = None) -> World:
     """Join the process group once (idempotent); returns the world. A no-op without torchrun.
 
-    On CUDA each process takes the GPU of its local rank, so `device` 'cuda' means 'my GPU'.
+    Where CUDA is present each process takes the GPU of its local rank (so 'cuda' means 'my GPU'),
+    and the group has both backends: gloo for CPU tensors and objects, NCCL for CUDA tensors; so a
+    command can join before it knows its device. `device` is accepted for callers that know it.
     """
     import torch
     import torch.distributed as dist
@@ -89,10 +111,11 @@ def start(device: torch.device | None = None) -> World:
         return w
     if not dist.is_available():
         raise GantoolsError("this torch build has no torch.distributed; run without torchrun")
-    device = device or torch.device("cpu")
-    if device.type == "cuda":
+    cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
+    if cuda:
         torch.cuda.set_device(w.local_rank)
-    dist.init_process_group(backend=backend_for(device))
+    nccl = torch.cuda.is_available() and dist.is_nccl_available()
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl" if nccl else "gloo")
     return w
 
 
@@ -113,32 +136,41 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@contextlib.contextmanager
+def _collective() -> Iterator[None]:
+    """Turn the backend's error for a peer that went away into ProcessLost."""
+    try:
+        yield
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ProcessLost(f"another process of the job stopped ({first})") from e
+
+
+def _all_reduce(tensor: torch.Tensor, op: str) -> torch.Tensor:
+    if active():
+        import torch.distributed as dist
+
+        with _collective():
+            dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
+    return tensor
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes, in place (returned for chaining); a no-op alone.
 
     Under NCCL the tensor must live on this process's GPU; under gloo, on the CPU.
     """
-    if active():
-        import torch.distributed as dist
-
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+    return _all_reduce(tensor, "SUM")
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
-    if active():
-        import torch.distributed as dist
-
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor
+    """Elementwise maximum over all processes, in place (see `all_reduce_sum`)."""
+    return _all_reduce(tensor, "MAX")
 
 
 def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
-    if active():
-        import torch.distributed as dist
-
-        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return tensor
+    """Elementwise minimum over all processes, in place (see `all_reduce_sum`)."""
+    return _all_reduce(tensor, "MIN")
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -148,7 +180,8 @@ def gather_objects(obj: Any) -> list[Any]:
     import torch.distributed as dist
 
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    with _collective():
+        dist.all_gather_object(out, obj)
     return out
 
 
@@ -159,15 +192,76 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     import torch.distributed as dist
 
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    with _collective():
+        dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
+def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
+    """Overwrite `tensors` (in place) with rank `src`'s, on every rank; a no-op alone."""
+    if not active():
+        return
+    import torch.distributed as dist
+
+    with _collective():
+        for t in tensors:
+            dist.broadcast(t, src=src)
+
+
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Replace each parameter's gradient by its mean over all processes (a no-op alone).
+
+    What DistributedDataParallel does after a backward pass, done by hand so that it also holds for
+    a module called several times before one backward, or differentiated twice (a GAN's D, the R1
+    penalty). Every process must pass the same parameters with gradients, in the same order; they
+    travel in one flat tensor per dtype and device.
+    """
+    if not active():
+        return
+    import torch
+
+    grads = [p.grad for p in params if p.grad is not None]
+    groups: dict[tuple[Any, Any], list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault((g.dtype, g.device), []).append(g)
+    size = world().size
+    for group in groups.values():
+        flat = torch.cat([g.reshape(-1) for g in group])
+        all_reduce_sum(flat).div_(size)
+        offset = 0
+        for g in group:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """fn() run by rank 0 alone, and its result, or its GantoolsError, handed to every rank.
+
+    For what one process must decide for all (the name of a new run directory, a file only it needs
+    to read): every rank returns the same value or raises the same one-line error, so none is left
+    waiting in a collective. Alone, simply fn().
+    """
+    if not active():
+        return fn()
+    outcome: tuple[bool, Any] | None = None
+    if world().is_main:
+        try:
+            outcome = (True, fn())
+        except GantoolsError as e:
+            outcome = (False, str(e))
+    ok, value = broadcast_object(outcome)
+    if not ok:
+        raise GantoolsError(value)
+    return value
+
+
 def barrier() -> None:
+    """Wait until every process gets here (a no-op alone)."""
     if active():
         import torch.distributed as dist
 
-        dist.barrier()
+        with _collective():
+            dist.barrier()
 
 
 def stop() -> None:

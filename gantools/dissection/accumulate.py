@@ -6,15 +6,21 @@ thresholds ("iqr"), or exact intersection counts at given thresholds ("fixed"); 
 mean and 0.99 quantile, and the running top-k samples with their images and maps.
 `finish_layer` turns a state into a `LayerDissection`, or into a state to redo the layer with lower
 histogram bounds when the first batch set them too high (see `engine`'s docstring).
+
+Under torchrun each process accumulates its own share of the samples from bounds taken from the
+pass's first batch (`FirstBatch`, measured once and shared), and `LayerState.combine` sums the
+processes' states into the one a single process would hold.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from .. import distributed
 from .result import Examples, LayerDissection
 from .stats import Histogram, top_level
 from .upsample import CHUNK, Upsampler
@@ -26,6 +32,34 @@ FLOOR_AFTER = 256
 FLOOR_MARGIN = 1.5
 MAX_BINS = 512
 HIST_CELLS = 1 << 22  # units x (bins + 1) x concepts counts per layer, at most (32 MiB of int64)
+
+
+@dataclass(frozen=True)
+class FirstBatch:
+    """What a layer's accumulators take from the first batch of a pass: the shapes, each unit's
+    extremes, and the levels its histograms start at (None where the state overrides them).
+
+    Args:
+        map_shape: units x h x w of the layer's maps; label_hw: the segmentation's size;
+        image_shape: C x H x W of the images; fmin, fmax: per unit, the batch's extremes;
+        raw_lo: where the raw maps' q99 histogram starts; tail_lo: where the quantile histogram starts.
+    """
+
+    map_shape: tuple[int, int, int]
+    label_hw: tuple[int, int]
+    image_shape: tuple[int, ...]
+    fmin: torch.Tensor
+    fmax: torch.Tensor
+    raw_lo: torch.Tensor | None
+    tail_lo: torch.Tensor | None
+
+    def to(self, device: torch.device) -> "FirstBatch":
+        """The same, with its tensors on `device`."""
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return FirstBatch(self.map_shape, self.label_hw, self.image_shape, move(self.fmin), move(self.fmax),
+                          move(self.raw_lo), move(self.tail_lo))
 
 
 class _TopK:
@@ -70,6 +104,30 @@ class _TopK:
         self.images[rows, slot] = images_u8()[src]
         self.maps[rows, slot] = feat[src, rows]
 
+    def combine(self) -> None:
+        """Keep the top k of every process's kept samples, with their images and maps (a collective).
+
+        Ties are ordered by sample index; each winner's image and map come from the process that
+        holds it (summed into zeros, so they arrive bit for bit)."""
+        if self.k == 0 or not distributed.active():
+            return
+        parts = distributed.gather_objects((self.values.cpu(), self.index.cpu()))
+        values = torch.cat([v for v, _ in parts], dim=1)
+        index = torch.cat([i for _, i in parts], dim=1)
+        by_index = index.argsort(dim=1, stable=True)
+        by_value = values.gather(1, by_index).argsort(dim=1, descending=True, stable=True)
+        cols = by_index.gather(1, by_value)[:, :self.k]  # units x k columns of the gathered slots
+        owner, slot = torch.div(cols, self.k, rounding_mode="floor"), cols % self.k
+        mine = (owner == distributed.world().rank).to(self.values.device)
+        rows = torch.arange(cols.shape[0], device=self.values.device)[:, None].expand_as(cols)
+        rows, slot = rows[mine], slot.to(self.values.device)[mine]
+        where = mine.nonzero(as_tuple=True)
+        images, maps = torch.zeros_like(self.images), torch.zeros_like(self.maps)
+        images[where], maps[where] = self.images[rows, slot], self.maps[rows, slot]
+        self.images, self.maps = distributed.all_reduce_sum(images), distributed.all_reduce_sum(maps)
+        self.values = values.gather(1, cols).to(self.values.device)
+        self.index = index.gather(1, cols).to(self.index.device)
+
     def sort(self) -> None:
         """Order every unit's slots by decreasing activation (empty slots last)."""
         order = self.values.argsort(dim=1, descending=True, stable=True)
@@ -95,22 +153,31 @@ class LayerState:
         self.samples = 0  # samples accumulated so far
         self.ready = False
 
-    def _init(self, feat: torch.Tensor, labels: torch.Tensor, images_u8) -> None:
+    def first_batch(self, feat: torch.Tensor, labels: torch.Tensor, images_u8) -> FirstBatch:
+        """What this layer's accumulators take from the first batch of a pass (see `FirstBatch`)."""
         n, u, h, w = feat.shape
-        dev = feat.device
-        self.shape = (u, h, w)
-        self.up = Upsampler(self.shape, tuple(labels.shape[1:]), dev)
+        fmin, fmax = feat.amin(dim=(0, 2, 3)), feat.amax(dim=(0, 2, 3))
+        raw_lo = tail_lo = None
+        if self.raw_lo_override is None:  # raw-map tail for q99 (margin TAIL_MARGIN over the 1% it needs)
+            raw_lo = top_level(feat.transpose(0, 1).reshape(u, -1), min(1.0, TAIL_MARGIN * 0.01))
+        if self.mode == "quantile" and self.lo_override is None:
+            up = Upsampler((u, h, w), tuple(labels.shape[1:]), feat.device)
+            tail_lo = _first_batch_level(up, feat, min(1.0, TAIL_MARGIN * self.quantile))
+        return FirstBatch((u, h, w), tuple(labels.shape[1:]), tuple(images_u8().shape[1:]), fmin, fmax,
+                          raw_lo, tail_lo)
+
+    def prepare(self, first: FirstBatch) -> None:
+        """Set up the accumulators from a pass's first batch (under torchrun, every process from the
+        same one, so that their histograms share their bounds and can be summed)."""
+        dev = first.fmin.device
+        u, h, w = self.shape = first.map_shape
+        self.up = Upsampler(self.shape, first.label_hw, dev)
         self.sum = torch.zeros(u, dtype=torch.float64, device=dev)
         self.raw_count = 0
         self.pixels = 0
-        fmin, fmax = feat.amin(dim=(0, 2, 3)), feat.amax(dim=(0, 2, 3))
+        fmin, fmax = first.fmin, first.fmax
         self.raw_min, self.raw_max = fmin.clone(), fmax.clone()
-        # Raw-map tail for q99 (margin TAIL_MARGIN over the 1% it needs).
-        if self.raw_lo_override is not None:
-            raw_lo = self.raw_lo_override.to(dev).float()
-        else:
-            raw = feat.transpose(0, 1).reshape(u, -1)
-            raw_lo = top_level(raw, min(1.0, TAIL_MARGIN * 0.01))
+        raw_lo = self.raw_lo_override.to(dev).float() if self.raw_lo_override is not None else first.raw_lo
         self.raw_hist = Histogram(raw_lo, fmax + (fmax - raw_lo) * 0.25, MAX_BINS, 1)
         bins = int(min(MAX_BINS, max(64, 2 ** math.floor(math.log2(max(1, HIST_CELLS // (u * (self.k + 1))))))))
         if self.mode == "fixed":
@@ -123,25 +190,15 @@ class LayerState:
             elif self.mode == "iqr":
                 lo = fmin  # the whole range: every threshold is a candidate
             else:
-                lo = self._first_batch_level(feat, min(1.0, TAIL_MARGIN * self.quantile))
+                lo = first.tail_lo
             self.lo = torch.minimum(lo, fmax)
             self.hist = Histogram(self.lo, fmax + (fmax - self.lo) * 0.25, bins, self.k)
-        self.top = _TopK(u, self.top_k, images_u8().shape[1:], (h, w), dev)
+        self.top = _TopK(u, self.top_k, first.image_shape, (h, w), dev)
         self.ready = True
-
-    def _first_batch_level(self, feat: torch.Tensor, top: float) -> torch.Tensor:
-        """Per unit, the level exceeded by a fraction `top` of the first batch's upsampled values
-        (on a strided subsample of at most CHUNK values in all)."""
-        n, u = feat.shape[:2]
-        p = self.up.hs * self.up.ws
-        stride = max(1, math.ceil(n * p * u / CHUNK))
-        parts = [up.reshape(up.shape[0], u, p).transpose(0, 1).reshape(u, -1)[:, ::stride]
-                 for _, up in self.up.dense(feat)]
-        return top_level(torch.cat(parts, dim=1), top)
 
     def update(self, start: int, feat: torch.Tensor, labels: torch.Tensor, images_u8) -> None:
         if not self.ready:
-            self._init(feat, labels, images_u8)
+            self.prepare(self.first_batch(feat, labels, images_u8))
         n, u = feat.shape[:2]
         self.pixels += labels[0].numel() * n
         self.samples += n
@@ -179,6 +236,28 @@ class LayerState:
         if self.top_k:
             self.top.update(start, feat, peak, images_u8)
 
+    def combine(self) -> None:
+        """Sum every process's state into this one (a collective under torchrun; a no-op alone):
+        counts and sums are added, extremes reduced, histograms merged (`Histogram.combine`), the
+        floor is the highest any process raised, and the top k are those of all the samples."""
+        if not distributed.active():
+            return
+        counts = torch.tensor([self.pixels, self.samples, self.raw_count], dtype=torch.long, device=self.sum.device)
+        self.pixels, self.samples, self.raw_count = distributed.all_reduce_sum(counts).tolist()
+        distributed.all_reduce_sum(self.sum)
+        distributed.all_reduce_min(self.raw_min)
+        distributed.all_reduce_max(self.raw_max)
+        self.raw_hist.combine()
+        if self.mode == "fixed":
+            distributed.all_reduce_sum(self.exact)
+        else:
+            self.hist.combine()
+        if self.raise_floor:  # floor_ok then checks the threshold against every process's floor
+            floor = self.floor if self.floor is not None else torch.full_like(self.lo, -math.inf)
+            floor = distributed.all_reduce_max(floor.clone())
+            self.floor = None if bool(torch.isinf(floor).all()) else floor
+        self.top.combine()
+
     def _raise_floor(self) -> None:
         """Stop binning values below the level exceeded by FLOOR_MARGIN * quantile of those counted so
         far, snapped down to a bin edge. Counts above the floor stay complete; `finish_layer` checks that
@@ -206,6 +285,16 @@ class LayerState:
     def exact_counts(self) -> torch.Tensor:
         """|A_u and S_c| (units x concepts) counted exactly in "fixed" mode."""
         return self.exact.view(self.k + 1, -1, 2)[:self.k, :, 1].t()
+
+
+def _first_batch_level(up: Upsampler, feat: torch.Tensor, top: float) -> torch.Tensor:
+    """Per unit, the level exceeded by a fraction `top` of the first batch's upsampled values
+    (on a strided subsample of at most CHUNK values in all)."""
+    n, u = feat.shape[:2]
+    p = up.hs * up.ws
+    stride = max(1, math.ceil(n * p * u / CHUNK))
+    parts = [v.reshape(v.shape[0], u, p).transpose(0, 1).reshape(u, -1)[:, ::stride] for _, v in up.dense(feat)]
+    return top_level(torch.cat(parts, dim=1), top)
 
 
 def iqr_choice(s: LayerState, totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

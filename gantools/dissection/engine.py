@@ -52,6 +52,13 @@ keeping them costs less than generating those samples again at the end.
 On the CPU the bookkeeping of batch i runs in a worker thread while batch i + 1 is generated and
 segmented (results are identical: batches are accumulated in order).
 
+Under torchrun (`gantools.distributed`) each process runs its own contiguous block of the batches
+a single process would run (the samples are the same z = Generator.sample_z(n, seed), drawn whole).
+The first batch of every pass is measured once, by rank 0, and its bounds are shared, so that every
+process's histograms start alike; at the end of the pass the states are summed (`LayerState.combine`:
+counts added, bins merged to the widest, extremes reduced, top k gathered) before any threshold or
+IoU is read. The result equals the one-process result up to the order of float64 sums.
+
 Where it lives: `stats` (histograms, IQR), `upsample` (the segment-wise upsampling), `accumulate`
 (one layer's running state and what it makes of it), this module (the passes over samples),
 `result` and `report` (what comes out, and the files written from it).
@@ -70,12 +77,13 @@ from typing import TYPE_CHECKING, Any, Iterable
 import torch
 from torch import nn
 
+from .. import distributed
 from ..hooks import TraceDict, layer_name
 from ..models import GAN, fingerprint, load_model
 from ..segmenters import ColorSegmenter, check_labels, describe_segmenter, load_segmenter
 from ..utils import GantoolsError, ProgressCallback, notice, report, resolve_device, to_uint8
 from . import threads
-from .accumulate import LayerState, finish_layer, iqr_choice
+from .accumulate import FirstBatch, LayerState, finish_layer, iqr_choice
 from .examples import DEFAULT_BATCH_SIZE, sample_latents
 from .report import DissectionResult
 from .result import ALIGN_CORNERS, IQR_LABEL_RULE, LayerDissection, quantile_label_rule
@@ -169,7 +177,8 @@ def dissect(model: ModelSpec | nn.Module, layers: int | str | Iterable[int | str
     began = time.time()
     options = _Options(n, seed, quantile, threshold, min_iou, batch_size, top_k)
     options.check()
-    dev = resolve_device(device, model)
+    dev = distributed.local_device(resolve_device(device, model))
+    distributed.start(dev)
     generator, gan, model_path = _resolve_model(model, dev)
     seg = load_segmenter(segmenter, gan=gan, device=dev)
     sampler = _Sampler(generator, seg, [str(c) for c in seg.concepts], dev, batch_size, progress)
@@ -263,7 +272,7 @@ def _choose_iqr_levels(sampler: _Sampler, options: _Options,
     iqr_seed = options.seed + IQR_SEED_OFFSET
     states = [LayerState(nm, "iqr", options.quantile, len(sampler.concepts), 0) for nm in names]
     z = sample_latents(sampler.generator, options.n, iqr_seed)
-    totals, _ = run_pass(sampler, states, z, f"dissect: IQR thresholds (seed {iqr_seed})")
+    totals, _, _ = _pass(sampler, states, z, f"dissect: IQR thresholds (seed {iqr_seed})")
     return {s.name: iqr_choice(s, totals) for s in states}
 
 
@@ -280,7 +289,7 @@ def _measure(sampler: _Sampler, options: _Options, names: list[str],
     else:
         states = [LayerState(nm, "quantile", options.quantile, k, options.top_k) for nm in names]
     z = sample_latents(sampler.generator, options.n, options.seed)
-    totals, image_shape = run_pass(sampler, states, z, "dissect")
+    totals, image_shape, firsts = _pass(sampler, states, z, "dissect")
     done: dict[str, LayerDissection] = {}
     redo: list[LayerState] = []
     for s in states:
@@ -292,7 +301,7 @@ def _measure(sampler: _Sampler, options: _Options, names: list[str],
         else:
             done[s.name] = layer
     if redo:
-        totals_again, _ = run_pass(sampler, redo, z, "dissect (again)")
+        totals_again, _, _ = _pass(sampler, redo, z, "dissect (again)", firsts)
         for s in redo:
             layer = _finish(sampler, options, s, totals_again, chosen)
             assert not isinstance(layer, LayerState)  # histograms from the minimum hold every value
@@ -316,8 +325,44 @@ def _finish(sampler: _Sampler, options: _Options, state: LayerState, totals: tor
 # A pass over generated samples
 
 
+def _pass(sampler: _Sampler, states: list[LayerState], z: torch.Tensor, task: str,
+          firsts: dict[str, FirstBatch] | None = None
+          ) -> tuple[torch.Tensor, tuple[int, ...], dict[str, FirstBatch] | None]:
+    """`run_pass` over all of z alone. Under torchrun: over this process's batches, with every state
+    prepared from the first batch (`firsts`, measured by rank 0 when not given) and summed over the
+    processes after. Returns the pixel count per concept, the image shape and the first-batch bounds."""
+    if not distributed.active():
+        totals, image_shape = run_pass(sampler, states, z, task)
+        return totals, image_shape, None
+    if firsts is None:
+        firsts = _first_batches(sampler, states, z)
+    for state in states:
+        state.prepare(firsts[state.name])
+    part = distributed.world().shard_batches(z.shape[0], sampler.batch_size)
+    totals, _ = run_pass(sampler, states, z[part.start:part.stop], task, offset=part.start)
+    distributed.all_reduce_sum(totals)
+    for state in states:
+        state.combine()
+    return totals, firsts[states[0].name].image_shape, firsts
+
+
+def _first_batches(sampler: _Sampler, states: list[LayerState], z: torch.Tensor) -> dict[str, FirstBatch]:
+    """Every layer's `FirstBatch` of the pass's first batch, measured by rank 0 and shared with all."""
+    firsts = None
+    if distributed.world().is_main:
+        with torch.inference_mode(), TraceDict(sampler.generator, [s.name for s in states]) as td:
+            images = sampler.generator(z[:sampler.batch_size].to(sampler.device))
+            labels = check_labels(sampler.segmenter(images), images, len(sampler.concepts)).to(sampler.device)
+            feats = _feature_maps(td, states)
+            with threads.bookkeeping_threads(sampler.device):  # as the accumulators measure it alone
+                u8 = functools.cache(lambda: to_uint8(images))
+                firsts = {s.name: s.first_batch(f, labels, u8).to(torch.device("cpu")) for s, f in zip(states, feats)}
+    firsts = distributed.broadcast_object(firsts)
+    return {name: first.to(sampler.device) for name, first in firsts.items()}
+
+
 def run_pass(sampler: _Sampler, states: list[LayerState], z: torch.Tensor,
-             task: str) -> tuple[torch.Tensor, tuple[int, ...]]:
+             task: str, offset: int = 0) -> tuple[torch.Tensor, tuple[int, ...]]:
     """Generate, segment and feed every layer state; returns the pixel count per concept and the image shape.
 
     On the CPU, when torch leaves a core free (fewer intra-op threads than cores), the accumulators
@@ -326,7 +371,7 @@ def run_pass(sampler: _Sampler, states: list[LayerState], z: torch.Tensor,
     with torch's threads instead: a worker would only steal a core from G's convolutions (measured
     on 2 cores: 1.08 of the G + segmenter time inline against 1.35 with the worker). Batches are
     accumulated strictly in order, with at most one in flight, so results and memory are the same
-    either way.
+    either way. z[i] is sample offset + i (a process's block under torchrun), as the top k record it.
     """
     n, k = z.shape[0], len(sampler.concepts)
     totals = torch.zeros(k, dtype=torch.long, device=sampler.device)
@@ -342,7 +387,8 @@ def run_pass(sampler: _Sampler, states: list[LayerState], z: torch.Tensor,
                 labels = check_labels(sampler.segmenter(images), images, k).to(sampler.device)
                 image_shape = tuple(images.shape[1:])
                 totals += torch.bincount(labels.reshape(-1), minlength=k)
-                job = functools.partial(_accumulate, states, start, _feature_maps(td, states), labels, images)
+                job = functools.partial(_accumulate, states, offset + start, _feature_maps(td, states), labels,
+                                        images)
                 if worker is None:
                     job()
                 else:

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from .. import distributed
+
 # IQR mode never chooses a concept under this share of the selection samples' pixels: its counts are
 # too small to trust (GAN Dissection's rule).
 MIN_CONCEPT_SHARE = 1e-3
@@ -61,7 +63,25 @@ class Histogram:
         if not bool(over.any()):
             return
         ratio = ((vmax.double() - self.lo) / (self.bins * self.width)).clamp_min(1.0)
-        factor = torch.where(over, torch.exp2(torch.floor(torch.log2(ratio)) + 1), torch.ones_like(ratio))
+        self._merge(torch.where(over, torch.exp2(torch.floor(torch.log2(ratio)) + 1), torch.ones_like(ratio)))
+
+    def combine(self) -> None:
+        """Make this histogram the sum of every process's (a no-op alone; a collective under torchrun).
+
+        Every process starts from the same lo and first width (see `LayerState.prepare`) and widens
+        by powers of two, so each one's bins merge exactly into the widest; the summed counts are
+        those one process would have counted over all the samples.
+        """
+        self.flush()
+        if not distributed.active():
+            return
+        self._merge(distributed.all_reduce_max(self.width.clone()) / self.width)
+        distributed.all_reduce_sum(self._counts)
+
+    def _merge(self, factor: torch.Tensor) -> None:
+        """Multiply each unit's bin width by `factor` (powers of two, >= 1), merging its bins."""
+        if not bool((factor > 1).any()):
+            return
         u, b = self.lo.shape[0], self.bins
         # old bin j (1..bins) = (lo + (j-1) w, lo + j w] lies in new bin ceil(j / factor).
         j = torch.arange(1, b + 1, device=factor.device, dtype=torch.float64)

@@ -19,6 +19,11 @@ result. The parts live beside it:
 
 Pixel scales: models work in [-1, 1]; noise sigmas are given on the [0, 1] scale (as scikit-image
 does) and doubled for the model's scale.
+
+Under torchrun (`gantools.distributed`) every process reads the inputs and inverts its own contiguous
+block of the batches a single process would run (so each batch, and each image's seeded starts, are
+the same, and so are the results, bit for bit); `on_batch` sees that process's batches, and the
+returned result, gathered from all processes, covers every image.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .. import distributed
 from ..hooks import layer_name
 from ..models import GAN, fingerprint, load_model
 from ..types import DeviceSpec, ImageSource
@@ -170,7 +176,8 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource | Sequence[str | 
     for name, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
         if value < 1:
             raise GantoolsError(f"{name} must be at least 1, got {value}")
-    dev = resolve_device(device, model if isinstance(model, GAN) else None)
+    dev = distributed.local_device(resolve_device(device, model if isinstance(model, GAN) else None))
+    distributed.start(dev)
     gan = model if isinstance(model, GAN) else load_model(model, dev)
     gan.to(dev)
     G, D = gan.generator.eval(), gan.discriminator.eval()
@@ -282,33 +289,40 @@ def _frozen(*modules: nn.Module | None) -> Iterator[None]:
 
 def _run(gan: GAN, enc: Encoder | None, settings: InversionSettings, inputs: InversionInputs, dev: torch.device,
          progress: ProgressCallback | None, on_batch: Callable[[InversionResult], None] | None) -> InversionResult:
-    """Invert batch by batch, handing each finished batch to `on_batch`; score against clean targets."""
+    """Invert batch by batch (under torchrun, this process's block of the batches), handing each
+    finished batch to `on_batch`, and score against clean targets; the result covers every image."""
     n = len(inputs.observations.names)
-    starts = range(0, n, settings.batch_size)
+    part = distributed.world().shard_batches(n, settings.batch_size) if distributed.active() else range(n)
+    starts = range(part.start, part.stop, settings.batch_size)
     counter = _StepCounter(progress, len(starts) * settings.schedule.steps_per_batch)
     clean = inputs.clean
     # The colorization baseline's domain colours: the mean chroma of the model's own samples.
     chroma = _model_chroma(gan, dev) if clean is not None and settings.task == "colorize" else None
     outcomes: list[BatchOutcome] = []
-    batch_metrics: list[dict[str, Any]] = []
+    metrics: list[dict[str, Any]] = []
     for b, start in enumerate(starts):
-        index = torch.arange(start, min(n, start + settings.batch_size))
+        index = torch.arange(start, min(part.stop, start + settings.batch_size))
         outcomes.append(_invert_batch(gan, enc, settings, inputs, index, dev, counter.batch(b)))
         if on_batch is not None:  # e.g. write this batch's files now, so a killed run keeps them
-            part = _result(gan, enc, settings, inputs, outcomes[-1:], start)
+            done = _result(gan, enc, settings, inputs, outcomes[-1:], start)
             if clean is not None:
-                part.metrics = score(part, clean[start:start + len(index)], progress, chroma=chroma)
-                batch_metrics += part.metrics
-                warn_if_worse(part, progress)
-            on_batch(part)
-    result = _result(gan, enc, settings, inputs, outcomes, 0)
-    if clean is not None:  # scored (and warned about) batch by batch already when on_batch was given
-        if on_batch is not None:
-            result.metrics = batch_metrics
-        else:
-            result.metrics = score(result, clean, progress, chroma=chroma)
-            warn_if_worse(result, progress)
-    return result
+                done.metrics = score(done, clean[start:start + len(index)], progress, chroma=chroma)
+                metrics += done.metrics
+                warn_if_worse(done, progress)
+            on_batch(done)
+    mine = _result(gan, enc, settings, inputs, outcomes, part.start) if outcomes else None
+    if clean is not None and on_batch is None and mine is not None:  # else scored batch by batch already
+        metrics = mine.metrics = score(mine, clean[part.start:part.stop], progress, chroma=chroma)
+        warn_if_worse(mine, progress)
+    if distributed.active():
+        gathered = distributed.gather_objects((outcomes, metrics))
+        outcomes = [o for rank_outcomes, _ in gathered for o in rank_outcomes]
+        metrics = [m for _, rank_metrics in gathered for m in rank_metrics]
+        mine = _result(gan, enc, settings, inputs, outcomes, 0)
+    assert mine is not None  # alone, there is at least one image
+    if clean is not None:
+        mine.metrics = metrics
+    return mine
 
 
 class _StepCounter:

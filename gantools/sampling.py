@@ -9,6 +9,9 @@ Latent arithmetic follows the DCGAN paper: the mean z of group A minus the mean 
 mean z of group C, decoded, plus a few variations with small uniform noise (±0.25 in the paper) added
 to the result vector. Groups are given as latent vectors or as indices into the sample grid of a
 seed, so you can pick them from `gantools sample --n 64 --seed S` (index = row * nrow + column).
+
+The pictures people read (the interpolation strip, the arithmetic figure) are drawn with row and
+column labels by `gantools.reports.labelled_grid`; the functions return the raw images as tensors.
 """
 
 from __future__ import annotations
@@ -20,14 +23,23 @@ from typing import Sequence, Union
 
 import torch
 
-from .images import save_grid
+from .images import save_image
 from .models import GAN, Generator, load_model
+from .reports import labelled_grid
 from .types import DeviceSpec, ModelSpec
 from .utils import GantoolsError, module_device, resolve_device
 
 ModelLike = ModelSpec  # the old name of the spec alias, kept for scripts that import it
 Group = Union[torch.Tensor, Sequence[int]]
 METHODS = ("slerp", "lerp")
+FIGURE_CELL = 96  # pixels: small images are enlarged by a whole factor towards this in the figures
+
+
+def figure_cell(images: torch.Tensor) -> int:
+    """The cell side of a figure of these images (N x C x H x W): the image side times the largest
+    whole factor that keeps it within FIGURE_CELL (64 px stays 64, 16 px becomes 96)."""
+    side = max(images.shape[-2:])
+    return side * max(1, FIGURE_CELL // side)
 
 
 def _generator(model: ModelSpec, device: DeviceSpec = None) -> Generator:
@@ -133,6 +145,31 @@ def interpolate(model: ModelSpec, seed: int = 0, seed2: int | None = None, frame
     return generate(g, interpolate_latents(z0, z1, frames, method))
 
 
+def interpolation_figure(images: torch.Tensor, seed: int = 0, seed2: int | None = None, method: str = "slerp",
+                         cell: int | None = None) -> torch.Tensor:
+    """The interpolation strip as a labelled picture (3 x H x W uint8): the images of `interpolate`
+    in one row, labelled with the seeds and method on the left and each frame's t above.
+
+    Args:
+        images: the strip, frames x C x H x W (what `interpolate` returned).
+        seed, seed2, method: what `interpolate` was given (seed2 defaults to seed + 1), for the label.
+        cell: the side of each cell in pixels (default: `figure_cell(images)`).
+    """
+    frames = images.shape[0]
+    if frames < 2:
+        raise GantoolsError(f"an interpolation strip has at least 2 frames, got {frames}")
+    seed2 = seed + 1 if seed2 is None else seed2
+    columns = [f"t = {j / (frames - 1):.2f}" for j in range(frames)]
+    return labelled_grid([images], [f"seed {seed} -> {seed2}\n{method}"], columns,
+                         cell=cell or figure_cell(images))
+
+
+def save_interpolation(images: torch.Tensor, path: str | os.PathLike, seed: int = 0, seed2: int | None = None,
+                       method: str = "slerp", cell: int | None = None) -> Path:
+    """Write the labelled interpolation strip (see `interpolation_figure`) as one PNG; returns the path."""
+    return save_image(interpolation_figure(images, seed, seed2, method, cell), path)
+
+
 @dataclass
 class ArithmeticResult:
     """Latent vector arithmetic: mean(A) - mean(B) + mean(C).
@@ -145,6 +182,8 @@ class ArithmeticResult:
         group_images: per group, its images (k x C x H x W).
         mean_images: the images of the three group means (3 x C x H x W).
         images: the images of `variations` (n x C x H x W).
+        indices: per group, the sample indices it was given as (None for latents given directly).
+        seed: the seed the indices refer to.
     """
 
     groups: list[torch.Tensor]
@@ -154,27 +193,46 @@ class ArithmeticResult:
     group_images: list[torch.Tensor]
     mean_images: torch.Tensor
     images: torch.Tensor
+    indices: list[list[int] | None] | None = None
+    seed: int | None = None
 
-    def grid(self) -> torch.Tensor:
-        """One figure as a batch for make_grid: a row per group (its images, then its mean's image),
-        then a row with the result and its variations. Empty cells are white."""
-        per_row = max(max(len(g) for g in self.group_images) + 1, len(self.images))
-        blank = torch.ones_like(self.images[0])
-        rows = []
-        for imgs, mean_img in zip(self.group_images, self.mean_images):
-            row = list(imgs) + [blank] * (per_row - 1 - len(imgs)) + [mean_img]
-            rows.extend(row)
-        rows.extend(list(self.images) + [blank] * (per_row - len(self.images)))
-        return torch.stack(rows)
+    def rows(self) -> list[torch.Tensor]:
+        """The figure's rows of images: per group its mean's image, then its images; then the result
+        and its variations. Column 0 holds the means and, below them, the result."""
+        return [torch.cat([mean[None], images]) for mean, images in zip(self.mean_images, self.group_images)] + \
+            [self.images]
 
     @property
     def nrow(self) -> int:
-        """Images per row of `grid`."""
+        """Columns of the figure (the longest row)."""
         return max(max(len(g) for g in self.group_images) + 1, len(self.images))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save the figure (see `grid`) as one PNG; returns the path written."""
-        return save_grid(self.grid(), path, nrow=self.nrow)
+    def row_labels(self) -> list[str]:
+        """A label per row of the figure: the group and what it holds, then the result."""
+        labels = []
+        for k, (name, latents) in enumerate(zip("ABC", self.groups)):
+            given = self.indices[k] if self.indices is not None else None
+            held = f"samples {', '.join(map(str, given))}" if given is not None else f"{len(latents)} latents"
+            labels.append(f"{name}: {held}")
+        variations = len(self.images) - 1
+        return labels + ["A - B + C" + (f",\nthen {variations} variations" if variations else "")]
+
+    def grid(self, cell: int | None = None) -> torch.Tensor:
+        """The figure, labelled (3 x H x W uint8): a row per group (its mean's image, then its images),
+        then the result and its variations (see `rows`), with a label left of each row and above each
+        column.
+
+        Args:
+            cell: the side of each cell in pixels (default: `figure_cell` of the images).
+        """
+        columns = ["mean / result"] + [str(j) for j in range(1, self.nrow)]
+        title = f"latent arithmetic, seed {self.seed}" if self.seed is not None else "latent arithmetic"
+        return labelled_grid(self.rows(), self.row_labels(), columns, title=title,
+                             cell=cell or figure_cell(self.images))
+
+    def save(self, path: str | os.PathLike, cell: int | None = None) -> Path:
+        """Save the labelled figure (see `grid`) as one PNG; returns the path written."""
+        return save_image(self.grid(cell), path)
 
 
 def _group_latents(g: Generator, group: Group, seed: int, name: str) -> torch.Tensor:
@@ -214,9 +272,11 @@ def latent_arithmetic(model: ModelSpec, a: Group, b: Group, c: Group, seed: int 
     gen = torch.Generator().manual_seed(seed + 1)
     jitter = (torch.rand(n - 1, z.shape[0], generator=gen) * 2 - 1) * noise
     variations = torch.cat([z.unsqueeze(0), z.unsqueeze(0) + jitter])
+    indices = [None if isinstance(grp, torch.Tensor) else [int(i) for i in grp] for grp in (a, b, c)]
     return ArithmeticResult(groups=groups, means=means, z=z, variations=variations,
                             group_images=[generate(g, grp) for grp in groups],
-                            mean_images=generate(g, means), images=generate(g, variations))
+                            mean_images=generate(g, means), images=generate(g, variations),
+                            indices=indices, seed=seed)
 
 
 def parse_arithmetic(expr: str) -> tuple[list[int], list[int], list[int]]:
@@ -235,6 +295,6 @@ def parse_arithmetic(expr: str) -> tuple[list[int], list[int], list[int]]:
     return groups  # type: ignore[return-value]
 
 
-def save_arithmetic(result: ArithmeticResult, path: str | os.PathLike) -> Path:
-    """Save the arithmetic figure (see ArithmeticResult.grid) as one PNG (same as `result.save(path)`)."""
-    return result.save(path)
+def save_arithmetic(result: ArithmeticResult, path: str | os.PathLike, cell: int | None = None) -> Path:
+    """Save the labelled arithmetic figure (see ArithmeticResult.grid) as one PNG (same as `result.save(path)`)."""
+    return result.save(path, cell)

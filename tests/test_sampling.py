@@ -10,9 +10,34 @@ from PIL import Image
 
 import gantools
 from gantools.models import load_model
-from gantools.sampling import (generate, interpolate, interpolate_latents, latent_arithmetic, parse_arithmetic,
-                               sample, save_arithmetic, slerp)
-from gantools.utils import GantoolsError
+from gantools.sampling import (figure_cell, generate, interpolate, interpolate_latents, interpolation_figure,
+                               latent_arithmetic, parse_arithmetic, sample, save_arithmetic, save_interpolation, slerp)
+from gantools.utils import GantoolsError, to_uint8
+
+GAP = 4  # labelled_grid's default gap between cells
+
+
+def cells_at(figure: torch.Tensor, rows: int, columns: int, cell: int) -> tuple[int, int]:
+    """The label margins (left, top) of a labelled figure whose image cells fill its bottom-right."""
+    top = figure.shape[1] - (rows * cell + (rows - 1) * GAP)
+    left = figure.shape[2] - (columns * cell + (columns - 1) * GAP)
+    return left, top
+
+
+def cell_image(figure: torch.Tensor, left: int, top: int, cell: int, row: int, column: int) -> torch.Tensor:
+    """The pixels of one cell of a labelled figure."""
+    y, x = top + row * (cell + GAP), left + column * (cell + GAP)
+    return figure[:, y:y + cell, x:x + cell]
+
+
+def enlarged(image: torch.Tensor, factor: int) -> torch.Tensor:
+    """An image in [-1, 1] as uint8, scaled up by a whole factor (nearest), as the figures draw it."""
+    return to_uint8(image).repeat_interleave(factor, -1).repeat_interleave(factor, -2)
+
+
+def has_text(region: torch.Tensor) -> bool:
+    """Labels are black text on white: a margin holding a label has dark pixels."""
+    return bool((region < 128).any())
 
 
 @pytest.fixture
@@ -104,10 +129,69 @@ def test_parse_arithmetic() -> None:
 
 
 def test_save_arithmetic_layout(gan, tmp_path: Path) -> None:
-    r = latent_arithmetic(gan, [0, 1, 2], [3], [4, 5], n=5)
-    assert r.nrow == 5  # max(3 images + mean, 5 results)
-    assert r.grid().shape == (4 * 5, 3, 16, 16)
-    path = save_arithmetic(r, tmp_path / "a.png")
-    assert Image.open(path).size == (2 + 5 * 18, 2 + 4 * 18)
+    r = latent_arithmetic(gan, [0, 1, 2], [3], [4, 5], n=5, seed=2)
+    assert r.nrow == 5  # max(mean + 3 images, 5 results)
+    rows = r.rows()  # the raw images: per group its mean then its images, then the result and variations
+    assert [len(row) for row in rows] == [4, 2, 3, 5]
+    assert torch.equal(rows[0][0], r.mean_images[0]) and torch.equal(rows[0][1:], r.group_images[0])
+    assert torch.equal(rows[3], r.images)
+    assert r.indices == [[0, 1, 2], [3], [4, 5]] and r.seed == 2
+    assert r.row_labels() == ["A: samples 0, 1, 2", "B: samples 3", "C: samples 4, 5",
+                              "A - B + C,\nthen 4 variations"]
+    assert figure_cell(r.images) == 96  # 16 px images enlarged x6
+    grid = r.grid(cell=32)  # labelled: 3 x H x W uint8, 16 px images enlarged x2
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
+    left, top = cells_at(grid, 4, 5, 32)
+    assert left > 0 and top > 0  # the row labels' column and the title and column labels' rows
+    assert has_text(grid[:, top:, :left]) and has_text(grid[:, :top, left:])
+    # the images sit in their cells: A's mean first in row 0, the result under it, B's row padded white
+    assert torch.equal(cell_image(grid, left, top, 32, 0, 0), enlarged(r.mean_images[0], 2))
+    assert torch.equal(cell_image(grid, left, top, 32, 0, 3), enlarged(r.group_images[0][2], 2))
+    assert torch.equal(cell_image(grid, left, top, 32, 3, 0), enlarged(r.images[0], 2))
+    assert torch.equal(cell_image(grid, left, top, 32, 3, 4), enlarged(r.images[4], 2))
+    assert bool((cell_image(grid, left, top, 32, 1, 2) == 255).all())
+    path = save_arithmetic(r, tmp_path / "a.png", cell=32)
+    assert path == tmp_path / "a.png" and Image.open(path).size == (grid.shape[2], grid.shape[1])
     assert r.save(tmp_path / "b.png") == tmp_path / "b.png"
-    assert Image.open(tmp_path / "b.png").size == Image.open(path).size
+    assert Image.open(tmp_path / "b.png").size == (left + 5 * 96 + 4 * GAP, top + 4 * 96 + 3 * GAP)
+    # latents given directly are labelled by their count
+    t = latent_arithmetic(gan, torch.randn(2, 8), torch.randn(1, 8), torch.randn(3, 8), n=1)
+    assert t.row_labels() == ["A: 2 latents", "B: 1 latents", "C: 3 latents", "A - B + C"]
+
+
+def test_interpolation_figure_is_labelled(gan, tmp_path: Path) -> None:
+    strip = interpolate(gan, seed=2, seed2=9, frames=4)
+    figure = interpolation_figure(strip, seed=2, seed2=9, cell=32)
+    left, top = cells_at(figure, 1, 4, 32)
+    assert left > 0 and top > 0 and has_text(figure[:, top:, :left]) and has_text(figure[:, :top, left:])
+    for j in range(4):  # the frames in order, enlarged x2
+        assert torch.equal(cell_image(figure, left, top, 32, 0, j), enlarged(strip[j], 2))
+    # a label per frame: each column's top margin holds text
+    assert all(has_text(figure[:, :top, left + j * (32 + GAP):left + j * (32 + GAP) + 32]) for j in range(4))
+    path = save_interpolation(strip, tmp_path / "s.png", seed=2, seed2=9)
+    assert path == tmp_path / "s.png"
+    wide = Image.open(path).size  # the default cell: 96
+    assert wide[0] > 4 * 96 + 3 * GAP and wide[1] > 96
+    with pytest.raises(GantoolsError, match="at least 2 frames"):
+        interpolation_figure(strip[:1])
+
+
+def test_sample_command_writes_labelled_pictures(tiny_model_file: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gantools.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "strip.png"
+    r = runner.invoke(app, ["sample", "-m", str(tiny_model_file), "--interpolate", "--seed", "2", "--seed2", "9",
+                            "--frames", "4", "-o", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    gan = load_model(tiny_model_file)
+    want = interpolation_figure(interpolate(gan, seed=2, seed2=9, frames=4), seed=2, seed2=9)
+    assert Image.open(out).size == (want.shape[2], want.shape[1])
+    out = tmp_path / "arith.png"
+    r = runner.invoke(app, ["sample", "-m", str(tiny_model_file), "--arithmetic", "0,1-2+3", "--seed", "5",
+                            "-o", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    want = latent_arithmetic(gan, [0, 1], [2], [3], seed=5).grid()
+    assert Image.open(out).size == (want.shape[2], want.shape[1])

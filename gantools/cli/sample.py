@@ -27,7 +27,7 @@ def sample_cmd(
     nrow: Annotated[Optional[int], typer.Option("--nrow", min=1, help="Images per row.",
                                                 show_default="a square grid")] = None,
     interpolate: Annotated[bool, typer.Option("--interpolate", help="Write a strip from the latent of --seed to "
-                                              "that of --seed2 instead of a grid.")] = False,
+                                              "that of --seed2 instead of a grid, labelled with t.")] = False,
     seed2: Annotated[Optional[int], typer.Option("--seed2", help="Other end of --interpolate.",
                                                  show_default="seed + 1")] = None,
     frames: Annotated[Optional[int], typer.Option("--frames", min=2, help="Images in the --interpolate strip.",
@@ -36,8 +36,8 @@ def sample_cmd(
     = InterpMethod.slerp,
     arithmetic: Annotated[Optional[str], typer.Option(
         "--arithmetic", help="Latent arithmetic A-B+C on indices of this seed's grid (index = row * nrow + "
-        "column), e.g. '3,17,22-5,8,9+10,11,12'. Writes a row per group with its mean, then the result and "
-        "variations.", show_default=False)] = None,
+        "column), e.g. '3,17,22-5,8,9+10,11,12'. Writes a labelled row per group (its mean, then its "
+        "samples), then the result and its variations.", show_default=False)] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw samples from a model: a grid, an interpolation strip, or latent vector arithmetic."""
@@ -56,7 +56,7 @@ def sample_cmd(
         if interpolate:
             frames = FRAMES if frames is None else frames
             images = sampling.interpolate(gan, seed, seed2, frames, method.value)
-            path = save_grid(images, out or Path("interpolation.png"), nrow=frames)
+            path = sampling.save_interpolation(images, out or Path("interpolation.png"), seed, seed2, method.value)
         elif arithmetic:
             a, b, c = sampling.parse_arithmetic(arithmetic)
             result = sampling.latent_arithmetic(gan, a, b, c, seed=seed)

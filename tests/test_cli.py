@@ -85,7 +85,11 @@ def test_train_resume_export_sample(image_folder: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "g.png").size == (2 + 3 * 18, 2 + 2 * 18)
     r = run("sample", "-m", out, "--interpolate", "--seed2", "5", "--frames", "4", "-o", tmp_path / "i.png")
-    assert r.exit_code == 0 and Image.open(tmp_path / "i.png").size == (2 + 4 * 18, 20)
+    assert r.exit_code == 0, r.output  # the strip is labelled (seeds, method, t): sampling.interpolation_figure
+    from gantools.sampling import interpolate, interpolation_figure
+
+    strip = interpolation_figure(interpolate(out, seed=0, seed2=5, frames=4, device="cpu"), seed=0, seed2=5)
+    assert Image.open(tmp_path / "i.png").size == (strip.shape[2], strip.shape[1]) and strip.shape[2] > 4 * 96
     r = run("sample", "-m", out, "--arithmetic", "0,1-2+3", "-o", tmp_path / "a.png")
     assert r.exit_code == 0 and (tmp_path / "a.png").is_file()
     assert run("sample", "-m", out, "--interpolate", "--arithmetic", "0-1+2").exit_code == 2

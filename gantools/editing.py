@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import generate_from, layer_name
-from .images import make_grid, read_image, read_mask, resize_center_crop, save_image
+from .images import read_image, read_mask, resize_center_crop, save_image
 from .interventions import DEFAULT_PATCH, Intervention, check_point, point_region
 from .metrics import psnr
+from .reports import labelled_grid
 from .restoration import convert_channels
 from .segmenters import describe_segmenter
 from .units import (DEFAULT_DISSECT_N, LayerSetup, UnitChoice, UnitPlan, check_concept, check_strength,
@@ -105,13 +106,14 @@ class EditResult:
         }
 
     def strip(self, min_size: int = 128) -> torch.Tensor:
-        """input | reconstruction | edited | difference side by side (uint8), enlarged to >= min_size px."""
-        images = torch.stack([self.input, self.reconstruction, self.edited, self.difference])
-        side = images.shape[-1]
-        if side < min_size:
-            factor = -(-min_size // side)
-            images = images.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
-        return make_grid(images, nrow=4)
+        """input | reconstruction | edited | difference, labelled (3 x H x W uint8): the edit on the
+        left of the row, each picture's name above it (with the reconstruction's PSNR). Images are
+        enlarged by a whole factor (nearest neighbour) to at least `min_size` px."""
+        side = max(self.input.shape[-2:])
+        cell = side * max(1, -(-min_size // side))
+        columns = ["input", f"reconstruction\n{self.psnr:.1f} dB PSNR", "edited", "difference"]
+        return labelled_grid([[self.input, self.reconstruction, self.edited, self.difference]],
+                             [f"{self.name}\n{self.action} {self.concept}\n({self.layer})"], columns, cell=cell)
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write <stem>_edited.png (edited.png for a tensor input), strip.png and edit.json into

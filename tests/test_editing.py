@@ -71,7 +71,17 @@ def test_remove_planted_concept_and_save(gan, photo, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["edit.json", "scene_edited.png", "strip.png"]
     assert torch.equal(load_image(tmp_path / "out" / "scene_edited.png"), r.edited)
     strip = load_image(tmp_path / "out" / "strip.png")
-    assert tuple(strip.shape[1:]) == (128 + 4, 4 * 128 + 5 * 2)  # 16 px enlarged x8, 2 px padding
+    assert torch.equal(strip, r.strip())
+    # Labelled (#22): 16 px enlarged x8 in four cells 4 px apart, below the column labels and right of the
+    # row label; the margins hold the labels' dark text, the cells the pictures in order.
+    top, left = strip.shape[1] - 128, strip.shape[2] - (4 * 128 + 3 * 4)
+    assert top > 0 and left > 0
+    assert bool((strip[:, top:, :left] < 128).any()) and bool((strip[:, :top, left:] < 128).any())
+    for j, image in enumerate([r.input, r.reconstruction, r.edited, r.difference]):
+        x = left + j * (128 + 4)
+        assert torch.equal(strip[:, top:, x:x + 128], image.repeat_interleave(8, -1).repeat_interleave(8, -2))
+        assert bool((strip[:, :top, x:x + 128] < 128).any())  # each column has its label
+    assert r.strip(min_size=16).shape[2] - 4 * 16 - 3 * 4 == left  # min_size 16: the images at their size
     saved = json.loads((tmp_path / "out" / "edit.json").read_text())
     assert saved["action"] == "remove" and saved["concept"] == "bright" and saved["layer"] == "layer2"
     assert saved["fractions"]["bright"]["before"] == pytest.approx(before)

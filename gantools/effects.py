@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from .images import save_grid
-from .reports import colorize_labels, line_plot, overlay
-from .utils import to_uint8, write_json
+from .images import save_image
+from .reports import colorize_labels, labelled_grid, line_plot, overlay
+from .utils import write_json
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -139,8 +139,8 @@ class AblationResult:
                 "curve": _curve_dict(self.ks, self.curve), "settings": self.settings}
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write effect.json, curve.json, curve.png, before_after.png and segmentation.png (the last two
-        when samples were kept) into out_dir; returns out_dir."""
+        """Write effect.json, curve.json, curve.png, before_after.png and segmentation.png (the last two,
+        labelled grids, when samples were kept) into out_dir; returns out_dir."""
         out = Path(out_dir)
         write_json(out / "effect.json", self.to_dict())
         write_json(out / "curve.json", _curve_dict(self.ks, self.curve))
@@ -153,7 +153,8 @@ class AblationResult:
                   ylabel="change in pixel fraction",
                   title=f"Ablating the top-k units of {self.layer} (target: {self.concept}, 95% CI)")
         if self.samples is not None:
-            _save_samples(self.samples, out, len(self.concepts))
+            _save_samples(self.samples, out, len(self.concepts),
+                          f"{len(self.units)} units of {self.layer} ablated (target: {self.concept})")
         return out
 
 
@@ -198,12 +199,13 @@ class InsertionResult:
                 "effects": {c: e.to_dict() for c, e in self.effects.items()}, "settings": self.settings}
 
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write effect.json, before_after.png and segmentation.png (the last two when samples were
-        kept) into out_dir; returns out_dir."""
+        """Write effect.json, before_after.png and segmentation.png (the last two, labelled grids, when
+        samples were kept) into out_dir; returns out_dir."""
         out = Path(out_dir)
         write_json(out / "effect.json", self.to_dict())
         if self.samples is not None:
-            _save_samples(self.samples, out, len(self.concepts))
+            _save_samples(self.samples, out, len(self.concepts),
+                          f"{self.concept} inserted: {len(self.units)} units of {self.layer}")
         return out
 
 
@@ -213,18 +215,19 @@ def _curve_dict(ks: list[int], curve: dict[str, list[InterventionEffect]]) -> di
                                       "ci_high": [e.ci_high for e in es]} for c, es in curve.items()}}
 
 
-def _save_samples(s: Samples, out: Path, num_concepts: int) -> list[Path]:
-    """before_after.png (rows: before, after[, the region highlighted on before]) and segmentation.png."""
+def _save_samples(s: Samples, out: Path, num_concepts: int, title: str) -> None:
+    """before_after.png (rows: before, after[, the region highlighted on before]) and segmentation.png
+    (the segmenter's labels before and after), each labelled: a row label, a column per sample."""
     g = s.before.shape[0]
-    rows = [to_uint8(s.before), to_uint8(s.after)]
+    rows, names = [s.before, s.after], ["before", "after"]
     if s.region is not None:
-        region = s.region.cpu().bool().expand(g, -1, -1)
-        rows = [r if r.shape[1] == 3 else r.expand(-1, 3, -1, -1) for r in rows] + [overlay(s.before, region)]
-    images = torch.cat(rows)
+        rows.append(overlay(s.before, s.region.cpu().bool().expand(g, -1, -1)))
+        names.append("region")
     labels = colorize_labels(torch.cat([s.labels_before, s.labels_after]).cpu(), num_concepts)
+    columns = [f"sample {i}" for i in range(g)]
     # Small models' images are enlarged (nearest neighbour, whole pixels) to at least 64 px to be seen.
-    scale = max(1, 64 // images.shape[-1])
-    if scale > 1:
-        images = images.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
-        labels = labels.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
-    return [save_grid(images, out / "before_after.png", nrow=g), save_grid(labels, out / "segmentation.png", nrow=g)]
+    side = max(s.before.shape[-2:])
+    cell = side * max(1, -(-64 // side))
+    save_image(labelled_grid(rows, names, columns, title=title, cell=cell), out / "before_after.png")
+    save_image(labelled_grid([labels[:g], labels[g:]], ["segmented\nbefore", "segmented\nafter"], columns,
+                             title=title, cell=cell), out / "segmentation.png")

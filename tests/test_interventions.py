@@ -269,9 +269,18 @@ def test_ablation_effect_matches_planted_truth(gan, tmp_path):
     assert saved["curve"]["k"] == [0, 1, 2]
     from gantools.data import load_image
 
+    from gantools.utils import to_uint8
+
     grid = load_image(tmp_path / "out" / "before_after.png")
-    # two rows (before, after) of 8 samples, enlarged 16 -> 64 px, with 2 px padding
-    assert tuple(grid.shape[1:]) == (2 * 64 + 3 * 2, 8 * 64 + 9 * 2)
+    # labelled (#22): two rows (before, after) of 8 samples, enlarged 16 -> 64 px, 4 px apart, below the
+    # title and column labels and right of the row labels (dark text in those margins)
+    top, left = grid.shape[1] - (2 * 64 + 4), grid.shape[2] - (8 * 64 + 7 * 4)
+    assert top > 0 and left > 0
+    assert bool((grid[:, top:, :left] < 128).any()) and bool((grid[:, :top, left:] < 128).any())
+    for row, images in enumerate([result.samples.before, result.samples.after]):
+        y, x = top + row * (64 + 4), left + 7 * (64 + 4)
+        want = to_uint8(images[7]).expand(3, -1, -1).repeat_interleave(4, -1).repeat_interleave(4, -2)
+        assert torch.equal(grid[:, y:y + 64, x:x + 64], want)
 
 
 def test_ablating_unconnected_units_has_no_effect(gan):

@@ -438,3 +438,41 @@ def test_paint_in_chromium(server, studio, browser_page):  # noqa: F811 - the fi
     assert page.locator("#download").get_attribute("href") == before_src
     assert browser_page.problems(allowed=(server.url,)) == []
     assert any(u.startswith(server.url + "api/") for u in browser_page.requests)
+
+
+def test_page_says_what_strength_and_weak_concepts_mean(server, studio, browser_page):  # noqa: F811 - the fixture
+    """The slider is labelled for what it is (how far towards q99, the one high level a report stores,
+    or how much is switched off), and choosing a weak concept shows an explicit notice: it is allowed,
+    but an edit may do little."""
+    page = browser_page.page
+
+    def weak_dark(route):  # the palette as a report with a weak 'dark' would give it
+        answer = route.fetch()
+        described = answer.json()
+        for c in described["concepts"]:
+            if c["name"] == "dark":
+                c.update(units=0, weak=True, note="no unit of layer2 reaches the interpretable line for dark")
+        route.fulfill(response=answer, json=described)
+
+    page.route("**/api/studio", weak_dark)
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']")
+    note = page.locator("#strength-note")
+    assert "Remove: 100% of the units' activation is switched off" in note.text_content()
+    page.check("input[name=action][value=add]")
+    page.locator("#strength").fill("0.5")
+    assert page.locator("#strength-value").text_content() == "0.50"
+    text = note.text_content()
+    assert "50% of the way" in text and "q99" in text and "0.99 quantile" in text
+    page.check("input[name=concept][value=bright]")
+    bright = studio.palette[[e.name for e in studio.palette].index("bright")]
+    shown = page.locator("#concept-note").text_content()
+    if bright.note is None:  # interpretable: nothing to say
+        assert shown == ""
+    else:  # below the line but drawn (the tiny model's case): its units are used, and the page says so
+        assert not bright.weak and shown.startswith(bright.note) and "used all the same" in shown
+    page.check("input[name=concept][value=dark]")
+    weak = page.locator("#concept-note").text_content()
+    assert "dark is weak at layer2" in weak and "may change little or nothing" in weak
+    assert page.locator("#palette label.weak").count() == 1
+    assert browser_page.problems(allowed=(server.url,)) == []

@@ -56,6 +56,8 @@ PAGE = r"""<!DOCTYPE html>
   #changed tr.edited td { font-weight: 700; }
   #change-note { color: var(--warn); font-size: 14px; }
   #change-head, #source { font-size: 13px; color: #556; }
+  .hint { font-size: 12px; color: #667; margin-top: 6px; }
+  #concept-note:not(:empty) { color: var(--warn); font-size: 13px; margin-top: 8px; }
 </style>
 </head>
 <body>
@@ -83,15 +85,16 @@ PAGE = r"""<!DOCTYPE html>
 <section id="tools">
   <h2>Concepts <span id="layer" class="n"></span></h2>
   <div id="palette"></div>
+  <div id="concept-note" role="note"></div>
   <div class="row">
     <label><input type="radio" name="action" value="remove" checked> Remove</label>
     <label><input type="radio" name="action" value="add"> Add</label>
   </div>
   <div class="row">
-    <label title="add: how far the units go towards their high (q99) level; remove: the fraction switched off">
-      strength <input type="range" id="strength" min="0" max="1" step="0.05" value="1"></label>
+    <label>strength <input type="range" id="strength" min="0" max="1" step="0.05" value="1"></label>
     <span id="strength-value">1.00</span>
   </div>
+  <div id="strength-note" class="hint"></div>
   <div class="row"><button id="apply" class="primary">Apply</button></div>
   <h2 style="margin-top:16px">What changed</h2>
   <div id="changed"><div id="change-head">No edit yet: brush over the image, choose a concept, Apply.</div>
@@ -209,6 +212,31 @@ function buildPalette() {
     label.append(input, " " + c.name, n);
     box.appendChild(label);
   });
+  conceptNote();
+}
+
+function conceptNote() {
+  const chosen = document.querySelector("input[name=concept]:checked");
+  const c = chosen && studio.concepts.find((e) => e.name === chosen.value);
+  let text = "";
+  if (c && c.weak) {
+    text = "\u26a0 " + c.name + " is weak at " + studio.layer + ": " + (c.note || "no interpretable unit") +
+      ". It stays in the palette, but the model rarely draws it: an edit may change little or nothing.";
+  } else if (c && c.note) {
+    text = c.note + ": its top " + studio.top + " units are used all the same (they still act on it).";
+  }
+  $("concept-note").textContent = text;
+}
+
+function strengthNote() {
+  // The dissection keeps one high level per unit (its 0.99 quantile, q99) besides the mean, so Add's
+  // target is q99 and the slider says how far towards it, not which quantile.
+  const s = +$("strength").value, add = document.querySelector("input[name=action]:checked").value === "add";
+  $("strength-value").textContent = s.toFixed(2);
+  $("strength-note").textContent = add
+    ? "Add: the units go " + Math.round(100 * s) + "% of the way from their value to their q99 level " +
+      "(the 0.99 quantile of their activations in the dissection; the only high level it stores)."
+    : "Remove: " + Math.round(100 * s) + "% of the units' activation is switched off (0 keeps it, 1 sets it to zero).";
 }
 
 async function busy(label, work) {
@@ -232,7 +260,9 @@ $("undo").addEventListener("click", () => busy("", async () => show(await api("P
 $("redo").addEventListener("click", () => busy("", async () => show(await api("POST", "/api/redo"))));
 $("clear").addEventListener("click", clearMask);
 $("brush").addEventListener("input", () => { $("brush-size").textContent = $("brush").value + " px"; });
-$("strength").addEventListener("input", () => { $("strength-value").textContent = (+$("strength").value).toFixed(2); });
+$("palette").addEventListener("change", conceptNote);
+$("strength").addEventListener("input", strengthNote);
+for (const r of document.querySelectorAll("input[name=action]")) r.addEventListener("change", strengthNote);
 function loadSample() {
   const seed = Math.max(0, Math.floor(+$("seed").value || 0));
   busy("drawing sample " + seed + "\u2026", async () => { show(await api("POST", "/api/sample", { seed })); clearMask(); });
@@ -274,6 +304,7 @@ document.addEventListener("keydown", (e) => {
     $("model").textContent = studio.model + " \u00b7 " + S + "\u00d7" + S + " px \u00b7 segmenter: " + studio.segmenter;
     $("layer").textContent = "\u00b7 units at " + studio.layer;
     buildPalette();
+    strengthNote();
     show(await api("POST", "/api/session", {}));
     document.body.dataset.ready = "1";
   } catch (e) { status("Could not start: " + e.message, true); }

@@ -198,14 +198,17 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def broadcast_tensors(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
-    """Overwrite `tensors` (in place) with rank `src`'s, on every rank; a no-op alone."""
+    """Overwrite `tensors` (in place) with rank `src`'s, on every rank; a no-op alone. They travel
+    in one flat tensor per dtype and device."""
     if not active():
         return
     import torch.distributed as dist
 
-    with _collective():
-        for t in tensors:
-            dist.broadcast(t, src=src)
+    for group in _by_kind(tensors):
+        flat = _cat([t.reshape(-1) for t in group])
+        with _collective():
+            dist.broadcast(flat, src=src)
+        _unflatten(flat, group)
 
 
 def average_gradients(params: Sequence[torch.Tensor]) -> None:
@@ -218,20 +221,41 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
     """
     if not active():
         return
+    size = world().size
+    for group in _by_kind([p.grad for p in params if p.grad is not None]):
+        flat = _cat([g.reshape(-1) for g in group])
+        all_reduce_sum(flat).div_(size)
+        _unflatten(flat, group)
+
+
+def any_process(flag: bool) -> bool:
+    """True when `flag` is true on any process (one small all_reduce); `flag` itself alone. For a
+    decision every process must take at the same step (stop, or give up on a NaN)."""
+    if not active():
+        return flag
     import torch
 
-    grads = [p.grad for p in params if p.grad is not None]
+    return bool(all_reduce_max(torch.tensor([1.0 if flag else 0.0])).item() > 0)
+
+
+def _by_kind(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
     groups: dict[tuple[Any, Any], list[torch.Tensor]] = {}
-    for g in grads:
-        groups.setdefault((g.dtype, g.device), []).append(g)
-    size = world().size
-    for group in groups.values():
-        flat = torch.cat([g.reshape(-1) for g in group])
-        all_reduce_sum(flat).div_(size)
-        offset = 0
-        for g in group:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+    for t in tensors:
+        groups.setdefault((t.dtype, t.device), []).append(t)
+    return list(groups.values())
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    import torch
+
+    return torch.cat(parts)
+
+
+def _unflatten(flat: torch.Tensor, group: list[torch.Tensor]) -> None:
+    offset = 0
+    for t in group:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 def on_main(fn: Callable[[], T]) -> T:

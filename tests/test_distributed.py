@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +129,71 @@ def invert_record(model_path: str, out_dir: Path) -> dict:
             "metrics": result.metrics, "settings": result.settings}
 
 
+def save_easy_folder(root: Path) -> Path:
+    """24 images of a bright square at a random place on a dark background, 16x16."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        arr = np.full((16, 16, 3), 30, np.uint8)
+        y, x = rng.integers(2, 10, 2)
+        arr[y:y + 6, x:x + 6] = (220, 200, 40)
+        Image.fromarray(arr).save(root / f"{i:02d}.png")
+    return root
+
+
+def train_config(data: Path, out: Path, **kw):
+    from gantools.training import TrainConfig
+
+    base = dict(data=str(data), image_size=16, nc=3, nz=8, ngf=8, ndf=8, batch_size=4, steps=6, log_every=2,
+                sample_every=3, checkpoint_every=0, seed=1, out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+# "batch": BatchNorm D, EMA, trained 6 steps in one go and 3 + 3 with a resume; "stable": spectral-norm
+# D, hinge loss, the lazy R1 penalty (double backward, at step 0) and DiffAugment (each rank's own RNG).
+TRAININGS = {"batch": dict(ema=0.9, checkpoint_every=3), "stable": dict(recipe="stable", r1=1.0, augment="translation",
+                                                                         steps=4)}
+WRITERS = ("torch_save", "write_json", "write_text", "save_grid", "export", "plot_losses")
+
+
+def _train_and_keep_replicas(rank: int, out: Path, name: str, config=None, **kw) -> None:
+    """train(), with this rank's replica (and every file it wrote) kept for the tests to compare."""
+    from gantools.training import loop, train
+
+    writes: list[str] = []
+    saved = {w: getattr(loop, w) for w in WRITERS}
+    finish = loop._Trainer._finish
+
+    def counted(writer):
+        def call(*args, **kwargs):
+            writes.append(writer)
+            return saved[writer](*args, **kwargs)
+        return call
+
+    def keep(self, interrupted):
+        # (the average's BatchNorm statistics are recomputed from nothing by rank 0 for its grids: its weights)
+        average = {k: p.detach() for k, p in self.G_ema.named_parameters()} if self.G_ema else None
+        replica = {"G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+                   "opt_d": self.opt_d.state_dict(), "G_ema": average}
+        torch.save(replica, out / f"replica-{name}{rank}.pt")
+        return finish(self, interrupted)
+
+    notes: list[str] = []
+    for w in WRITERS:
+        setattr(loop, w, counted(w))
+    loop._Trainer._finish = keep
+    try:
+        result = train(config, progress=lambda p: notes.append(p.message) if p.message else None, **kw)
+    finally:
+        for w in WRITERS:
+            setattr(loop, w, saved[w])
+        loop._Trainer._finish = finish
+    torch.save({"step": result.step, "writes": writes, "notes": notes}, out / f"train-{name}{rank}.pt")
+
+
 # ---------------------------------------------------------------------------------------------
 # What each rank runs
 
@@ -152,6 +221,12 @@ def _jobs(rank: int, size: int, out_dir: str, model_path: str) -> None:
     for name, kw in DISSECTIONS.items():
         torch.save(dissect_record(model_path, **kw), out / f"dissect-{name}{rank}.pt")
     torch.save(invert_record(model_path, out / "inverted"), out / f"invert{rank}.pt")
+    for name, kw in TRAININGS.items():
+        _train_and_keep_replicas(rank, out, name, train_config(out / "easy", out / f"run-{name}", **kw))
+    # the same run as "batch", stopped at step 3 and resumed to 6
+    _train_and_keep_replicas(rank, out, "first-half", train_config(out / "easy", out / "run-split",
+                                                                   **{**TRAININGS["batch"], "steps": 3}))
+    _train_and_keep_replicas(rank, out, "resumed", resume=out / "run-split", steps=6)
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +234,7 @@ def world(tmp_path_factory) -> Path:
     """The folder where each rank of one two-process group wrote what its jobs got."""
     out = tmp_path_factory.mktemp("world")
     model = save_tiny_model(out / "tiny.safetensors")
+    save_easy_folder(out / "easy")
     run_world(_jobs, 2, str(out), str(model))
     return out
 
@@ -255,3 +331,117 @@ def test_distributed_inversion_equals_one_process(world, tmp_path):
             a, b = torch.load(ours, weights_only=True), torch.load(theirs, weights_only=True)
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k]
                                                 for k in a), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: equal replicas, rank 0 writes, a resume continues exactly, another world size is refused
+
+
+def _assert_equal_states(a: dict | list, b: dict | list, where: str = "") -> None:
+    if isinstance(a, list):
+        a, b = dict(enumerate(a)), dict(enumerate(b))
+    assert a.keys() == b.keys(), where
+    for key in a:
+        if isinstance(a[key], (dict, list)):
+            _assert_equal_states(a[key], b[key], f"{where}.{key}")
+        elif torch.is_tensor(a[key]):
+            assert torch.equal(a[key], b[key]), f"{where}.{key}"
+        else:
+            assert a[key] == b[key], f"{where}.{key}"
+
+
+@pytest.mark.parametrize("name", list(TRAININGS) + ["resumed"])
+def test_distributed_training_keeps_the_replicas_identical(world, name):
+    replicas = [torch.load(world / f"replica-{name}{rank}.pt", weights_only=True) for rank in range(2)]
+    _assert_equal_states(replicas[0], replicas[1], name)
+    done = [torch.load(world / f"train-{name}{rank}.pt", weights_only=True) for rank in range(2)]
+    assert done[0]["step"] == done[1]["step"] == (4 if name == "stable" else 6)
+    assert done[1]["writes"] == [] and {"torch_save", "write_json", "export"} <= set(done[0]["writes"])
+
+
+def test_a_distributed_run_records_its_processes_and_resumes_exactly(world):
+    import json
+
+    from gantools.models import load_model
+    from gantools.training import load_checkpoint, read_stats
+
+    config = json.loads((world / "run-batch" / "config.json").read_text())
+    assert (config["world_size"], config["batch_size"], config["global_batch_size"]) == (2, 4, 8)
+    assert config["sync_bn"] is False  # SyncBatchNorm is CUDA-only: the CPU run says so, and records it
+    notes = torch.load(world / "train-batch0.pt", weights_only=True)["notes"]
+    assert any("SyncBatchNorm runs on CUDA only" in n for n in notes)
+    rows = read_stats(world / "run-batch")
+    assert [r["step"] for r in rows] == [2, 4, 6] and all(r["epoch"] == round(r["step"] * 8 / 24, 4) for r in rows)
+    # 3 steps + resume + 3 steps = 6 steps in one go, bit for bit (every rank's random state is kept)
+    straight, split = load_checkpoint(world / "run-batch"), load_checkpoint(world / "run-split")
+    assert straight["world_size"] == 2 and len(straight["rng_ranks"]) == 2
+    for key in ("generator", "discriminator", "generator_ema", "opt_g", "opt_d", "rng_ranks"):
+        _assert_equal_states({key: straight[key]}, {key: split[key]}, key)
+    _assert_equal_states(torch.load(world / "replica-batch0.pt", weights_only=True),
+                         torch.load(world / "replica-resumed0.pt", weights_only=True))
+    # the exported model is the usual single-process file
+    gan = load_model(world / "run-batch" / "model.safetensors", "cpu")
+    assert gan.config.image_size == 16 and not any(isinstance(m, torch.nn.SyncBatchNorm) for m in gan.generator.modules())
+
+
+def test_resuming_on_another_number_of_processes_is_refused(world, monkeypatch):
+    from gantools.training import train
+
+    for key in dist_util.ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(GantoolsError, match="trained on 2 processes and cannot resume on 1 process") as e:
+        train(resume=world / "run-batch", steps=8)
+    assert "\n" not in str(e.value)
+
+
+def test_each_rank_sees_its_own_share_of_every_epoch():
+    from gantools.training import BatchStream
+
+    ranks = [BatchStream(n=10, batch_size=3, seed=4, rank=r, processes=2) for r in range(2)]
+    # global batch b is the 6 positions [6b, 6b + 6) of the epoch permutations, 3 per rank
+    flat = torch.cat([torch.cat([s.batch(b) for s in ranks]) for b in range(5)])  # 30 positions = 3 epochs
+    alone = BatchStream(n=10, batch_size=6, seed=4)
+    assert torch.equal(flat, torch.cat([alone.batch(b) for b in range(5)]))
+    for e in range(3):
+        assert sorted(flat[10 * e:10 * e + 10].tolist()) == list(range(10))
+    assert torch.equal(BatchStream(10, 3, 4).batch(2), BatchStream(10, 3, 4, rank=0, processes=1).batch(2))
+
+
+KILLED_RUN = """
+import sys, torch
+from gantools.training import TrainConfig, train
+torch.set_num_threads(1)
+train(TrainConfig(data=sys.argv[1], image_size=16, nc=3, nz=8, ngf=8, ndf=8, batch_size=4, steps=100000,
+                  log_every=1, sample_every=0, checkpoint_every=1, seed=1, out=sys.argv[2]))
+"""
+
+
+def test_a_killed_rank_ends_the_job_and_leaves_the_last_checkpoint_intact(tmp_path):
+    """Rank 0 (the one that writes) is killed with its whole process group while it checkpoints every
+    step; rank 1 stops by itself with a one-line reason, and the checkpoint on disk loads."""
+    from gantools.training import load_checkpoint
+
+    run, data = tmp_path / "run", save_easy_folder(tmp_path / "easy")
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ranks = [subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(data), str(run)],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoint.pt").exists() and time.time() < deadline and ranks[0].poll() is None:
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few more steps, each with a checkpoint
+        assert ranks[0].poll() is None and ranks[1].poll() is None, ranks[1].stderr.read()
+        os.killpg(ranks[0].pid, signal.SIGKILL)
+        code = ranks[1].wait(timeout=60)
+        err = ranks[1].stderr.read()
+    finally:
+        for p in ranks:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert code != 0 and "ProcessLost: another process of the job stopped" in err, err[-2000:]
+    assert "the last checkpoint (step" in err.splitlines()[-1]
+    ck = load_checkpoint(run)
+    assert ck["step"] >= 1 and ck["world_size"] == 2

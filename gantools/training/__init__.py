@@ -6,7 +6,8 @@
 
 The modules follow a run: `config` (TrainConfig, recipes, resume rules; no torch), `batches` (the data
 order), `losses` (losses, R1, DiffAugment), `loop` (train), `monitor` (curves, concept tracking),
-`checkpoint` (the run directory on disk) and `exporting` (the model file). Every public name is
+`checkpoint` (the run directory on disk), `exporting` (the model file) and `parallel` (what a run on
+several processes under torchrun does differently). Every public name is
 re-exported here; all but the config load lazily, so reading TrainConfig's defaults costs no torch.
 """
 

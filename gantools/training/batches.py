@@ -29,10 +29,14 @@ class BatchStream:
     """Indices of real batch b: the slice [b*B, (b+1)*B) of the concatenated epoch permutations.
 
     Any batch follows from its number alone, so a resumed run sees exactly the batches it would have.
+    With several processes (data-parallel training under torchrun), global batch b is the slice
+    [b*P*B, (b+1)*P*B) and process r takes its r-th block of B: the processes see disjoint shares of
+    every epoch, in one seeded order.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, processes: int = 1) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.processes = rank, processes
         self._perms: dict[int, torch.Tensor] = {}
 
     def permutation(self, epoch: int) -> torch.Tensor:
@@ -45,8 +49,9 @@ class BatchStream:
         return self._perms[epoch]
 
     def batch(self, index: int) -> torch.Tensor:
-        """The dataset indices of real batch `index`."""
-        positions = torch.arange(index * self.batch_size, (index + 1) * self.batch_size)
+        """The dataset indices of real batch `index` (this process's share of it)."""
+        first = (index * self.processes + self.rank) * self.batch_size
+        positions = torch.arange(first, first + self.batch_size)
         epochs, offsets = positions // self.n, positions % self.n
         out = torch.empty_like(positions)
         for e in torch.unique(epochs).tolist():

@@ -91,6 +91,10 @@ class TrainConfig(ModelConfig):
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
             are recomputed on a fixed seeded noise set, since running statistics of G do not fit it.
         threads: torch intra-op threads on the CPU (0: torch's default, one per core).
+        sync_bn: under torchrun, BatchNorm normalises with the statistics of the global batch (all
+            processes' images), so N processes train like one with N times the batch. None: on under
+            torchrun. torch's SyncBatchNorm runs on CUDA only: on the CPU each process keeps its own
+            batch statistics, with a notice, and the run records false. Unused by one process.
         channels_last: store images and weights channels-last (NHWC): faster on CUDA, and 1.26x faster
             per step than contiguous NCHW on this project's 2-core CPUs with both threads, 1.19x with
             one (benchmarks/cpu_layout.py). Two threads are 1.7x faster than one on a quiet machine.
@@ -128,6 +132,7 @@ class TrainConfig(ModelConfig):
     ema: float = 0.0
     threads: int = 0
     channels_last: bool = True
+    sync_bn: bool | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -189,6 +194,14 @@ class TrainConfig(ModelConfig):
             d.setdefault("channels_last", False)  # as they ran on the CPU
         return d
 
+    def to_dict(self) -> dict[str, Any]:
+        """The flat dict a run stores (config.json, checkpoints). sync_bn, which only a run on several
+        processes settles, is left out while unset, so a one-process run stores the keys it always has."""
+        d = super().to_dict()
+        if d.get("sync_bn") is None:
+            d.pop("sync_bn", None)
+        return d
+
     def model_config(self) -> ModelConfig:
         """The architecture alone: the ModelConfig of the networks this run trains."""
         return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
@@ -197,12 +210,13 @@ class TrainConfig(ModelConfig):
         """The augment policy as a list of names."""
         return [a.strip() for a in self.augment.split(",") if a.strip()]
 
-    def total_steps(self, n: int) -> int:
-        """Generator steps the run trains in all, with `n` training images (steps, or epochs converted)."""
+    def total_steps(self, n: int, processes: int = 1) -> int:
+        """Generator steps the run trains in all, with `n` training images (steps, or epochs converted);
+        each step takes batch_size images per process from each of `processes` processes."""
         if self.steps is not None:
             return int(self.steps)
         epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS
-        return max(1, math.ceil(epochs * n / (self.batch_size * self.d_steps)))
+        return max(1, math.ceil(epochs * n / (self.batch_size * self.d_steps * processes)))
 
 
 def resume_config(stored: dict[str, Any], overrides: dict[str, Any], run_dir: str | Path) -> TrainConfig:

@@ -3,6 +3,10 @@
 Reproducibility: everything random is derived from the seed. The data order comes from
 `batches.BatchStream`, the noise from a dedicated generator whose state is checkpointed. So on CPU,
 N steps + resume + N steps gives the same weights, bit for bit, as 2N steps in one go.
+
+Under torchrun the run is data-parallel (see `parallel`): every process trains a replica on its share
+of each global batch and the gradients are averaged; rank 0 alone writes the run directory, and what
+every process must agree on (the run directory, a stop, a NaN, an evaluation) is decided once.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Any, Callable
 
 import torch
 
+from .. import distributed
 from ..data import open_dataset, save_grid, split_dataset
-from ..models import Generator
+from ..distributed import ProcessLost
+from ..models import MODEL_FILE, Generator
 from ..utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report, seed_everything, \
     torch_save, write_json, write_text
 from . import losses
@@ -32,6 +38,8 @@ from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, CONFIG_FI
 from .config import TrainConfig, resume_config
 from .exporting import export, recalibrate_batchnorm
 from .monitor import ConceptTracker, plot_concepts, plot_losses
+from .parallel import check_world_size, checkpoint_fields, mean_over_processes, rank_rng, rank_seed, seed_process, \
+    settle_sync_bn, sync_buffers, synchronise_batchnorm
 
 
 @dataclass
@@ -73,12 +81,16 @@ def train(config: TrainConfig | None = None, *, resume: str | os.PathLike | None
             scheduling fields (steps, epochs, device, amp, *_every, eval_n) may be overridden.
         progress: callback for progress reports (the CLI's Reporter).
         **overrides: TrainConfig fields replacing those of `config` (or of the resumed run).
+
+    Under torchrun every process calls this: they train one run together (see `parallel`).
     """
+    world = distributed.start()  # joins the process group under torchrun; alone, a no-op
     if resume is not None:
         if config is not None:
             raise GantoolsError("give a config or a run to resume, not both")
         run_dir = Path(resume)
-        ckpt = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        ckpt = distributed.on_main(lambda: load_checkpoint(run_dir / CHECKPOINT_FILE))  # read once, shared
+        check_world_size(ckpt, world, run_dir)
         config = resume_config(ckpt["config"], overrides, run_dir)
     else:
         if config is None:
@@ -131,8 +143,11 @@ class _Trainer:
 
     def __init__(self, config: TrainConfig, ckpt: dict[str, Any] | None, progress: ProgressCallback | None) -> None:
         self.progress = progress
-        self.device = get_device(config.device)
-        self.config = config = self._settle_run_dir(config, resumed=ckpt is not None)
+        self.world = distributed.world()
+        self.device = distributed.local_device(get_device(config.device))
+        # rank 0 names the run directory (the next free number) for every process
+        config = distributed.on_main(lambda: self._settle_run_dir(config, resumed=ckpt is not None))
+        self.config = config = settle_sync_bn(config, self.world, self.device, progress)
         self.run_dir = Path(config.out)
         self.eval_fn = _training_fid() if config.eval_every > 0 else None
         if config.threads and self.device.type == "cpu":
@@ -163,8 +178,8 @@ class _Trainer:
         dataset, _ = split_dataset(dataset, c.holdout)
         self.n = len(dataset)
         self.images = TrainingImages(dataset, self.n, self.device, self.progress)
-        self.stream = BatchStream(self.n, c.batch_size, c.seed)
-        self.total = c.total_steps(self.n)
+        self.stream = BatchStream(self.n, c.batch_size, c.seed, self.world.rank, self.world.size)
+        self.total = c.total_steps(self.n, self.world.size)
 
     def _build_networks(self, ckpt: dict[str, Any] | None) -> None:
         # Seeded here (new run) or loaded (resume). Built on CPU first so that the same seed gives the
@@ -172,7 +187,7 @@ class _Trainer:
         c = self.config
         seed_everything(c.seed)
         self.G, self.D = build_models(c)
-        self.noise_gen = torch.Generator().manual_seed(derived_seed(c.seed, 2))
+        self.noise_gen = torch.Generator().manual_seed(rank_seed(c.seed, 2, self.world))
         self.fixed_noise = self.G.sample_z(c.n_samples, seed=derived_seed(c.seed, 3), device="cpu")
         self.step, self.elapsed, self.best_fid = 0, 0.0, None
         if ckpt is not None:
@@ -183,12 +198,14 @@ class _Trainer:
             self.elapsed = float(ckpt.get("elapsed", 0.0))
             self.best_fid = ckpt.get("best_fid")
         self.G_ema: Generator | None = None
-        if c.ema > 0:
+        if c.ema > 0:  # copied before sync_bn: its BatchNorm is recomputed by rank 0 alone
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
             if ckpt is not None and ckpt.get("generator_ema") is not None:
                 self.G_ema.load_state_dict(ckpt["generator_ema"])
             elif ckpt is not None:
                 notice(self.progress, f"the weight average (ema {c.ema}) starts at step {self.step}")
+        self.G, self.D = synchronise_batchnorm(self.G, self.D, c, self.progress)
+        seed_process(c.seed, self.world)
         self.memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
         for net in (self.G, self.D, self.G_ema):
             if net is not None:
@@ -212,11 +229,12 @@ class _Trainer:
             self.opt_d.load_state_dict(ckpt["opt_d"])
             if ckpt.get("scaler"):
                 self.scaler.load_state_dict(ckpt["scaler"])
-            restore_rng(ckpt["rng"], self.noise_gen)
+            restore_rng(rank_rng(ckpt, self.world), self.noise_gen)
 
     # -- state -------------------------------------------------------------------------------------
 
-    def checkpoint_state(self, fid: float | None = None) -> dict[str, Any]:
+    def checkpoint_state(self, fid: float | None = None, parallel: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a resume needs; `parallel`: what `parallel.checkpoint_fields` adds under torchrun."""
         def cpu(module: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
             return None if module is None else {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
@@ -235,10 +253,16 @@ class _Trainer:
             "elapsed": self.elapsed,
             "best_fid": self.best_fid,
             "fid": fid,
+            **(parallel or {}),
         }
 
     def save_checkpoint(self, name: str = CHECKPOINT_FILE, fid: float | None = None) -> Path:
-        path = torch_save(self.checkpoint_state(fid), self.run_dir / name)
+        """Write a checkpoint atomically (rank 0; under torchrun every process calls this, since the
+        random states of all are gathered into it)."""
+        parallel = checkpoint_fields(self.noise_gen, self.world)
+        path = self.run_dir / name
+        if self.world.is_main:
+            torch_save(self.checkpoint_state(fid, parallel), path)
         if name == CHECKPOINT_FILE:
             self.last_good_step = self.step
         return path
@@ -329,9 +353,11 @@ class _Trainer:
                 penalty = losses.r1_penalty(D, real)
                 self.scaler.scale(penalty * (0.5 * c.r1 * losses.R1_EVERY)).backward()
                 self.last_r1 = float(penalty.detach())
+            distributed.average_gradients(list(self.D.parameters()))  # no-op alone
             self.scaler.step(self.opt_d)
             self.scaler.update()
         loss_g, gen_logits = self._generator_step(D, fake)
+        sync_buffers(self.G, self.D)  # under torchrun: rank 0's BatchNorm statistics, as DDP does
         if self.G_ema is not None:
             self.update_ema()
         with torch.no_grad():
@@ -350,6 +376,7 @@ class _Trainer:
                 loss_g = losses.generator_loss(gen_logits, self.config.loss)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler.scale(loss_g).backward()
+            distributed.average_gradients(list(self.G.parameters()))  # no-op alone
             self.scaler.step(self.opt_g)
             self.scaler.update()
         finally:
@@ -358,28 +385,34 @@ class _Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    def _prepare_run_dir(self, resumed: bool) -> None:
+    def _prepare_run_dir(self, resumed: bool) -> tuple[float | None, dict[str, Any]]:
+        """Write config.json and trim stats.jsonl to the checkpoint (rank 0 alone, through `on_main`);
+        returns the best FID and the last stats line logged before the checkpoint."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         info = self.config.to_dict()
         info["model"] = self.config.model_config().to_dict()
         info["train_images"] = self.n
         info["total_steps"] = self.total
+        if self.world.distributed:  # batch_size is per process
+            info.update(world_size=self.world.size, global_batch_size=self.config.batch_size * self.world.size)
         write_json(self.run_dir / CONFIG_FILE, info)
         stats = self.run_dir / STATS_FILE
+        best_fid, last_stats = self.best_fid, {}
         if resumed:
             # Drop lines logged after the checkpoint (a crash between checkpoints): they are redone.
             rows = [r for r in read_stats(self.run_dir) if int(r.get("step", 0)) <= self.step]
             write_text(stats, "".join(json.dumps(r) + "\n" for r in rows))
             fids = [r["fid"] for r in rows if r.get("fid") is not None]
-            self.last_stats = next((r for r in reversed(rows) if "Loss_D" in r), {})
-            if fids and self.best_fid is None:
-                self.best_fid = min(fids)
+            last_stats = next((r for r in reversed(rows) if "Loss_D" in r), {})
+            if fids and best_fid is None:
+                best_fid = min(fids)
         elif stats.exists():
             stats.unlink()
+        return best_fid, last_stats
 
     def run(self) -> TrainResult:
         resumed = self.last_good_step is not None
-        self._prepare_run_dir(resumed)
+        self.best_fid, self.last_stats = distributed.on_main(lambda: self._prepare_run_dir(resumed))
         if resumed:
             notice(self.progress, f"resuming {self.run_dir} at step {self.step} of {self.total}")
         if self.step >= self.total:
@@ -388,19 +421,34 @@ class _Trainer:
             return self._finish(interrupted=False)
         self.G.train()
         self.D.train()
+        try:
+            return self._loop()
+        except ProcessLost as e:  # a kill of another process: the checkpoint on disk is a complete one
+            kept = (f"the last checkpoint (step {self.last_good_step}) is kept in {self.run_dir / CHECKPOINT_FILE}"
+                    if self.last_good_step is not None else "no checkpoint had been saved yet")
+            raise ProcessLost(f"{e} at step {self.step}; {kept}") from e
+
+    def _loop(self) -> TrainResult:
+        """The steps until the end, or until a stop (Ctrl-C: checkpoint, export, interrupted=True)."""
         window = _Window()
-        with open(self.run_dir / STATS_FILE, "a", encoding="utf-8") as log, _Stop() as stop:
+        log_file = open(self.run_dir / STATS_FILE, "a", encoding="utf-8") if self.world.is_main else None
+        with log_file or contextlib.nullcontext(), _Stop() as stop:
+            stopping = False
             try:
                 while self.step < self.total:
-                    self._one_step(log, window)
-                    if stop.requested:
+                    self._one_step(log_file, window)
+                    # every process stops at the same step (under torchrun one asks, all agree)
+                    stopping = distributed.any_process(stop.requested)
+                    if stopping:
                         raise KeyboardInterrupt
             except KeyboardInterrupt:
+                if self.world.distributed and not stopping:
+                    raise  # not agreed by the others (a second Ctrl-C): the checkpoint on disk stays
                 # Reached only at a step boundary (see _Stop) or from a callback: the state is consistent.
                 notice(self.progress, f"interrupted at step {self.step}: saving a checkpoint")
                 self._check_finite(window.sums)
                 if window.count:
-                    self._log_row(log, window)
+                    self._log_row(log_file, window)
                 self.save_checkpoint()
                 return self._finish(interrupted=True)
         self.save_checkpoint()
@@ -422,7 +470,7 @@ class _Trainer:
         if self.step % c.log_every == 0 or boundary:
             window.shown = self._log_row(log, window)
             window.reset()
-        if c.sample_every and self.step % c.sample_every == 0:
+        if c.sample_every and self.step % c.sample_every == 0 and self.world.is_main:
             self.write_samples()
         if c.eval_every and self.step % c.eval_every == 0:
             self._check_finite(window.sums)
@@ -433,25 +481,29 @@ class _Trainer:
         report(self.progress, "train", self.step, self.total, **window.shown)
 
     def _evaluate_and_keep_best(self, log: Any) -> None:
-        row = self.evaluate()
+        row = distributed.on_main(self.evaluate)  # rank 0 evaluates; every process learns the FID
         fid = row["fid"]
-        log.write(json.dumps(row) + "\n")
-        log.flush()
+        if log is not None:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
         if self.best_fid is None or fid < self.best_fid:
             self.best_fid = fid
             self.save_checkpoint(BEST_FILE, fid=fid)
 
     def _log_row(self, log: Any, window: "_Window") -> dict[str, float]:
-        """Write one stats.jsonl line (means over the window) and return the progress bar's metrics."""
-        imgs_per_step = self.config.batch_size * self.config.d_steps
+        """Write one stats.jsonl line (means over the window, and over the processes under torchrun:
+        every process calls this) and return the progress bar's metrics."""
+        processes = self.world.size
+        imgs_per_step = self.config.batch_size * self.config.d_steps * processes  # the global batch
         row = {"step": self.step, "epoch": round(self.step * imgs_per_step / self.n, 4)}
-        row.update({k: float(v) / window.count for k, v in window.sums.items()})
+        row.update({k: float(v) / window.count for k, v in mean_over_processes(window.sums).items()})
         row["img/s"] = window.count * imgs_per_step / max(window.seconds, 1e-9)
         if self.config.r1 > 0 and self.last_r1 is not None:
             row["R1"] = self.last_r1  # the latest lazy evaluation of |grad_x D(x)|^2
         row["time"] = round(self.elapsed, 3)
-        log.write(json.dumps(row) + "\n")
-        log.flush()
+        if log is not None:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
         self.last_stats = row
         return {"img/s": row["img/s"], "Loss_D": row["Loss_D"], "Loss_G": row["Loss_G"], "D(x)": row["D(x)"],
                 "D(G(z))": row["D(G(z))_before"]}
@@ -460,7 +512,7 @@ class _Trainer:
         if not sums:
             return
         values = torch.stack([sums["Loss_D"], sums["Loss_G"]])
-        if bool(torch.isfinite(values).all()):
+        if not distributed.any_process(not bool(torch.isfinite(values).all())):  # all give up together
             return
         kept = (f"the last good checkpoint (step {self.last_good_step}) is kept in {self.run_dir / CHECKPOINT_FILE}"
                 if self.last_good_step is not None else "no checkpoint had been saved yet")
@@ -469,11 +521,15 @@ class _Trainer:
                             f"Try lower learning rates (lr_g, lr_d).")
 
     def _finish(self, interrupted: bool) -> TrainResult:
-        if self.config.sample_every == 0 or self.step % self.config.sample_every != 0 or self.last_samples is None:
-            self.write_samples()
-        plot_losses(self.run_dir)
-        plot_concepts(self.run_dir)
-        model_path = export(self.run_dir)
+        """Grids, curves and the exported model (rank 0); every process returns once they are written."""
+        model_path = self.run_dir / MODEL_FILE
+        if self.world.is_main:
+            if self.config.sample_every == 0 or self.step % self.config.sample_every != 0 or self.last_samples is None:
+                self.write_samples()
+            plot_losses(self.run_dir)
+            plot_concepts(self.run_dir)
+            model_path = export(self.run_dir)
+        distributed.barrier()
         return TrainResult(run_dir=self.run_dir, step=self.step, total_steps=self.total, stats=self.last_stats,
                            model_path=model_path, checkpoint=self.run_dir / CHECKPOINT_FILE,
                            best_fid=self.best_fid, interrupted=interrupted, elapsed=self.elapsed,

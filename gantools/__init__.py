@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .hooks import (Trace, TraceDict, resolve_layer)
     # training, sampling
     from .training import (TrainConfig, TrainResult, train, export)
-    from .sampling import (sample, generate, interpolate, latent_arithmetic, ArithmeticResult)
+    from .sampling import (sample, generate, interpolate, latent_arithmetic, ArithmeticResult,
+                           interpolation_figure, save_interpolation)
     # judges: segmenters, classifiers, metrics
     from .segmenters import (Segmenter, ColorSegmenter, GroundTruthSegmenter, LearnedSegmenter,
                              SegmenterConfig, SegmenterEvalResult, SegmenterTrainResult,
@@ -71,7 +72,7 @@ _EXPORTS: dict[str, str] = {
     # training, sampling
     "TrainConfig": "training", "TrainResult": "training", "train": "training", "export": "training",
     "sample": "sampling", "generate": "sampling", "interpolate": "sampling", "latent_arithmetic": "sampling",
-    "ArithmeticResult": "sampling",
+    "ArithmeticResult": "sampling", "interpolation_figure": "sampling", "save_interpolation": "sampling",
     # judges: segmenters, classifiers, metrics
     "Segmenter": "segmenters", "ColorSegmenter": "segmenters", "GroundTruthSegmenter": "segmenters",
     "LearnedSegmenter": "segmenters", "SegmenterConfig": "segmenters", "SegmenterEvalResult": "segmenters",

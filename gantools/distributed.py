@@ -91,6 +91,17 @@ def world() -> World:
     return World(rank, size, local)
 
 
+def local_processes() -> int:
+    """How many processes of the job share this machine (torchrun's LOCAL_WORLD_SIZE; 1 alone): a
+    process that sizes its threads by the machine's cores should share them."""
+    if not launched():
+        return 1
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def backend_for(device: torch.device) -> str:
     """NCCL for CUDA tensors, gloo for CPU tensors."""
     return "nccl" if device.type == "cuda" else "gloo"

@@ -405,8 +405,9 @@ def run_pass(sampler: _Sampler, states: list[LayerState], z: torch.Tensor,
 
 
 def _bookkeeping_worker(device: torch.device) -> ThreadPoolExecutor | None:
-    """A one-thread pool for the accumulators, on the CPU when torch leaves a core free (see `run_pass`)."""
-    spare_core = torch.get_num_threads() < (os.cpu_count() or 1)
+    """A one-thread pool for the accumulators, on the CPU when torch leaves a core free (see `run_pass`);
+    under torchrun the processes on this machine share its cores."""
+    spare_core = torch.get_num_threads() * distributed.local_processes() < (os.cpu_count() or 1)
     count = threads.BOOKKEEPING_THREADS
     if device.type != "cpu" or count is None or not spare_core:
         return None

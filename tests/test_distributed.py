@@ -194,6 +194,15 @@ def _train_and_keep_replicas(rank: int, out: Path, name: str, config=None, **kw)
     torch.save({"step": result.step, "writes": writes, "notes": notes}, out / f"train-{name}{rank}.pt")
 
 
+def evaluate_record(model_path: str, data: Path) -> dict:
+    """FID, KID and precision/recall of 40 samples in batches of 16 (so the ranks hold 2 and 1)."""
+    from gantools.metrics import evaluate
+
+    result = evaluate(model_path, data=data, n=40, metrics="fid,kid,pr", extractor="random", batch_size=16,
+                      kid_subsets=5, kid_subset_size=10, use_cache=False, device="cpu")
+    return {"metrics": result.metrics, "floor": result.floor, "n_real": result.n_real}
+
+
 # ---------------------------------------------------------------------------------------------
 # What each rank runs
 
@@ -221,6 +230,7 @@ def _jobs(rank: int, size: int, out_dir: str, model_path: str) -> None:
     for name, kw in DISSECTIONS.items():
         torch.save(dissect_record(model_path, **kw), out / f"dissect-{name}{rank}.pt")
     torch.save(invert_record(model_path, out / "inverted"), out / f"invert{rank}.pt")
+    torch.save(evaluate_record(model_path, out / "easy"), out / f"evaluate{rank}.pt")
     for name, kw in TRAININGS.items():
         _train_and_keep_replicas(rank, out, name, train_config(out / "easy", out / f"run-{name}", **kw))
     # the same run as "batch", stopped at step 3 and resumed to 6
@@ -331,6 +341,18 @@ def test_distributed_inversion_equals_one_process(world, tmp_path):
             a, b = torch.load(ours, weights_only=True), torch.load(theirs, weights_only=True)
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k]
                                                 for k in a), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation: the generated samples are sharded, the scores are one process's
+
+
+def test_distributed_evaluation_equals_one_process(world):
+    with one_thread():
+        alone = evaluate_record(str(world / "tiny.safetensors"), world / "easy")
+    assert {"fid", "kid", "precision", "recall"} <= alone["metrics"].keys() and alone["n_real"] == 24
+    for rank in range(2):
+        assert torch.load(world / f"evaluate{rank}.pt", weights_only=False) == alone
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,11 @@ FID, KID and k-NN precision/recall on features from a pluggable extractor (see `
 the same numbers for two halves of the real data beside them (the floor); class coverage with a
 classifier, and concept pixel frequencies with a segmenter. `training_fid` is the hook
 `gantools train --eval-every` calls.
+
+Under torchrun each process generates and judges its own block of the batches one process would run
+(the samples are `sample_z(n, seed)`, drawn whole), and their features, class probabilities and
+concept counts are gathered in that order; rank 0 computes the real images' statistics (and fills the
+cache) and the scores, which every process receives. The result equals the one-process result.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from torch import nn
 
+from .. import distributed
 from ..classifier import CLASSIFIER_COMPONENT, Classifier, ClassCoverage, coverage_from_probs, resolve_classifier
 from ..models import GAN, Generator, fingerprint, load_model
 from ..segmenters import SEGMENTER_COMPONENT, Segmenter, describe_segmenter, resolve_segmenter
@@ -263,23 +269,19 @@ def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathL
         raise GantoolsError(f"n must be at least 2, got {n}")
     if k < 1 or kid_subsets < 1 or kid_subset_size < 2 or batch_size < 1:
         raise GantoolsError("k, kid_subsets and batch_size must be at least 1, kid_subset_size at least 2")
+    distributed.start()  # under torchrun: join the group before a model lands on this process's GPU
     j = _judges(model, data, metrics, extractor, inception_weights, classifier, segmenter, device, progress)
-    entries, cache = _reference(j, n, holdout, batch_size, use_cache, progress,
-                                data_version if data_version is not None else data_version_of(j.gan, j.data))
+    version = data_version if data_version is not None else data_version_of(j.gan, j.data)
+    # rank 0 reads the real images (and fills the cache) for every process
+    entries, cache = distributed.on_main(lambda: _reference(j, n, holdout, batch_size, use_cache, progress, version))
     n_real = cache.pop("n_real", 0)
     seen = _generate(j, n, seed, batch_size, progress)
     scores: dict[str, float] = {}
     floor_scores: dict[str, float] = {}
     if j.fx is not None:
         real, fake = entries["features"]["features"], torch.cat(seen.features)
-        if "fid" in j.wanted:
-            scores["fid"] = fid(real, fake)
-        if "kid" in j.wanted:
-            scores["kid"], scores["kid_std"] = kid(real, fake, kid_subsets, kid_subset_size, seed)
-        if "pr" in j.wanted:
-            scores["precision"], scores["recall"] = precision_recall(real, fake, k)
-        if floor:
-            floor_scores = _floor(real, scores, j.wanted, k, kid_subsets, kid_subset_size, seed, n_real, progress)
+        settings = _ScoreSettings(j.wanted, k, kid_subsets, kid_subset_size, seed, n_real, floor)
+        scores, floor_scores = distributed.on_main(lambda: _feature_scores(real, fake, settings, progress))
     coverage = coverage_from_probs(torch.cat(seen.probs), j.clf.classes, confidence) if j.clf is not None else None
     concepts = _concept_stats(j.seg, entries["concepts"], seen.counts) if j.seg is not None else None
     return EvalResult(
@@ -347,21 +349,33 @@ def _concept_consumer(seg: Segmenter, device: torch.device) -> Consumer:
 
 
 def _generate(j: _Judges, n: int, seed: int, batch_size: int, progress: ProgressCallback | None) -> _Generated:
-    """Generated samples, streamed: quantised to uint8 like real images, then shown to every judge."""
+    """Generated samples, streamed: quantised to uint8 like real images, then shown to every judge.
+    Under torchrun, this process's block of the batches, then every process's, gathered in order."""
     g = j.gan.generator
     was_training = g.training
     g.eval()
     z_all = g.sample_z(n, seed, device="cpu")
+    part = distributed.world().shard_batches(n, batch_size) if distributed.active() else range(n)
     seen = _Generated()
     try:
         with torch.no_grad():
-            for i in range(0, n, batch_size):
+            for i in range(part.start, part.stop, batch_size):
                 images = from_uint8(to_uint8(g(z_all[i:i + batch_size].to(j.device))))
                 _judge(j, images, seen)
-                report(progress, "generated samples", min(i + batch_size, n), n)
+                report(progress, "generated samples", min(i + batch_size, part.stop) - part.start, len(part))
     finally:
         g.train(was_training)
-    return seen
+    return _gathered(seen)
+
+
+def _gathered(seen: _Generated) -> _Generated:
+    """Every process's `_Generated`, in rank order (features and probabilities joined, counts summed)."""
+    if not distributed.active():
+        return seen
+    parts = distributed.gather_objects(seen)
+    counts = [p.counts for p in parts if p.counts is not None]
+    return _Generated(features=[f for p in parts for f in p.features], probs=[q for p in parts for q in p.probs],
+                      counts=torch.stack(counts).sum(0) if counts else None)
 
 
 def _judge(j: _Judges, images: torch.Tensor, seen: _Generated) -> None:
@@ -377,6 +391,36 @@ def _judge(j: _Judges, images: torch.Tensor, seen: _Generated) -> None:
     if j.seg is not None:
         c = _label_counts(j.seg(images), len(j.seg.concepts))
         seen.counts = c if seen.counts is None else seen.counts + c
+
+
+@dataclass(frozen=True)
+class _ScoreSettings:
+    """What the feature scores are computed with (see `evaluate` for each)."""
+
+    wanted: list[str]
+    k: int
+    kid_subsets: int
+    kid_subset_size: int
+    seed: int
+    n_real: int
+    floor: bool
+
+
+def _feature_scores(real: torch.Tensor, fake: torch.Tensor, s: _ScoreSettings,
+                    progress: ProgressCallback | None) -> tuple[dict[str, float], dict[str, float]]:
+    """FID, KID and precision/recall of the generated features against the real ones, and their floor."""
+    scores: dict[str, float] = {}
+    if "fid" in s.wanted:
+        scores["fid"] = fid(real, fake)
+    if "kid" in s.wanted:
+        scores["kid"], scores["kid_std"] = kid(real, fake, s.kid_subsets, s.kid_subset_size, s.seed)
+    if "pr" in s.wanted:
+        scores["precision"], scores["recall"] = precision_recall(real, fake, s.k)
+    floor_scores: dict[str, float] = {}
+    if s.floor:
+        floor_scores = _floor(real, scores, s.wanted, s.k, s.kid_subsets, s.kid_subset_size, s.seed, s.n_real,
+                              progress)
+    return scores, floor_scores
 
 
 def _floor(real: torch.Tensor, scores: dict[str, float], wanted: list[str], k: int, kid_subsets: int,

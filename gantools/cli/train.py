@@ -116,6 +116,10 @@ def train_cmd(  # long: one annotated parameter per option (36 options)
                                  "cutout.")] = TRAIN["augment"],
     ema: Annotated[float, _opt("--ema", help="Keep a moving average of G's weights with this decay (e.g. 0.999) "
                                "and export it; 0: off.")] = TRAIN["ema"],
+    sync_bn: Annotated[Optional[bool], _opt("--sync-bn/--no-sync-bn", default="on under torchrun", help="Under "
+                                            "torchrun, BatchNorm normalises with the global batch's statistics "
+                                            "(CUDA only: on the CPU each process keeps its own, with a "
+                                            "notice).")] = TRAIN["sync_bn"],
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -98,19 +98,31 @@ quadrant_segmenter.concepts = ["c0", "c1", "c2", "c3"]
 
 # n and batch sizes chosen so that the ranks hold unequal numbers of batches (the last one short),
 # every rank raises its histogram floor (after 256 samples) and widens its bins on its own.
+# "redo": a floor raised after 16 samples at the top 0.5% lies above the top-1% threshold, so the
+# layer is measured again (from the same shared first batch) without one.
 DISSECTIONS = {"quantile": dict(layers=[1, 2], n=650, batch_size=50),
-               "iqr": dict(layers=[2], n=90, batch_size=16, threshold="iqr")}
+               "iqr": dict(layers=[2], n=90, batch_size=16, threshold="iqr"),
+               "redo": dict(layers=[2], n=64, batch_size=16, seed=4, floor=(16, 0.5))}
 
 
-def dissect_record(model_path: str, **kw) -> dict[str, dict[str, torch.Tensor]]:
-    from gantools.dissection import dissect
+def dissect_record(model_path: str, floor: tuple[int, float] | None = None, **kw) -> dict[str, dict[str, torch.Tensor]]:
+    from gantools.dissection import accumulate, dissect
     from gantools.models import load_model
 
-    result = dissect(load_model(model_path, "cpu"), segmenter=quadrant_segmenter, device="cpu", top_k=3, **kw)
-    return {name: {"threshold": layer.threshold, "iou": layer.iou, "mean": layer.mean, "q99": layer.q99,
-                   "top_samples": layer.top_samples, "top_values": layer.top_values,
-                   "images": layer.examples.images, "maps": layer.examples.maps}
-            for name, layer in result.layers.items()}
+    saved = accumulate.FLOOR_AFTER, accumulate.FLOOR_MARGIN
+    if floor is not None:
+        accumulate.FLOOR_AFTER, accumulate.FLOOR_MARGIN = floor
+    notes: list[str] = []
+    try:
+        result = dissect(load_model(model_path, "cpu"), segmenter=quadrant_segmenter, device="cpu", top_k=3,
+                         progress=lambda p: notes.append(p.message) if p.message else None, **kw)
+    finally:
+        accumulate.FLOOR_AFTER, accumulate.FLOOR_MARGIN = saved
+    layers = {name: {"threshold": layer.threshold, "iou": layer.iou, "mean": layer.mean, "q99": layer.q99,
+                     "top_samples": layer.top_samples, "top_values": layer.top_values,
+                     "images": layer.examples.images, "maps": layer.examples.maps}
+              for name, layer in result.layers.items()}
+    return {"layers": layers, "redone": any("again" in m for m in notes)}
 
 
 def invert_record(model_path: str, out_dir: Path) -> dict:
@@ -308,14 +320,15 @@ def test_distributed_dissection_equals_one_process(world, name):
         alone = dissect_record(str(world / "tiny.safetensors"), **DISSECTIONS[name])
     for rank in range(2):  # every rank ends with the whole result (rank 0 writes it)
         got = torch.load(world / f"dissect-{name}{rank}.pt", weights_only=True)
-        assert got.keys() == alone.keys()
-        for layer, fields in alone.items():
+        assert got["layers"].keys() == alone["layers"].keys()
+        for layer, fields in alone["layers"].items():
             for key in ("threshold", "iou", "mean", "q99", "top_values"):
-                assert torch.allclose(got[layer][key], fields[key], rtol=0, atol=1e-6), (layer, key)
+                assert torch.allclose(got["layers"][layer][key], fields[key], rtol=0, atol=1e-6), (layer, key)
             # the same top samples, with their images and maps, bit for bit
             for key in ("top_samples", "images", "maps"):
-                assert torch.equal(got[layer][key], fields[key]), (layer, key)
-        assert any(bool((f["iou"] > 0).any()) for f in alone.values())
+                assert torch.equal(got["layers"][layer][key], fields[key]), (layer, key)
+        assert got["redone"] == alone["redone"] == (name == "redo")  # the redo path ran where asked
+    assert any(bool((f["iou"] > 0).any()) for f in alone["layers"].values())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -218,8 +218,8 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save atomically (temp file + rename)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # to a file object: torch would otherwise record the random temporary name inside
     return Path(path)
 
 

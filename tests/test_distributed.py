@@ -9,6 +9,7 @@ Starting a group costs seconds (each process imports torch), so it is started on
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -480,3 +482,47 @@ def test_a_killed_rank_ends_the_job_and_leaves_the_last_checkpoint_intact(tmp_pa
     assert "the last checkpoint (step" in err.splitlines()[-1]
     ck = load_checkpoint(run)
     assert ck["step"] >= 1 and ck["world_size"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands themselves under a real torchrun: the CLI joins the group, rank 0 alone writes and prints
+
+
+def _torchrun(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "gantools", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_torchrun_dissect_and_invert_commands_equal_one_process(tiny_model_file, tmp_path):
+    from PIL import Image
+
+    alone = subprocess.run([sys.executable, "-m", "gantools", "dissect", "--model", str(tiny_model_file), "--layer",
+                            "2", "-n", "24", "--segmenter", "color", "--batch-size", "4", "--out", "one", "--quiet"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert alone.returncode == 0, alone.stderr
+    run = _torchrun("dissect", "--model", str(tiny_model_file), "--layer", "2", "-n", "24", "--segmenter", "color",
+                    "--batch-size", "4", "--out", "two", "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert one["layers"] == two["layers"]
+    assert run.stdout.count("interpretable units per concept") == 1  # rank 0 alone prints the table
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    inv = ["invert", str(images), "--model", str(tiny_model_file), "--steps", "3", "--restarts", "1", "--no-encoder",
+           "--batch-size", "1", "--json"]
+    alone = subprocess.run([sys.executable, "-m", "gantools", *inv, "--out", "inv1"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=240)
+    assert alone.returncode == 0, alone.stderr
+    run = _torchrun(*inv, "--out", "inv2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = sorted(p.name for p in (tmp_path / "inv1").glob("*.png"))
+    assert names and names == sorted(p.name for p in (tmp_path / "inv2").glob("*.png"))
+    for name in names:
+        assert (tmp_path / "inv1" / name).read_bytes() == (tmp_path / "inv2" / name).read_bytes(), name
+    records = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(records) == 4  # rank 0 reports every image, the other rank prints nothing

@@ -64,6 +64,7 @@ def main() -> None:
 
     Under torchrun, the process group is left on the way out."""
     try:
+        _join_process_group()
         app()
     except GantoolsError as e:  # raised outside a command (rare); commands are covered by CliGroup
         say_error(library_message(e))
@@ -73,6 +74,17 @@ def main() -> None:
         sys.exit(INTERRUPTED_EXIT)
     finally:
         _leave_process_group()
+
+
+def _join_process_group() -> None:
+    # Under torchrun, join before any model loads, so that each process takes its own GPU
+    # ('cuda' then means the GPU of its local rank). Alone, this imports nothing heavy.
+    from ..distributed import launched
+
+    if launched():
+        from ..distributed import start
+
+        start()
 
 
 def _leave_process_group() -> None:

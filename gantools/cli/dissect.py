@@ -66,6 +66,7 @@ def dissect_cmd(  # long: one annotated parameter per option
     if quantile is not None and threshold != ThresholdMethod.quantile:
         raise typer.BadParameter("--quantile is for --threshold quantile (iqr chooses each unit's level itself)")
     from ..dissection import HTML_FILE, REPORT_FILE, UNITS_FILE, dissect
+    from ..distributed import on_main, world
 
     note = InterruptNote("dissect writes its report once every sample is measured", ", with a smaller --n to "
                          "finish sooner")
@@ -74,7 +75,9 @@ def dissect_cmd(  # long: one annotated parameter per option
                          quantile=QUANTILE if quantile is None else quantile, threshold=threshold.value,
                          min_iou=min_iou, batch_size=batch_size, device=device, progress=rep, top_k=strip)
         note.writing = out if out is not None else Path("dissect") / f"{model_label(model)}-{'-'.join(result.layers)}"
-        folder = result.save(note.writing)
+        folder = on_main(lambda: result.save(note.writing))  # under torchrun, rank 0 alone writes
+    if not world().is_main:
+        return
     files = {"html": folder / HTML_FILE, "json": folder / REPORT_FILE, "csv": folder / UNITS_FILE}
     if json_out:
         print_json({"out": str(folder), **{k: str(v) for k, v in files.items()}, "settings": result.settings,

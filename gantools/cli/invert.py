@@ -67,6 +67,7 @@ def invert_cmd(  # long: one annotated parameter per option
     """Invert real images into the GAN and restore what they lack (GAN-prior restoration)."""
     check_out_dir(out)
     _check_task_options(task.value, mask, scale, noise_sigma, layerwise, layer_steps, encoder, no_encoder)
+    from ..distributed import gather_objects, world
     from ..models import load_model
     from ..restoration.inversion import invert, save_outputs
 
@@ -80,6 +81,10 @@ def invert_cmd(  # long: one annotated parameter per option
                         encoder=None if no_encoder else (encoder if encoder is not None else "auto"),
                         target=target, batch_size=batch_size, seed=seed, progress=rep,
                         on_batch=lambda part: paths.extend(save_outputs(part, out)), **given)
+    # under torchrun each process wrote its own block of images, in order: rank 0 reports them all
+    paths = [p for block in gather_objects(paths) for p in block]
+    if not world().is_main:
+        return
     records = [{**result.record(i), **p} for i, p in enumerate(paths)]
     if json_out:
         for rec in records:

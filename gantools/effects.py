@@ -4,6 +4,8 @@ An effect is the mean over N samples of the per-sample change of a concept's pix
 (after − before, same latent), with the normal 95% interval mean ± 1.96 · sd / √N. `ablate` returns
 an `AblationResult` (the effect of every concept, and the curve over k units ablated), `insert` an
 `InsertionResult` (also the change inside the region, by what the region showed before).
+Under torchrun the pictures of the first samples are taken by rank 0 and shared (`first_samples`), so
+that every process returns the same result.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .images import save_image
 from .reports import colorize_labels, labelled_grid, line_plot, overlay
 from .utils import write_json
@@ -98,6 +101,12 @@ class Samples:
     labels_before: torch.Tensor
     labels_after: torch.Tensor
     region: torch.Tensor | None = None
+
+
+def first_samples(samples: Samples | None) -> Samples | None:
+    """Rank 0's pictures on every process (`samples` itself alone). Under torchrun rank 0 measures
+    the first block of batches, so it holds the first samples, the ones a single process would show."""
+    return distributed.broadcast_object(samples)
 
 
 @dataclass

@@ -25,6 +25,9 @@ both, and average the per-image change in every concept's pixel fraction:
 - `ablate` also measures the effect of ablating the first k = 0…K units (the curve).
 - `insert` also measures the change inside the insertion region, broken down by the concept the
   segmenter saw there before the edit (the context).
+- Under torchrun each process measures its contiguous block of the batches (`units.sample_block`)
+  and the per-sample fractions are gathered in order, so every process returns exactly the result
+  of one process (rank 0's first samples make the pictures).
 - `rank_units` (in `gantools.ranking`) measures every unit ablated alone (batched: the batch's
   features are repeated once per unit of a chunk, each copy with a different unit zeroed); stored
   in a dissection report's `ace[concept]`, it lets `top` rank by causal effect (rank="ace").
@@ -59,15 +62,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .effects import Z95, AblationResult, ContextEffect, InsertionResult, InterventionEffect, Samples
+from .effects import Z95, AblationResult, ContextEffect, InsertionResult, InterventionEffect, Samples, first_samples
 from .hooks import Trace, generate_from, layer_name
 from .images import read_mask
 from .ranking import RankResult, rank_units
 from .units import (DEFAULT_DISSECT_N, RARE_CONCEPT, ConceptSupport, LayerSetup, UnitChoice, UnitPlan, Value,
                     WeakConceptError, batches, check_concept, check_concept_drawn, check_sampling, check_strength,
-                    check_units, check_value, concept_fractions, concept_support, eval_mode, generator_of,
-                    layer_units, needs_stats, parse_units, plan_units, report_segmenter, run_settings, segment,
-                    set_units, setup_layer, unit_values, value_json)
+                    check_units, check_value, concept_fractions, concept_support, eval_mode, gathered, generator_of,
+                    layer_units, needs_stats, parse_units, plan_units, report_segmenter, run_settings, sample_block,
+                    segment, set_units, setup_layer, unit_values, value_json)
 from .utils import GantoolsError, ProgressCallback, parse_point, report
 
 if TYPE_CHECKING:
@@ -338,32 +341,34 @@ def ablate(model: ModelSpec, layer: int | str, units: str | Sequence[int] | None
 def _measure_ablation(setup: LayerSetup, edits: dict[int, Intervention], ks: list[int], sampling: _Sampling,
                       progress: ProgressCallback | None
                       ) -> tuple[torch.Tensor, dict[int, torch.Tensor], Samples | None]:
-    """Per-sample concept fractions before, and after ablating the first k units for each k in `ks`."""
+    """Per-sample concept fractions before, and after ablating the first k units for each k in `ks`.
+    Under torchrun each process measures its block of the batches, and every process gets them all."""
     G, name, seg, nc = setup.generator, setup.layer, setup.segmenter, len(setup.concepts)
-    after: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
-    befores = []
+    parts: list[dict[int, torch.Tensor]] = []  # per batch: k -> fractions after (k = 0: before)
     samples = None
     z_all = sampling.latents(G)
+    block = sample_block(sampling.n, sampling.batch_size)
     with eval_mode(G), torch.no_grad():
-        for start, end in batches(sampling.n, sampling.batch_size):
+        for start, end in batches(sampling.n, sampling.batch_size, block):
             with Trace(G, name) as t:
                 images0 = G(z_all[start:end].to(setup.device))
             labels0 = segment(seg, images0)
-            f0 = concept_fractions(labels0, nc)
-            befores.append(f0)
-            after[0].append(f0)  # k = 0: nothing ablated, nothing changes
+            fractions = {0: concept_fractions(labels0, nc)}  # k = 0: nothing ablated, nothing changes
             last = (images0, labels0)
             for k in ks[1:]:
                 # Same as running G(z) inside `with edits[k]:`, without recomputing the earlier blocks.
                 images = generate_from(G, name, edits[k].apply(t.output))
                 labels = segment(seg, images)
-                after[k].append(concept_fractions(labels, nc))
+                fractions[k] = concept_fractions(labels, nc)
                 last = (images, labels)
-            if samples is None and sampling.grid > 0:
+            parts.append(fractions)
+            if start == 0 and sampling.grid > 0:  # the pictures show the first samples
                 g = min(sampling.grid, end - start)
                 samples = Samples(images0[:g].cpu(), last[0][:g].cpu(), labels0[:g].cpu(), last[1][:g].cpu())
-            report(progress, f"ablate {name}", end, sampling.n)
-    return torch.cat(befores), {k: torch.cat(a) for k, a in after.items()}, samples
+            report(progress, f"ablate {name}", end - block.start, len(block))
+    parts = gathered(parts)  # every process's batches, in sample order
+    after = {k: torch.cat([part[k] for part in parts]) for k in ks}
+    return after[0], after, first_samples(samples)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,33 +496,31 @@ def _measure_insertion(setup: LayerSetup, edit: Intervention, region_img: torch.
     G, name, seg, nc = setup.generator, setup.layer, setup.segmenter, len(setup.concepts)
     region_dev = region_img.to(setup.device)
     area = float(region_img.sum())
-    f0s, f1s, r0s, r1s, contexts = [], [], [], [], []
+    parts = []
     samples = None
     z_all = sampling.latents(G)
+    block = sample_block(sampling.n, sampling.batch_size)
     with eval_mode(G), torch.no_grad():
-        for start, end in batches(sampling.n, sampling.batch_size):
+        for start, end in batches(sampling.n, sampling.batch_size, block):
             with Trace(G, name) as t:
                 images0 = G(z_all[start:end].to(setup.device))
             labels0 = segment(seg, images0)
             images1 = generate_from(G, name, edit.apply(t.output))
             labels1 = segment(seg, images1)
-            f0s.append(concept_fractions(labels0, nc))
-            f1s.append(concept_fractions(labels1, nc))
             # Per-concept pixel counts inside the region: the context is the majority concept before.
             inside0 = torch.where(region_dev, labels0, nc)  # label nc = outside the region
             inside1 = torch.where(region_dev, labels1, nc)
             c0 = concept_fractions(inside0, nc + 1)[:, :nc] * (labels0[0].numel() / area)
             c1 = concept_fractions(inside1, nc + 1)[:, :nc] * (labels0[0].numel() / area)
-            r0s.append(c0)
-            r1s.append(c1)
-            contexts.append(c0.argmax(dim=1))
-            if samples is None and sampling.grid > 0:
+            parts.append((concept_fractions(labels0, nc), concept_fractions(labels1, nc), c0, c1, c0.argmax(dim=1)))
+            if start == 0 and sampling.grid > 0:  # the pictures show the first samples
                 g = min(sampling.grid, end - start)
                 samples = Samples(images0[:g].cpu(), images1[:g].cpu(), labels0[:g].cpu(), labels1[:g].cpu(),
                                   region=region_img.cpu())
-            report(progress, f"insert {name}", end, sampling.n)
-    f0, f1, r0, r1 = (torch.cat(x) for x in (f0s, f1s, r0s, r1s))
-    return _InsertionFractions(f0, f1, r0, r1, torch.cat(contexts), samples)
+            report(progress, f"insert {name}", end - block.start, len(block))
+    # under torchrun: every process's batches, in sample order, and the pictures of the one that had sample 0
+    f0, f1, r0, r1, context = (torch.cat(x) for x in zip(*gathered(parts)))
+    return _InsertionFractions(f0, f1, r0, r1, context, first_samples(samples))
 
 
 def _by_context(concepts: list[str], ti: int, fr: _InsertionFractions) -> dict[str, ContextEffect]:

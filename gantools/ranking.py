@@ -4,7 +4,8 @@
 pixel fraction of ablating that unit alone. Batched: the layer's features are computed once per
 batch of latents, then repeated once per unit of a chunk, each copy with its own unit ablated, and
 the rest of the generator and the segmenter run on all copies at once; memory does not grow with N
-(running sums).
+(running sums). Under torchrun each process measures its block of the batches and the sums are
+added over the processes (all_reduce), so every process returns the same ranking.
 
 The ACE is the *reduction* (before − after) of the concept's pixel fraction, so that, as with IoU,
 larger means "this unit causes the concept" and rankings sort in descending order. Stored in a
@@ -22,12 +23,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from . import distributed
 from .effects import InterventionEffect
 from .hooks import Trace, generate_from
 from .units import (LayerSetup, Value, batches, check_concept, check_sampling, check_strength, check_units,
                     check_value, concept_fractions, concept_support, dissection_layer, eval_mode, layer_units,
-                    needs_stats, parse_units, run_settings, segment, set_units, setup_layer, unit_values,
-                    value_json)
+                    needs_stats, parse_units, run_settings, sample_block, segment, set_units, setup_layer,
+                    unit_values, value_json)
 from .utils import GantoolsError, ProgressCallback, notice, report, write_json
 
 if TYPE_CHECKING:
@@ -175,9 +177,10 @@ def _measure(setup: LayerSetup, ci: int, ablations: _Ablations, n: int, seed: in
     todo, nc = ablations.units, len(setup.concepts)
     sums = _Sums(torch.zeros(len(todo), dtype=torch.float64), torch.zeros(len(todo), dtype=torch.float64))
     z_all = G.sample_z(n, seed, device="cpu") if n > 0 else None
-    total, done = n * len(todo), 0
+    block = sample_block(n, batch_size)
+    total, done = len(block) * len(todo), 0
     with eval_mode(G), torch.no_grad():
-        for start, end in batches(n, batch_size):
+        for start, end in batches(n, batch_size, block):
             b = end - start
             with Trace(G, name) as t:
                 images0 = G(z_all[start:end].to(dev))
@@ -193,7 +196,18 @@ def _measure(setup: LayerSetup, ci: int, ablations: _Ablations, n: int, seed: in
                 sums.delta_sq[idx] += (delta ** 2).sum(1)
                 done += b * len(idx)
                 report(progress, f"rank {name} units", done, total)
-    return sums
+    return _summed(sums)
+
+
+def _summed(sums: _Sums) -> _Sums:
+    """The sums over every process's samples (one all_reduce under torchrun; `sums` itself alone).
+    Added in another order than one process adds them: equal to it up to float rounding."""
+    if not distributed.active():
+        return sums
+    flat = distributed.all_reduce_sum(torch.cat([sums.delta, sums.delta_sq, torch.tensor([sums.before],
+                                                                                       dtype=torch.float64)]))
+    k = sums.delta.numel()
+    return _Sums(flat[:k], flat[k:2 * k], float(flat[2 * k]))
 
 
 def _ablated_copies(feats: torch.Tensor, idx: list[int], ablations: _Ablations, dev: torch.device) -> torch.Tensor:

@@ -10,6 +10,11 @@ The helpers that `interventions` (ablate, insert), `ranking` (rank_units) and `e
 - what a measurement works on (`setup_layer`: the model on its device, the layer, the segmenter
   and dissection) and how it measures (`segment`, `concept_fractions`, `batches`, `eval_mode`).
 
+Under torchrun (`gantools.distributed`) a measurement shards its N samples: `sample_block` is this
+process's contiguous block of the batches one process would run (the latents are drawn from the seed
+all at once, so sample i and every batch are those of a one-process run), `batches` walks it, and
+`gathered` brings every process's per-batch values back in order; alone, the block is every sample.
+
 Every `check_*` function raises a GantoolsError naming the Python parameter, so callers check all
 values before any expensive work (a dissection on the fly, an inversion, a measurement) starts.
 """
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from . import distributed
 from .hooks import Trace, layer_name, resolve_layer
 from .dissection import check_model, load_report
 from .models import fingerprint, load_model
@@ -221,11 +227,26 @@ def check_sampling(n: int, batch_size: int, grid: int = 0, dissect_n: int = DEFA
         raise GantoolsError(f"grid must be 0 or more pictures, got {grid}")
 
 
-def batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    """(start, end) of each batch of n samples, after checking the sizes."""
+def sample_block(n: int, batch_size: int) -> range:
+    """This process's samples of n: all of them alone; under torchrun its contiguous block of the
+    batches one process would run (`World.shard_batches`), so every batch holds the same samples and
+    gives bit-identical per-sample values."""
+    return distributed.world().shard_batches(n, batch_size) if distributed.active() else range(n)
+
+
+def batches(n: int, batch_size: int, block: range | None = None) -> Iterator[tuple[int, int]]:
+    """(start, end) of each batch of n samples (only those in `block`, a `sample_block`, when given),
+    after checking the sizes."""
     check_sampling(n, batch_size)
-    for start in range(0, n, batch_size):
-        yield start, min(n, start + batch_size)
+    block = range(n) if block is None else block
+    for start in range(block.start, block.stop, batch_size):
+        yield start, min(block.stop, start + batch_size)
+
+
+def gathered(items: list[Any]) -> list[Any]:
+    """Every process's `items` (CPU values, one per batch of its `sample_block`), joined in rank
+    order, that is in sample order; this process's own list alone."""
+    return [item for part in distributed.gather_objects(items) for item in part]
 
 
 def segment(segmenter: Segmenter, images: torch.Tensor) -> torch.Tensor:
@@ -311,8 +332,10 @@ class LayerSetup:
 def setup_layer(model: ModelSpec, layer: int | str, segmenter: SegmenterSpec | None = None, dissection: Any = None,
                 device: DeviceSpec = None, progress: ProgressCallback | None = None) -> LayerSetup:
     """Load the model (the device rule: an explicit device wins, else where a loaded model lives,
-    else 'auto'), resolve the layer, and load the segmenter and dissection (see `report_segmenter`)."""
-    dev = resolve_device(device, model)
+    else 'auto'), resolve the layer, and load the segmenter and dissection (see `report_segmenter`).
+    Under torchrun, join the process group first (a bare 'cuda' is then this process's GPU)."""
+    dev = distributed.local_device(resolve_device(device, model))
+    distributed.start(dev)
     gan = load_model(model, dev)
     name = layer_name(gan.generator, layer)
     given = f"report {dissection}" if isinstance(dissection, (str, os.PathLike)) else "dissection result"

@@ -526,3 +526,123 @@ def test_torchrun_dissect_and_invert_commands_equal_one_process(tiny_model_file,
         assert (tmp_path / "inv1" / name).read_bytes() == (tmp_path / "inv2" / name).read_bytes(), name
     records = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert len(records) == 4  # rank 0 reports every image, the other rank prints nothing
+
+
+# ---------------------------------------------------------------------------------------------
+# Interventions (#20): ablate, insert and rank split their samples by rank; every rank gets the result
+# of one process, and rank 0's pictures are those of one process
+
+# n=10 in batches of 4: rank 0 measures 2 batches (8 samples), rank 1 the short last one (2).
+INTERVENTIONS = dict(segmenter=quadrant_segmenter, n=10, batch_size=4, seed=2, device="cpu")
+
+
+def interventions_record(model_path: str, out: Path | None) -> dict:
+    """ablate (given units; and a concept's top units from a dissection on the fly), insert and
+    rank_units on the tiny model; the pictures saved into `out` (when given)."""
+    from gantools.interventions import ablate, insert, rank_units
+
+    measured: dict[str, int] = {}  # task -> the samples (rank: sample-units) this process measured
+
+    def progress(p) -> None:
+        if p.total is not None and p.completed == p.total:
+            measured[p.task] = p.total
+
+    kw = dict(INTERVENTIONS, progress=progress)
+    results = {"ablate": ablate(model_path, 2, [0, 3, 5], curve_points=3, grid=3, **kw),
+               "ablate-top": ablate(model_path, 2, concept="c1", top=3, dissect_n=24, grid=0, **kw),
+               "insert": insert(model_path, 2, [1, 2], at=(0.3, 0.6), value=4.0, grid=3, **kw),
+               "rank": rank_units(model_path, 2, "c1", max_images=8, **kw)}
+    record = {name: {"dict": r.to_dict()} for name, r in results.items()}
+    record["measured"] = {task: total for task, total in measured.items() if task.split()[0] in results}
+    for name in ("ablate", "insert"):
+        s = results[name].samples
+        record[name]["samples"] = {"before": s.before, "after": s.after, "labels_before": s.labels_before,
+                                   "labels_after": s.labels_after, "region": s.region}
+        if out is not None:
+            results[name].save(out / name)
+    return record
+
+
+def _intervention_jobs(rank: int, size: int, out_dir: str, model_path: str) -> None:
+    out = Path(out_dir)
+    dist_util.start(torch.device("cpu"))
+    record = interventions_record(model_path, out / "saved" if rank == 0 else None)
+    torch.save(record, out / f"interventions{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def intervention_world(tmp_path_factory) -> Path:
+    """The folder where each rank of a two-process group wrote its intervention results."""
+    out = tmp_path_factory.mktemp("interventions")
+    model = save_tiny_model(out / "tiny.safetensors")
+    run_world(_intervention_jobs, 2, str(out), str(model))
+    return out
+
+
+def _assert_close(a, b, where: str = "") -> None:
+    """Equal structures; numbers equal to 1e-6 (NaN equal to NaN), everything else exactly."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_close(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert isinstance(b, float) and (a == b or abs(a - b) <= 1e-6 or (a != a and b != b)), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def test_distributed_interventions_equal_one_process(intervention_world, tmp_path):
+    with one_thread():
+        alone = interventions_record(str(intervention_world / "tiny.safetensors"), tmp_path)
+    for rank in range(2):  # every rank returns the whole result
+        got = torch.load(intervention_world / f"interventions{rank}.pt", weights_only=False)
+        assert got.keys() == alone.keys()
+        # the work was split: rank 0 measured the first 2 batches (8 samples), rank 1 the last (2)
+        share = 8 if rank == 0 else 2
+        assert got["measured"] == {"ablate layer2": share, "insert layer2": share, "rank layer2 units": share * 8}
+        for name in ("ablate", "ablate-top", "insert"):
+            # per-sample values gathered in order: the very same numbers
+            assert got[name]["dict"] == alone[name]["dict"], (rank, name)
+        _assert_close(got["rank"]["dict"], alone["rank"]["dict"], f"rank{rank}")  # sums added over ranks
+        for name in ("ablate", "insert"):
+            for key, value in alone[name]["samples"].items():
+                theirs = got[name]["samples"][key]
+                assert (theirs is None and value is None) or torch.equal(theirs, value), (rank, name, key)
+    assert alone["measured"] == {"ablate layer2": 10, "insert layer2": 10, "rank layer2 units": 80}
+    assert alone["ablate"]["dict"]["effect"]["n"] == 10 and alone["insert"]["dict"]["effect"]["mean"] != 0
+    assert len({round(a, 9) for a in alone["rank"]["dict"]["ace"].values()}) > 1
+    assert sorted(alone["rank"]["dict"]["ranked_units"]) == list(range(8))
+    for name in ("ablate", "insert"):  # rank 0's pictures are one process's, byte for byte
+        files = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert "before_after.png" in files and files == sorted(p.name for p in (intervention_world / "saved" /
+                                                                                 name).iterdir())
+        for file in files:
+            if file.endswith(".png"):
+                assert (tmp_path / name / file).read_bytes() == (intervention_world / "saved" / name /
+                                                                 file).read_bytes(), (name, file)
+
+
+def test_torchrun_ablate_and_rank_commands_write_and_print_on_rank0(tiny_model_file, tmp_path):
+    common = ["--model", str(tiny_model_file), "--layer", "2", "-n", "6", "--segmenter", "color",
+              "--batch-size", "2", "--json"]
+    ablate = ["ablate", "--units", "0,3", "--grid", "2", *common]
+    rank = ["rank", "--concept", "red", *common]
+    for args, out in ((ablate, "ab"), (rank, "rk")):
+        alone = subprocess.run([sys.executable, "-m", "gantools", *args, "--out", f"{out}1"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=240)
+        assert alone.returncode == 0, alone.stderr
+        run = _torchrun(*args, "--out", f"{out}2", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+        docs = [line for line in run.stdout.splitlines() if line.startswith("{")]
+        assert len(docs) == 1  # rank 0 alone prints
+        one, two = json.loads(alone.stdout), json.loads(docs[0])
+        _assert_close(two, one, out)
+        names = sorted(p.name for p in (tmp_path / f"{out}1").iterdir())
+        assert names and names == sorted(p.name for p in (tmp_path / f"{out}2").iterdir())
+        if out == "ab":
+            for name in names:
+                assert (tmp_path / "ab1" / name).read_bytes() == (tmp_path / "ab2" / name).read_bytes(), name

@@ -64,11 +64,21 @@ def measuring(command: str) -> InterruptNote:
 
 
 def save_to(result: Any, out: Optional[Path], note: InterruptNote) -> Optional[Path]:
-    """result.save(out) when --out was given (the folder written), else None."""
+    """result.save(out) when --out was given (the folder written), else None. Under torchrun every
+    process has the same result and rank 0 alone writes it (the others get its answer)."""
     if out is None:
         return None
+    from ..distributed import on_main
+
     note.writing = out
-    return result.save(out)
+    return on_main(lambda: result.save(out))
+
+
+def on_rank0() -> bool:
+    """Whether this process prints the result: always alone, rank 0 alone under torchrun."""
+    from ..distributed import world
+
+    return world().is_main
 
 
 def say_written(folder: Optional[Path], since: float) -> None:
@@ -138,6 +148,8 @@ def ablate_cmd(  # long: one annotated parameter per option
                         batch_size=batch_size, curve_points=curve_points, grid=grid, dissect_n=dissect_n,
                         allow_weak=allow_weak, device=device, progress=rep)
         folder = save_to(result, out, note)
+    if not on_rank0():
+        return
     if json_out:
         print_json(result.to_dict())
     else:
@@ -196,6 +208,8 @@ def insert_cmd(  # long: one annotated parameter per option
                         n=n, seed=seed, batch_size=batch_size, grid=grid, dissect_n=dissect_n,
                         allow_weak=allow_weak, device=device, progress=rep)
         folder = save_to(result, out, note)
+    if not on_rank0():
+        return
     if json_out:
         print_json(result.to_dict())
     else:
@@ -254,6 +268,7 @@ def rank_cmd(  # long: one annotated parameter per option
         raise typer.BadParameter(f"{value} is read from a dissection: give --report DIR, or a number",
                                  param_hint="'--value'")
     from ..dissection import load_report, record_ranking
+    from ..distributed import on_main
     from ..models import load_model
     from ..ranking import rank_units
 
@@ -266,10 +281,13 @@ def rank_cmd(  # long: one annotated parameter per option
         folder = save_to(result, out, note)
         if report_dir is not None:
             note.writing = report_dir
-            stored = record_ranking(report_dir, result.layer, result.concept, result.ace_list(), gan=gan)
+            stored = on_main(lambda: record_ranking(report_dir, result.layer, result.concept, result.ace_list(),
+                                                    gan=gan))  # under torchrun, rank 0 alone writes
             rep.print(f"stored ace[{concept}] for {result.layer} in {stored}")
         elif not quiet:
             rep.print("not stored in a report: give --report DIR to make --rank ace available to ablate/insert")
+    if not on_rank0():
+        return
     if json_out:
         print_json(result.to_dict())
     else:

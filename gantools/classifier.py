@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageFolder, find_images, split_holdout
+from .defaults import CLASSIFIER_EVAL, CLASSIFIER_TRAIN
 from .models import GAN, component_state, find_companion, load_state, read_safetensors, save_safetensors
 from .utils import Config, GantoolsError, ProgressCallback, from_uint8, notice, report, resolve_device
 
@@ -52,10 +53,10 @@ class ClassifierConfig(Config):
     """
 
     classes: list[str]
-    image_size: int = 32
-    nc: int = 1
-    width: int = 32
-    feature_dim: int = 128
+    image_size: int = CLASSIFIER_TRAIN.image_size
+    nc: int = CLASSIFIER_TRAIN.nc
+    width: int = CLASSIFIER_TRAIN.width
+    feature_dim: int = CLASSIFIER_TRAIN.feature_dim
 
     def __post_init__(self) -> None:
         if len(self.classes) < 2:
@@ -236,13 +237,13 @@ class ClassifierTrainConfig(Config):
         seed: seeds the split, the initial weights and the batches.
     """
 
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    val_fraction: float = 0.1
-    holdout: int = 0
-    augment: bool = True
-    seed: int = 0
+    epochs: int = CLASSIFIER_TRAIN.epochs
+    batch_size: int = CLASSIFIER_TRAIN.batch_size
+    lr: float = CLASSIFIER_TRAIN.lr
+    val_fraction: float = CLASSIFIER_TRAIN.val_fraction
+    holdout: int = CLASSIFIER_TRAIN.holdout
+    augment: bool = CLASSIFIER_TRAIN.augment
+    seed: int = CLASSIFIER_TRAIN.seed
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -266,11 +267,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x + 1, grid, align_corners=False, padding_mode="zeros") - 1
 
 
-def train_classifier(data_dir: str | os.PathLike, image_size: int = 32, nc: int = 1,
-                     out: str | os.PathLike | None = None, epochs: int = 10, batch_size: int = 64,
-                     lr: float = 2e-3, width: int = 32, feature_dim: int = 128, val_fraction: float = 0.1,
-                     holdout: int = 0, augment: bool = True, seed: int = 0, device: "DeviceSpec" = None,
-                     progress: ProgressCallback | None = None) -> ClassifierTrainResult:
+def train_classifier(data_dir: str | os.PathLike, image_size: int = CLASSIFIER_TRAIN.image_size,
+                     nc: int = CLASSIFIER_TRAIN.nc, out: str | os.PathLike | None = None,
+                     epochs: int = CLASSIFIER_TRAIN.epochs, batch_size: int = CLASSIFIER_TRAIN.batch_size,
+                     lr: float = CLASSIFIER_TRAIN.lr, width: int = CLASSIFIER_TRAIN.width,
+                     feature_dim: int = CLASSIFIER_TRAIN.feature_dim,
+                     val_fraction: float = CLASSIFIER_TRAIN.val_fraction, holdout: int = CLASSIFIER_TRAIN.holdout,
+                     augment: bool = CLASSIFIER_TRAIN.augment, seed: int = CLASSIFIER_TRAIN.seed,
+                     device: "DeviceSpec" = None, progress: ProgressCallback | None = None) -> ClassifierTrainResult:
     """Train a classifier on a class-folder dataset; save it as safetensors when `out` is given.
 
     Args:
@@ -446,7 +450,8 @@ ClassifierEvaluation = ClassifierEvalResult
 
 @torch.no_grad()
 def evaluate_classifier(classifier: "Classifier | str | os.PathLike | None", data_dir: str | os.PathLike,
-                        holdout: int = 0, batch_size: int = 256, device: "DeviceSpec" = None,
+                        holdout: int = CLASSIFIER_EVAL.holdout, batch_size: int = CLASSIFIER_EVAL.batch_size,
+                        device: "DeviceSpec" = None,
                         progress: ProgressCallback | None = None, *,
                         model: "GAN | str | os.PathLike | None" = None) -> ClassifierEvalResult:
     """Accuracy on a class-folder dataset (only its held-out files, as `data.split_holdout` picks them, when holdout > 0).

@@ -471,6 +471,48 @@ def test_option_defaults_are_the_librarys(path, function) -> None:
     assert compared >= 2, path
 
 
+@pytest.mark.parametrize("path, function, defaults", [
+    (("dissect",), "gantools.dissection:dissect", "DISSECT"),
+    (("invert",), "gantools.restoration.inversion:invert", "INVERT"),
+    (("encoder", "train"), "gantools.restoration.encoder:train_encoder", "ENCODER_TRAIN"),
+    (("eval",), "gantools.metrics:evaluate", "EVALUATE"),
+    (("classifier", "train"), "gantools.classifier:train_classifier", "CLASSIFIER_TRAIN"),
+    (("classifier", "eval"), "gantools.classifier:evaluate_classifier", "CLASSIFIER_EVAL"),
+])
+def test_defaults_are_stated_once_in_gantools_defaults(path, function, defaults) -> None:
+    """These commands and their library functions both take their defaults from one object of the
+    torch-free gantools.defaults: every field is a parameter of the function with that default, and
+    every option named like a field (or the shown default of an option that is None until given) is it."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    import gantools.defaults
+
+    values = dataclasses.asdict(getattr(gantools.defaults, defaults))
+    module, name = function.split(":")
+    signature = inspect.signature(getattr(importlib.import_module(module), name))
+    names = {"strip": "top_k"}  # options spelled otherwise than their parameter
+    in_function = {f: signature.parameters[f].default for f in values if f in signature.parameters}
+    if name == "train_encoder":  # holdout is encoder_dataset's, which the command calls first
+        in_function["holdout"] = inspect.signature(importlib.import_module(module).encoder_dataset).parameters[
+            "holdout"].default
+    assert in_function == values, f"{name}'s defaults are not {defaults}'s"
+    compared = 0
+    for param in dict(_all_commands())[path].params:
+        field = names.get(param.name, param.name)
+        if field not in values:
+            continue
+        default = getattr(param.default, "value", param.default)
+        if default is None:  # None until given: the help shows the default, at the end of its text
+            shown = str(param.show_default)
+            assert re.search(rf"(^| ){re.escape(str(values[field]))}$", shown), (path, param.name, shown)
+        else:
+            assert default == values[field], f"{' '.join(path)} --{param.name}: {default!r} != {defaults}.{field}"
+        compared += 1
+    assert compared >= 2, path
+
+
 def test_reporter_is_silent_beside_rank_0(monkeypatch, capsys) -> None:
     from gantools.cli.common import Reporter
     from gantools.utils import Progress

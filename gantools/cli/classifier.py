@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..defaults import CLASSIFIER_EVAL, CLASSIFIER_TRAIN
 from .common import DeviceOpt, JsonOpt, QuietOpt, Reporter, SeedOpt, check_channels, check_out_file, \
     default_companion, kept_file, nothing_kept, on_interrupt, print_json, stdout_console
 
@@ -24,22 +25,29 @@ def classifier_train_cmd(  # long: one annotated parameter per option
                                                  "channels, and --out beside it (where eval finds it).",
                                                  show_default=False)] = None,
     image_size: Annotated[Optional[int], typer.Option("--image-size", min=8, help="Input side.",
-                                                      show_default="the model's, else 32")] = None,
+                                                      show_default=f"the model's, else {CLASSIFIER_TRAIN.image_size}")]
+    = None,
     nc: Annotated[Optional[int], typer.Option("--nc", help="Channels, 1 or 3.", callback=check_channels,
-                                              show_default="the model's, else 1")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")] = 10,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate (one-cycle schedule).")] = 2e-3,
-    width: Annotated[int, typer.Option("--width", min=1, help="Channels of the first conv stage.")] = 32,
+                                              show_default=f"the model's, else {CLASSIFIER_TRAIN.nc}")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training images.")]
+    = CLASSIFIER_TRAIN.epochs,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Batch size.")]
+    = CLASSIFIER_TRAIN.batch_size,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak AdamW learning rate (one-cycle schedule).")]
+    = CLASSIFIER_TRAIN.lr,
+    width: Annotated[int, typer.Option("--width", min=1, help="Channels of the first conv stage.")]
+    = CLASSIFIER_TRAIN.width,
     feature_dim: Annotated[int, typer.Option("--feature-dim", min=1, help="Length of the feature vector eval "
-                                             "uses.")] = 128,
+                                             "uses.")] = CLASSIFIER_TRAIN.feature_dim,
     val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, help="Share of training "
-                                                "images kept aside to measure accuracy.")] = 0.1,
+                                                "images kept aside to measure accuracy.")]
+    = CLASSIFIER_TRAIN.val_fraction,
     holdout: Annotated[int, typer.Option("--holdout", min=0, help="Leave out N images, the last by file name in "
                                          "each class folder (as `gantools train --holdout`); evaluate on them "
-                                         "with `classifier eval --holdout N`.")] = 0,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random small shifts and scalings.")] = True,
-    seed: SeedOpt = 0,
+                                         "with `classifier eval --holdout N`.")] = CLASSIFIER_TRAIN.holdout,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random small shifts and scalings.")]
+    = CLASSIFIER_TRAIN.augment,
+    seed: SeedOpt = CLASSIFIER_TRAIN.seed,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
@@ -81,8 +89,10 @@ def classifier_eval_cmd(
                                                  show_default=False)] = None,
     holdout: Annotated[int, typer.Option("--holdout", min=0, help="Classify only the N images that `train "
                                          "--holdout N` leaves out (the last by file name in each class folder); an "
-                                         "error when the classifier was trained on some of them.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 256,
+                                         "error when the classifier was trained on some of them.")]
+    = CLASSIFIER_EVAL.holdout,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+    = CLASSIFIER_EVAL.batch_size,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,

@@ -8,11 +8,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..defaults import DISSECT
 from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, \
     InterruptNote, on_interrupt, print_json, stdout_console
-
-QUANTILE = 0.01  # dissect's quantile=, when --quantile is not given (None tells "given" from "default")
-
 
 class ThresholdMethod(str, Enum):
     quantile = "quantile"
@@ -31,25 +29,28 @@ def dissect_cmd(  # long: one annotated parameter per option
     layer: Annotated[Optional[list[str]], typer.Option(
         "--layer", "-l", help="Layer: a number (3 = layer3) or a dotted module name. Repeat for several "
         "layers (dissected in one pass).", show_default="3, or 2 on a 16px model")] = None,
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Generated samples.")] = 2000,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Generated samples.")] = DISSECT.n,
+    # None tells "given" from "default": --quantile is refused with --threshold iqr
     quantile: Annotated[Optional[float], typer.Option("--quantile", min=0.0, max=1.0, help="Threshold each unit at "
                                                       "the level exceeded by this top fraction (0 < q < 1) of its "
-                                                      "upsampled activations.", show_default=str(QUANTILE))] = None,
+                                                      "upsampled activations.", show_default=str(DISSECT.quantile))]
+    = None,
     threshold: Annotated[ThresholdMethod, typer.Option(
         "--threshold", help="quantile (--quantile), or iqr: the level and concept maximising the information "
         "quality ratio over positively associated pairs (levels above 0, concepts over 0.1% of pixels), chosen "
-        "on n other samples; the unit is labelled with that concept.")] = ThresholdMethod.quantile,
-    min_iou: Annotated[float, typer.Option("--min-iou", min=0.0, max=1.0,
-                                           help="A unit is interpretable when its best IoU reaches this.")] = 0.04,
+        "on n other samples; the unit is labelled with that concept.")] = ThresholdMethod(DISSECT.threshold),
+    min_iou: Annotated[float, typer.Option("--min-iou", min=0.0, max=1.0, help="A unit is interpretable when its "
+                                           "best IoU reaches this.")] = DISSECT.min_iou,
     segmenter: Annotated[Optional[str], typer.Option(
         "--segmenter", "-s", help="color, or a segmenter .safetensors file.",
         show_default="the model's own segmenter, else color")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per batch.")]
+    = DISSECT.batch_size,
     strip: Annotated[int, typer.Option("--strip", min=0, help="Top-activating images per unit in the HTML "
-                                       "report.")] = 6,
+                                       "report.")] = DISSECT.top_k,
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = DISSECT.seed,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.",
                                                 show_default="dissect/<model>-<layers>")] = None,
     quiet: QuietOpt = False,
@@ -72,7 +73,7 @@ def dissect_cmd(  # long: one annotated parameter per option
                          "finish sooner")
     with Reporter(quiet) as rep, on_interrupt(note.line):
         result = dissect(model, layers=layer or None, segmenter=segmenter, n=n, seed=seed,
-                         quantile=QUANTILE if quantile is None else quantile, threshold=threshold.value,
+                         quantile=DISSECT.quantile if quantile is None else quantile, threshold=threshold.value,
                          min_iou=min_iou, batch_size=batch_size, device=device, progress=rep, top_k=strip)
         note.writing = out if out is not None else Path("dissect") / f"{model_label(model)}-{'-'.join(result.layers)}"
         folder = on_main(lambda: result.save(note.writing))  # under torchrun, rank 0 alone writes

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..defaults import ENCODER_TRAIN
 from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_file, \
     default_companion, kept_file, on_interrupt, print_json, stdout_console
 
@@ -21,15 +22,18 @@ def encoder_train_cmd(
                                                 show_default=False)] = None,
     holdout: Annotated[int, typer.Option("--holdout", min=0, help="With a folder: leave N images out, split as "
                                          "`gantools train --holdout` does (the last by sorted file name, per "
-                                         "class folder).")] = 0,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2, help="Images per step.")] = 64,
-    width: Annotated[int, typer.Option("--width", min=4, help="Channels of the first conv block.")] = 32,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine decay).")] = 1e-3,
+                                         "class folder).")] = ENCODER_TRAIN.holdout,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")] = ENCODER_TRAIN.steps,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=2, help="Images per step.")]
+    = ENCODER_TRAIN.batch_size,
+    width: Annotated[int, typer.Option("--width", min=4, help="Channels of the first conv block.")]
+    = ENCODER_TRAIN.width,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine decay).")]
+    = ENCODER_TRAIN.lr,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file.", show_default="encoder.safetensors "
                                                 "beside the model, where invert finds it")] = None,
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = ENCODER_TRAIN.seed,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..defaults import EVALUATE
 from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, on_interrupt, \
     print_json, stdout_console
 
@@ -18,29 +19,32 @@ def eval_cmd(  # long: one annotated parameter per option
                                                 "(scenes).", show_default="the data the model was trained on, "
                                                 "when its file records it")] = None,
     n: Annotated[int, typer.Option("--n", "-n", min=2, help="Generated images (and at most this many real ones).")]
-    = 5000,
+    = EVALUATE.n,
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated: fid, kid, pr (precision/recall), classes "
                                          "(class coverage), concepts (concept pixel frequencies); auto = fid,kid,pr "
                                          "plus classes/concepts when the model has a classifier/segmenter beside "
-                                         "it; all.")] = "auto",
+                                         "it; all.")] = EVALUATE.metrics,
     extractor: Annotated[str, typer.Option("--extractor", help="Features for FID/KID/PR: auto, classifier (the "
                                            "model's classifier.safetensors), segmenter (its learned segmenter's "
                                            "encoder), inception (needs --inception-weights), random (seeded untrained "
                                            "CNN), or a classifier/segmenter .safetensors or inception .pth file.")]
-    = "auto",
+    = EVALUATE.extractor,
     inception_weights: Annotated[Optional[Path], typer.Option("--inception-weights", help="Local torchvision "
                                                               "Inception-v3 weights (.pth); never downloaded.",
                                                               show_default=False)] = None,
     holdout: Annotated[int, typer.Option("--holdout", min=0, help="Compare with only the N images of the --data "
                                          "folder that `train --holdout N` leaves out (the last by file name in "
-                                         "each class folder).")] = 0,
-    k: Annotated[int, typer.Option("--k", min=1, help="Nearest neighbours for precision/recall.")] = 3,
-    kid_subsets: Annotated[int, typer.Option("--kid-subsets", min=1, help="Random subsets for KID.")] = 100,
-    kid_subset_size: Annotated[int, typer.Option("--kid-subset-size", min=2, help="Images per KID subset.")] = 1000,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 100,
+                                         "each class folder).")] = EVALUATE.holdout,
+    k: Annotated[int, typer.Option("--k", min=1, help="Nearest neighbours for precision/recall.")] = EVALUATE.k,
+    kid_subsets: Annotated[int, typer.Option("--kid-subsets", min=1, help="Random subsets for KID.")]
+    = EVALUATE.kid_subsets,
+    kid_subset_size: Annotated[int, typer.Option("--kid-subset-size", min=2, help="Images per KID subset.")]
+    = EVALUATE.kid_subset_size,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+    = EVALUATE.batch_size,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the reference statistics (cached in "
                                            "$GANTOOLS_CACHE/stats, default ~/.cache/gantools/stats).")] = False,
-    seed: SeedOpt = 0,
+    seed: SeedOpt = EVALUATE.seed,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..defaults import INVERT
 from .common import DEFAULT_MODEL, DeviceOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, on_interrupt, \
     optional_number, print_json, stdout_console
 
@@ -27,17 +28,18 @@ def invert_cmd(  # long: one annotated parameter per option
     model: ModelOpt = DEFAULT_MODEL,
     task: Annotated[InvertTask, typer.Option("--task", "-t", help="What the input lacks: reconstruct (nothing), "
                                              "inpaint (--mask), colorize (colour), denoise (Gaussian noise), "
-                                             "superres (resolution).")] = InvertTask.reconstruct,
+                                             "superres (resolution).")] = InvertTask(INVERT.task),
     mask: Annotated[Optional[Path], typer.Option("--mask", help="inpaint: PNG of the input's size whose nonzero "
                                                  "pixels are missing.", show_default=False)] = None,
     scale: Annotated[Optional[int], typer.Option("--scale", min=2, help="superres: the input is the generator's "
-                                                 "size divided by this.", show_default="4")] = None,
+                                                 "size divided by this.",
+                                                 show_default=str(INVERT.scale))] = None,
     noise_sigma: Annotated[Optional[float], typer.Option(
         "--noise-sigma", help="denoise: noise std on the [0,1] scale (e.g. 0.1).",
         show_default="estimated per image")] = None,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Adam steps per image.")] = 300,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Adam steps per image.")] = INVERT.steps,
     restarts: Annotated[int, typer.Option("--restarts", min=1, help="Starting points per image, optimised "
-                                          "together; the lowest final loss wins.")] = 4,
+                                          "together; the lowest final loss wins.")] = INVERT.restarts,
     layerwise: Annotated[Optional[str], typer.Option(
         "--layerwise", help="Also optimise this generator layer's features (number or name) to reach details "
         "outside the generator's range; both results are reported.", show_default=False)] = None,
@@ -45,7 +47,7 @@ def invert_cmd(  # long: one annotated parameter per option
                                                        "refinement.", show_default="--steps")] = None,
     composite: Annotated[bool, typer.Option("--composite/--no-composite", help="inpaint: paste the known pixels "
                                             "back; colorize: keep the input's luminance. --no-composite keeps "
-                                            "the raw generator output.")] = True,
+                                            "the raw generator output.")] = INVERT.composite,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder file to start from.",
                                                     show_default="the model's encoder.safetensors, when present")]
     = None,
@@ -55,13 +57,14 @@ def invert_cmd(  # long: one annotated parameter per option
         "PSNR and SSIM beside those of the degraded input itself (superres: bicubic) and of a classical "
         "baseline (biharmonic inpainting, the best of TV/NL-means/wavelet denoising, bicubic, mean-chroma "
         "colorization), and warns when the result is worse than either.", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images inverted together.")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images inverted together.")]
+    = INVERT.batch_size,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: <stem>.png, <stem>_compare.png, "
                                       "<stem>.latent.pt.")] = Path("inverted"),
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per image (losses, metrics, "
                                            "paths) instead of a table.")] = False,
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = INVERT.seed,
     quiet: QuietOpt = False,
 ) -> None:
     """Invert real images into the GAN and restore what they lack (GAN-prior restoration)."""

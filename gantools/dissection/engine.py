@@ -78,6 +78,7 @@ import torch
 from torch import nn
 
 from .. import distributed
+from ..defaults import DISSECT
 from ..hooks import TraceDict, layer_name
 from ..models import GAN, fingerprint, load_model
 from ..segmenters import ColorSegmenter, check_labels, describe_segmenter, load_segmenter
@@ -93,7 +94,6 @@ if TYPE_CHECKING:
     from ..types import DeviceSpec, ModelSpec, SegmenterSpec
 
 IQR_SEED_OFFSET = 1_000_003  # the IQR thresholds are chosen on samples of seed + this offset
-DEFAULT_TOP_K = 6
 DEFAULT_LAYER = 3
 
 
@@ -139,10 +139,10 @@ class _Sampler:
 
 
 def dissect(model: ModelSpec | nn.Module, layers: int | str | Iterable[int | str] | None = None,
-            segmenter: SegmenterSpec | None = None, n: int = 2000, seed: int = 0, quantile: float = 0.01,
-            threshold: str = "quantile", min_iou: float = 0.04, batch_size: int = DEFAULT_BATCH_SIZE,
-            device: DeviceSpec = None, progress: ProgressCallback | None = None,
-            top_k: int = DEFAULT_TOP_K) -> DissectionResult:
+            segmenter: SegmenterSpec | None = None, n: int = DISSECT.n, seed: int = DISSECT.seed,
+            quantile: float = DISSECT.quantile, threshold: str = DISSECT.threshold, min_iou: float = DISSECT.min_iou,
+            batch_size: int = DISSECT.batch_size, device: DeviceSpec = None,
+            progress: ProgressCallback | None = None, top_k: int = DISSECT.top_k) -> DissectionResult:
     """Dissect generator layers: per unit a threshold, IoU with every concept, and a label.
 
     Each unit's map is upsampled bilinearly to the segmentation's resolution with

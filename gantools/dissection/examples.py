@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defaults import DISSECT
 from ..hooks import TraceDict
 from ..models import Generator
 from ..reports import data_uri, image_row, overlay
 from ..utils import GantoolsError, to_uint8
 from .result import ALIGN_CORNERS, Examples, LayerDissection
 
-DEFAULT_BATCH_SIZE = 64  # samples per batch, when dissecting and when generating the top samples again
+DEFAULT_BATCH_SIZE = DISSECT.batch_size  # samples per batch, when dissecting and when generating the top samples again
 
 
 def sample_latents(generator: nn.Module, n: int, seed: int) -> torch.Tensor:

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from .. import distributed
-from ..classifier import CLASSIFIER_COMPONENT, Classifier, ClassCoverage, coverage_from_probs, resolve_classifier
+from ..classifier import CLASSIFIER_COMPONENT, CONFIDENT, Classifier, ClassCoverage, coverage_from_probs, \
+    resolve_classifier
+from ..defaults import EVALUATE
 from ..models import GAN, Generator, fingerprint, load_model
 from ..segmenters import SEGMENTER_COMPONENT, Segmenter, describe_segmenter, resolve_segmenter
 from ..utils import GantoolsError, ProgressCallback, from_uint8, notice, report, resolve_device, to_uint8
@@ -229,14 +231,17 @@ class _Generated:
     counts: torch.Tensor | None = None
 
 
-def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathLike | None = None, n: int = 5000,
-             metrics: str | Sequence[str] = "auto", extractor: str | os.PathLike | FeatureExtractor = "auto",
+def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathLike | None = None,
+             n: int = EVALUATE.n, metrics: str | Sequence[str] = EVALUATE.metrics,
+             extractor: str | os.PathLike | FeatureExtractor = EVALUATE.extractor,
              inception_weights: str | os.PathLike | None = None,
              classifier: "Classifier | str | os.PathLike | None" = None, segmenter: "SegmenterSpec | None" = None,
-             seed: int = 0, holdout: int = 0, k: int = 3, kid_subsets: int = 100, kid_subset_size: int = 1000,
-             confidence: float = 0.9, batch_size: int = 100, use_cache: bool = True,
-             device: "DeviceSpec" = None, progress: ProgressCallback | None = None,
-             data_version: int | None = None, floor: bool = True) -> EvalResult:
+             seed: int = EVALUATE.seed, holdout: int = EVALUATE.holdout, k: int = EVALUATE.k,
+             kid_subsets: int = EVALUATE.kid_subsets, kid_subset_size: int = EVALUATE.kid_subset_size,
+             confidence: float = CONFIDENT, batch_size: int = EVALUATE.batch_size,
+             use_cache: bool = EVALUATE.use_cache, device: "DeviceSpec" = None,
+             progress: ProgressCallback | None = None, data_version: int | None = None,
+             floor: bool = EVALUATE.floor) -> EvalResult:
     """Sample-quality metrics of a GAN against real data: FID, KID, precision/recall, class coverage, concepts.
 
     Args:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageFolder, batch_images, find_images, open_dataset, split_holdout
+from ..defaults import ENCODER_TRAIN
 from ..models import (GAN, companion_path, component_state, fingerprint, init_weights, load_model, load_state,
                       read_safetensors, save_safetensors)
 from ..types import DeviceSpec
@@ -44,7 +45,7 @@ class EncoderConfig(Config):
     image_size: int
     nc: int
     nz: int
-    width: int = 32
+    width: int = ENCODER_TRAIN.width
 
 
 class Encoder(nn.Module):
@@ -139,10 +140,12 @@ def degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -
     return out
 
 
-def train_encoder(model: GAN | str | os.PathLike, steps: int = 2000, batch_size: int = 64,
-                  data: Any = None, width: int = 32, lr: float = 1e-3, latent_weight: float = 1.0,
-                  pixel_weight: float = 1.0, perceptual_weight: float = 0.1, augment: float = 0.5,
-                  out: str | os.PathLike | None = None, device: DeviceSpec = None, seed: int = 0,
+def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.steps,
+                  batch_size: int = ENCODER_TRAIN.batch_size, data: Any = None, width: int = ENCODER_TRAIN.width,
+                  lr: float = ENCODER_TRAIN.lr, latent_weight: float = ENCODER_TRAIN.latent_weight,
+                  pixel_weight: float = ENCODER_TRAIN.pixel_weight,
+                  perceptual_weight: float = ENCODER_TRAIN.perceptual_weight, augment: float = ENCODER_TRAIN.augment,
+                  out: str | os.PathLike | None = None, device: DeviceSpec = None, seed: int = ENCODER_TRAIN.seed,
                   progress: ProgressCallback | None = None) -> EncoderTrainResult:
     """Train an encoder for a generator.
 
@@ -268,8 +271,8 @@ def _open_data(data: Any, image_size: int, nc: int, seed: int, progress: Progres
     return data
 
 
-def encoder_dataset(data: str | os.PathLike, image_size: int, nc: int, *, holdout: int = 0, seed: int = 0,
-                    progress: ProgressCallback | None = None) -> Any:
+def encoder_dataset(data: str | os.PathLike, image_size: int, nc: int, *, holdout: int = ENCODER_TRAIN.holdout,
+                    seed: int = ENCODER_TRAIN.seed, progress: ProgressCallback | None = None) -> Any:
     """The real images to train an encoder on, as `train_encoder(data=...)` takes them.
 
     Args:

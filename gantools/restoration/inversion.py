@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .. import distributed
+from ..defaults import INVERT
 from ..hooks import layer_name
 from ..models import GAN, fingerprint, load_model
 from ..types import DeviceSpec, ImageSource
@@ -122,14 +123,14 @@ class BatchOutcome:
 
 
 def invert(model: GAN | str | os.PathLike, images: ImageSource | Sequence[str | os.PathLike],
-           task: str = "reconstruct", *,
-           mask: str | os.PathLike | torch.Tensor | None = None, scale: int = 4,
-           noise_sigma: float | Sequence[float] | None = None, steps: int = 300, restarts: int = 4,
-           layerwise: int | str | None = None, layer_steps: int | None = None, composite: bool = True,
-           encoder: str | os.PathLike | Encoder | None = "auto", target: ImageSource | None = None,
-           names: Sequence[str] | None = None, batch_size: int = 16, lr: float = 0.2,
-           weights: ObjectiveWeights | None = None, init_samples: int = 32,
-           device: DeviceSpec = None, seed: int = 0,
+           task: str = INVERT.task, *,
+           mask: str | os.PathLike | torch.Tensor | None = None, scale: int = INVERT.scale,
+           noise_sigma: float | Sequence[float] | None = None, steps: int = INVERT.steps,
+           restarts: int = INVERT.restarts, layerwise: int | str | None = None, layer_steps: int | None = None,
+           composite: bool = INVERT.composite, encoder: str | os.PathLike | Encoder | None = "auto",
+           target: ImageSource | None = None, names: Sequence[str] | None = None,
+           batch_size: int = INVERT.batch_size, lr: float = INVERT.lr, weights: ObjectiveWeights | None = None,
+           init_samples: int = INVERT.init_samples, device: DeviceSpec = None, seed: int = INVERT.seed,
            progress: ProgressCallback | None = None,
            on_batch: Callable[[InversionResult], None] | None = None,
            targets: ImageSource | None = None) -> InversionResult:

@@ -482,6 +482,7 @@ def test_upsampler_candidates_cover_every_value_above_the_level(h, w, s):
     got: dict[tuple[int, int], list[float]] = {}
     for unit, a, d, lab in sampler.values(feat, labels, lo, dump=4):
         vals = a if d is None else a + d * sampler.lam
+        lab = lab.reshape(vals.shape)  # dense chunks give their labels as a broadcast view
         keep = (vals >= lo[unit][:, None]) & (lab < 4)
         for key, v in zip(zip(unit[:, None].expand_as(vals)[keep].tolist(), lab[keep].tolist()), vals[keep].tolist()):
             got.setdefault(key, []).append(v)

@@ -222,8 +222,8 @@ class LayerState:
                 x = a - self.lo.index_select(0, unit)[:, None]
                 if d is not None:
                     x = torch.addcmul(x, d, lam)
-                idx = (x > 0).long().add_((unit * 2)[:, None]).add_(lab)
-                self.exact += torch.bincount(idx.view(-1), minlength=self.exact.numel())
+                idx = Upsampler.add_labels((x > 0).long().add_((unit * 2)[:, None]), lab)
+                self.exact += torch.bincount(idx, minlength=self.exact.numel())
         else:
             self.hist.grow(bmax)  # bilinear interpolation never exceeds the raw maximum
             lo = None if self.mode == "iqr" else (self.floor if self.floor is not None else self.lo)

@@ -14,10 +14,14 @@ import math
 import torch
 
 from .. import distributed
+from .upsample import Upsampler
 
 # IQR mode never chooses a concept under this share of the selection samples' pixels: its counts are
 # too small to trust (GAN Dissection's rule).
 MIN_CONCEPT_SHARE = 1e-3
+# Pending indices are counted once this many have gathered (one bincount per batch is cheapest for
+# the sparse tails of quantile mode; a dense IQR pass would otherwise hold a batch's worth, ~200 MB).
+FLUSH_VALUES = 1 << 22
 
 
 class Histogram:
@@ -41,6 +45,7 @@ class Histogram:
         self.label_stride = units * (bins + 2)
         self._counts = torch.zeros(self.k1, units, bins + 2, dtype=torch.long, device=lo.device)
         self._pending: list[torch.Tensor] = []
+        self._pending_values = 0
         self.lo32 = self.lo.float()  # lo as float32, as the values are compared with it
         # slot c + 1 of unit u sits at u * (bins + 2) + c + 1; kept as float to add before one .long()
         self._base = (torch.arange(units, device=lo.device) * (bins + 2) + 1).float()
@@ -111,13 +116,16 @@ class Histogram:
         x = x.ceil_().clamp_(-1, self.bins).add_(self._base.index_select(0, unit)[:, None])
         # Counted by `flush`, once per batch: one bincount over the whole counts table costs about
         # as much as the indices of a chunk, so doing it per chunk doubled the cost.
-        self._pending.append(x.long().add_(labels).view(-1))
+        self._pending.append(Upsampler.add_labels(x.long(), labels))
+        self._pending_values += x.numel()
+        if self._pending_values >= FLUSH_VALUES:  # dense passes: bound the memory of the pending indices
+            self.flush()
 
     def flush(self) -> None:
         """Count the values added since the last flush (call before reading or growing the counts)."""
         if self._pending:
             idx = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending)
-            self._pending = []
+            self._pending, self._pending_values = [], 0
             self._counts.view(-1).add_(torch.bincount(idx, minlength=self._counts.numel()))
 
     def tail(self) -> torch.Tensor:

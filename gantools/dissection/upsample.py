@@ -58,6 +58,11 @@ class Upsampler:
             self.pad_top, self.pad_bottom = (f + 1) // 2, f // 2
             self.row_offsets = (torch.arange(f, device=device, dtype=torch.int32) * ws)[None]
 
+    @staticmethod
+    def add_labels(index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """index (M x L, integer) + the labels `values` yielded with it, in place; flattened."""
+        return index.view(labels.shape).add_(labels).view(-1)
+
     def dense(self, feat: torch.Tensor) -> Iterable[tuple[int, torch.Tensor]]:
         """(first image, upsampled chunk n x units x hs x ws), in chunks of at most CHUNK values."""
         n, u = feat.shape[:2]
@@ -67,16 +72,18 @@ class Upsampler:
 
     def values(self, feat: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor | None, dump: int,
                peak: torch.Tensor | None = None):
-        """Yield (unit (M,), a, d, labels (M x L)) covering every upsampled value >= lo[unit] (and some
-        below it): the values are a + d * self.lam (a, d: M x 1) for row segments, or a (M x L) with
-        d None when upsampled densely (lo=None: every value). Pixels outside the image carry label `dump`."""
+        """Yield (unit (M,), a, d, labels) covering every upsampled value >= lo[unit] (and some below
+        it): the values are a + d * self.lam (a, d: M x 1) for row segments, with labels M x L; or a
+        (M x L) with d None when upsampled densely (lo=None: every value), with labels images x units x
+        L, a broadcast view (M = images * units) that is never copied. Pixels outside the image carry
+        label `dump`. Add labels with `add_labels`."""
         n, u = feat.shape[:2]
         if lo is None or not self.f:
             lab = labels.reshape(n, 1, -1)
             for a, up in self.dense(feat):
                 m = up.shape[0]
                 yield (torch.arange(u, device=feat.device).repeat(m), up.reshape(m * u, -1), None,
-                       lab[a:a + m].expand(m, u, lab.shape[-1]).reshape(m * u, -1))
+                       lab[a:a + m].expand(m, u, lab.shape[-1]))
             return
         yield from self._segments(feat, labels, lo, dump, peak)
 

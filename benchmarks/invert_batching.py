@@ -9,6 +9,10 @@ reports, for a batch of all N images and for N runs of one image:
   2-step and a 1-step inversion, so set-up and scoring cancel out);
 - achieved GFLOP/s, beside the machine's float32 matmul peak (a large square matmul, best of 10).
 
+and, as the evidence of a compute limit, the same batched run with `--saturation` times more images:
+if its GFLOP/s stays where the N-image batch already was, batching has nothing more to give, and the
+speed-up over one image at a time is bounded by that ceiling over the single run's GFLOP/s.
+
 Every latent is optimised independently, so both runs give the same latents (max |z| difference
 printed). Uses only the public API and the shipped models.
 
@@ -71,6 +75,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--restarts", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--saturation", type=int, default=4, help="also time a batch this many times larger (0: skip)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -95,12 +100,22 @@ def main() -> None:
                      "flops_per_image_step": step_flops[mode] / args.n, "gflops": gflops,
                      "fraction_of_peak": gflops / peak}
     out["speedup"] = best["single"] / best["batched"]
+    if args.saturation > 1:
+        big = gantools.generate(gan, gan.generator.sample_z(args.n * args.saturation, 2025))
+        seconds, _ = timed(gan, big, args.steps, args.restarts, big.shape[0])
+        gflops = step_flops["batched"] * args.saturation * args.steps / seconds / 1e9  # FLOPs grow with the batch
+        out["larger_batch"] = {"images": big.shape[0], "img_per_s": big.shape[0] / seconds, "gflops": gflops,
+                               "fraction_of_peak": gflops / peak}
     print(f"{args.model}: {args.n} images, {args.steps} steps, {args.restarts} restarts; "
           f"{out['threads']} threads; load {os.getloadavg()[0]:.1f}; matmul peak {peak:.1f} GFLOP/s")
     for mode in ("batched", "single"):
         r = out[mode]
         print(f"  {mode:8s} {r['img_per_s']:7.3f} img/s  {r['flops_per_image_step'] / 1e6:8.2f} MFLOP per image-step  "
               f"{r['gflops']:6.1f} GFLOP/s = {r['fraction_of_peak']:.0%} of peak")
+    if "larger_batch" in out:
+        r = out["larger_batch"]
+        print(f"  batch of {r['images']:<3d} {r['img_per_s']:7.3f} img/s  {'':27s}{r['gflops']:6.1f} GFLOP/s = "
+              f"{r['fraction_of_peak']:.0%} of peak  (the ceiling batching reaches)")
     print(f"  batched / one at a time: {out['speedup']:.2f}x  (max |z| difference {out['max_z_diff']:.2e})")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

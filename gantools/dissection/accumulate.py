@@ -208,21 +208,16 @@ class LayerState:
         bmax = peak.amax(dim=0)
         self.raw_min = torch.minimum(self.raw_min, feat.amin(dim=(0, 2, 3)))
         self.raw_max = torch.maximum(self.raw_max, bmax)
-        # raw-map tail (for q99): only values >= its lower bound are binned
-        self.raw_hist.grow(bmax)
-        flat = feat.reshape(-1)
-        pos = (feat >= self.raw_hist.lo32.view(1, -1, 1, 1)).view(-1).nonzero().squeeze(1)
-        unit = torch.div(pos, feat.shape[2] * feat.shape[3], rounding_mode="floor") % u
-        self.raw_hist.add(unit, flat.index_select(0, pos)[:, None], None, None, torch.zeros_like(pos)[:, None])
-        self.raw_hist.flush()
+        if self.mode != "iqr":  # the IQR selection pass reports no q99: its samples only choose levels
+            self._count_raw_tail(feat, bmax)
         lam = self.up.lam
         if self.mode == "fixed":
             # index = label * 2u + unit * 2 + above
-            for unit, a, d, lab in self.up.values(feat, labels * (2 * u), self.lo, self.k * 2 * u, peak):
+            for unit, a, d, lab in self.up.values(feat, (labels * (2 * u)).int(), self.lo, self.k * 2 * u, peak):
                 x = a - self.lo.index_select(0, unit)[:, None]
                 if d is not None:
                     x = torch.addcmul(x, d, lam)
-                idx = Upsampler.add_labels((x > 0).long().add_((unit * 2)[:, None]), lab)
+                idx = Upsampler.add_labels((x > 0).int().add_((unit * 2).int()[:, None]), lab)
                 self.exact += torch.bincount(idx, minlength=self.exact.numel())
         else:
             self.hist.grow(bmax)  # bilinear interpolation never exceeds the raw maximum
@@ -235,6 +230,16 @@ class LayerState:
                 self._raise_floor()
         if self.top_k:
             self.top.update(start, feat, peak, images_u8)
+
+    def _count_raw_tail(self, feat: torch.Tensor, bmax: torch.Tensor) -> None:
+        """Bin the raw maps' values at or above the q99 tail's lower bound (for the report's q99)."""
+        u = feat.shape[1]
+        self.raw_hist.grow(bmax)
+        flat = feat.reshape(-1)
+        pos = (feat >= self.raw_hist.lo32.view(1, -1, 1, 1)).view(-1).nonzero().squeeze(1)
+        unit = torch.div(pos, feat.shape[2] * feat.shape[3], rounding_mode="floor") % u
+        self.raw_hist.add(unit, flat.index_select(0, pos)[:, None], None, None, torch.zeros_like(pos)[:, None])
+        self.raw_hist.flush()
 
     def combine(self) -> None:
         """Sum every process's state into this one (a collective under torchrun; a no-op alone):

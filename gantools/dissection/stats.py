@@ -99,8 +99,9 @@ class Histogram:
         self._sync()
 
     def scale_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """Labels as index offsets (label * label_stride), to pass to `add`."""
-        return labels * self.label_stride
+        """Labels as index offsets (label * label_stride), to pass to `add`. Indices are int32 (the table
+        has far fewer than 2**31 cells), which halves the memory traffic of counting."""
+        return (labels * self.label_stride).int()
 
     def add(self, unit: torch.Tensor, a: torch.Tensor, d: torch.Tensor | None, lam: torch.Tensor | None,
             labels: torch.Tensor) -> None:
@@ -116,7 +117,7 @@ class Histogram:
         x = x.ceil_().clamp_(-1, self.bins).add_(self._base.index_select(0, unit)[:, None])
         # Counted by `flush`, once per batch: one bincount over the whole counts table costs about
         # as much as the indices of a chunk, so doing it per chunk doubled the cost.
-        self._pending.append(Upsampler.add_labels(x.long(), labels))
+        self._pending.append(Upsampler.add_labels(x.int(), labels))
         self._pending_values += x.numel()
         if self._pending_values >= FLUSH_VALUES:  # dense passes: bound the memory of the pending indices
             self.flush()

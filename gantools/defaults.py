@@ -15,6 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# IQR mode never chooses a concept under this share of the selection samples' pixels: its counts are
+# too small to trust (GAN Dissection's rule). Here so that `dissect --help` can quote it.
+IQR_MIN_CONCEPT_SHARE = 1e-3
+
+
 @dataclass(frozen=True)
 class DissectDefaults:
     """`gantools.dissection.dissect`'s defaults; batch_size is also how many samples are generated

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ..defaults import DISSECT
+from ..defaults import DISSECT, IQR_MIN_CONCEPT_SHARE
 from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, \
     InterruptNote, on_interrupt, print_json, stdout_console
 
@@ -37,7 +37,8 @@ def dissect_cmd(  # long: one annotated parameter per option
     = None,
     threshold: Annotated[ThresholdMethod, typer.Option(
         "--threshold", help="quantile (--quantile), or iqr: the level and concept maximising the information "
-        "quality ratio over positively associated pairs (levels above 0, concepts over 0.1% of pixels), chosen "
+        f"quality ratio over positively associated pairs (levels above 0, concepts over "
+        f"{100 * IQR_MIN_CONCEPT_SHARE:g}% of pixels), chosen "
         "on n other samples; the unit is labelled with that concept.")] = ThresholdMethod(DISSECT.threshold),
     min_iou: Annotated[float, typer.Option("--min-iou", min=0.0, max=1.0, help="A unit is interpretable when its "
                                            "best IoU reaches this.")] = DISSECT.min_iou,

@@ -14,11 +14,10 @@ import math
 import torch
 
 from .. import distributed
+from ..defaults import IQR_MIN_CONCEPT_SHARE
 from .upsample import Upsampler
 
-# IQR mode never chooses a concept under this share of the selection samples' pixels: its counts are
-# too small to trust (GAN Dissection's rule).
-MIN_CONCEPT_SHARE = 1e-3
+MIN_CONCEPT_SHARE = IQR_MIN_CONCEPT_SHARE  # stated once, in defaults (the CLI's help quotes it)
 # Pending indices are counted once this many have gathered (one bincount per batch is cheapest for
 # the sparse tails of quantile mode; a dense IQR pass would otherwise hold a batch's worth, ~200 MB).
 FLUSH_VALUES = 1 << 22

@@ -59,6 +59,31 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------
+# Lazy package exports (PEP 562): a package names what it exports and which submodule holds each
+# name; a submodule (and torch with it) is imported on first use, so `--help` stays fast.
+
+
+def lazy_exports(package: str, table: dict[str, str],
+                 namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The `__getattr__` and `__dir__` of `package`, whose name -> submodule (relative) `table` is
+    imported on first use; each value is then cached in the package's `namespace` (its globals())."""
+    import importlib
+
+    def __getattr__(name: str) -> Any:
+        module = table.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(list(namespace) + list(table))
+
+    return __getattr__, __dir__
+
+
+# ---------------------------------------------------------------------------------------------
 # Progress reporting: library code never prints; it calls a callback that the CLI renders.
 
 

@@ -20,9 +20,7 @@ and defaults without torch, for the CLI. Every public name is re-exported here, 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..utils import lazy_exports
 from .config import CONFIG_KEY, DEFAULT_ARCH, DEFAULT_DECODER_CHANNELS, DEFAULT_ENCODER, DEFAULT_ENCODER_DEPTH, \
     EVAL_SCENES, EVAL_SEED, IMAGENET_MEAN, IMAGENET_STD, SEGMENTER_COMPONENT, SegmenterConfig, SegmenterTrainConfig, \
     eval_defaults, is_scenes, parse_decoder_channels
@@ -43,17 +41,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = ["COLOR_NAMES", "COLOR_PROTOTYPES", "COLOR_TERMS", "CONFIG_KEY", "ColorSegmenter", "DEFAULT_ARCH",

@@ -13,8 +13,9 @@ re-exported here; all but the config load lazily, so reading TrainConfig's defau
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..utils import lazy_exports
 
 from .config import AUGMENTATIONS, DEFAULT_EPOCHS, DEFAULT_RECIPE, LOSSES, RECIPES, RESUMABLE_FIELDS, TrainConfig, \
     resume_config
@@ -42,17 +43,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = ["AUGMENTATIONS", "BEST_FILE", "BatchStream", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT",

@@ -174,10 +174,8 @@ class Reporter:
     def __init__(self, quiet: bool = False, log_every: float = 5.0) -> None:
         from rich.console import Console
 
-        from ..distributed import world
-
         self.console = Console(stderr=True)
-        self.silent = not world().is_main
+        self.silent = not on_rank0()
         self.live = not quiet and not self.silent and self.console.is_terminal
         self.log_every = log_every
         self._bar: Any = None
@@ -241,6 +239,13 @@ def number(v: float) -> str:
 def optional_number(v: Any, spec: str) -> str:
     """A number formatted with `spec`, or "-" for None."""
     return "-" if v is None else format(v, spec)
+
+
+def on_rank0() -> bool:
+    """Whether this process prints results: always alone, rank 0 alone under torchrun."""
+    from ..distributed import world
+
+    return world().is_main
 
 
 def print_json(obj: Any) -> None:

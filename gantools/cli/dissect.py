@@ -10,7 +10,7 @@ import typer
 
 from ..defaults import DISSECT, IQR_MIN_CONCEPT_SHARE
 from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, \
-    InterruptNote, on_interrupt, print_json, stdout_console
+    InterruptNote, on_interrupt, on_rank0, print_json, stdout_console
 
 class ThresholdMethod(str, Enum):
     quantile = "quantile"
@@ -68,7 +68,7 @@ def dissect_cmd(  # long: one annotated parameter per option
     if quantile is not None and threshold != ThresholdMethod.quantile:
         raise typer.BadParameter("--quantile is for --threshold quantile (iqr chooses each unit's level itself)")
     from ..dissection import HTML_FILE, REPORT_FILE, UNITS_FILE, dissect
-    from ..distributed import on_main, world
+    from ..distributed import on_main
 
     note = InterruptNote("dissect writes its report once every sample is measured", ", with a smaller --n to "
                          "finish sooner")
@@ -78,7 +78,7 @@ def dissect_cmd(  # long: one annotated parameter per option
                          min_iou=min_iou, batch_size=batch_size, device=device, progress=rep, top_k=strip)
         note.writing = out if out is not None else Path("dissect") / f"{model_label(model)}-{'-'.join(result.layers)}"
         folder = on_main(lambda: result.save(note.writing))  # under torchrun, rank 0 alone writes
-    if not world().is_main:
+    if not on_rank0():
         return
     files = {"html": folder / HTML_FILE, "json": folder / REPORT_FILE, "csv": folder / UNITS_FILE}
     if json_out:

@@ -12,7 +12,7 @@ import typer
 
 from ..utils import GantoolsError
 from .common import DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, Reporter, SeedOpt, \
-    check_out_dir, in_flags, on_interrupt, print_json, stdout_console, unit_list
+    check_out_dir, in_flags, on_interrupt, on_rank0, print_json, stdout_console, unit_list
 
 
 class UnitRanking(str, Enum):
@@ -72,13 +72,6 @@ def save_to(result: Any, out: Optional[Path], note: InterruptNote) -> Optional[P
 
     note.writing = out
     return on_main(lambda: result.save(out))
-
-
-def on_rank0() -> bool:
-    """Whether this process prints the result: always alone, rank 0 alone under torchrun."""
-    from ..distributed import world
-
-    return world().is_main
 
 
 def say_written(folder: Optional[Path], since: float) -> None:

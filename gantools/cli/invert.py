@@ -10,7 +10,7 @@ import typer
 
 from ..defaults import INVERT
 from .common import DEFAULT_MODEL, DeviceOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, on_interrupt, \
-    optional_number, print_json, stdout_console
+    on_rank0, optional_number, print_json, stdout_console
 
 
 class InvertTask(str, Enum):
@@ -70,7 +70,7 @@ def invert_cmd(  # long: one annotated parameter per option
     """Invert real images into the GAN and restore what they lack (GAN-prior restoration)."""
     check_out_dir(out)
     _check_task_options(task.value, mask, scale, noise_sigma, layerwise, layer_steps, encoder, no_encoder)
-    from ..distributed import gather_objects, world
+    from ..distributed import gather_objects
     from ..models import load_model
     from ..restoration.inversion import invert, save_outputs
 
@@ -86,7 +86,7 @@ def invert_cmd(  # long: one annotated parameter per option
                         on_batch=lambda part: paths.extend(save_outputs(part, out)), **given)
     # under torchrun each process wrote its own block of images, in order: rank 0 reports them all
     paths = [p for block in gather_objects(paths) for p in block]
-    if not world().is_main:
+    if not on_rank0():
         return
     records = [{**result.record(i), **p} for i, p in enumerate(paths)]
     if json_out:

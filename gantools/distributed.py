@@ -58,10 +58,6 @@ class World:
         start = self.rank * base + min(self.rank, extra)
         return range(start, start + base + (1 if self.rank < extra else 0))
 
-    def shard_items(self, items: Sequence[T]) -> list[T]:
-        """This rank's share of `items` (see `shard`)."""
-        return [items[i] for i in self.shard(len(items))]
-
     def shard_batches(self, n: int, batch_size: int) -> range:
         """This rank's share of items 0..n-1 in whole batches: the batches of `batch_size` that one
         process would run (the last possibly short), dealt out in contiguous blocks.
@@ -100,11 +96,6 @@ def local_processes() -> int:
         return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         return 1
-
-
-def backend_for(device: torch.device) -> str:
-    """NCCL for CUDA tensors, gloo for CPU tensors."""
-    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def start(device: torch.device | None = None) -> World:

@@ -81,15 +81,15 @@ def timed(fn) -> float:
 
 
 def run_train(work: Path, size: dict, processes: int, tag: str) -> float:
-    from gantools.training import TrainConfig, read_stats, train
+    from gantools.training import TrainConfig, train
+    from gpu import steady_img_per_s
 
     steps = size["train_steps"]
     out = work / f"train-{tag}"
     train(TrainConfig(data=str(work / "data"), image_size=32, nz=64, ngf=32, ndf=32, batch_size=64 // processes,
                       steps=steps, log_every=max(1, steps // 6), sample_every=0, checkpoint_every=0, device="cpu",
                       out=str(out)))
-    rates = sorted(r["img/s"] for r in read_stats(out) if "img/s" in r)[1:] or [float("nan")]
-    return rates[len(rates) // 2]
+    return steady_img_per_s(out)
 
 
 def run_dissect(work: Path, size: dict) -> float:

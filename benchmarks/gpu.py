@@ -36,8 +36,9 @@ from gantools import TrainConfig
 
 def steady_img_per_s(run_dir: Path) -> float:
     """Median img/s of the logged windows after the first (which holds warm-up and compilation)."""
-    rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines() if line.strip()]
-    rates = sorted(r["img/s"] for r in rows if "img/s" in r)[1:] or [float("nan")]
+    from gantools.training import read_stats
+
+    rates = sorted([r["img/s"] for r in read_stats(run_dir) if "img/s" in r][1:]) or [float("nan")]
     return rates[len(rates) // 2]
 
 

@@ -433,6 +433,32 @@ def test_best_iqr_skips_rare_concepts_and_levels_at_or_below_zero():
     assert int(concept[0]) == 2 and 2.0 <= float(t[0]) < 3.0
 
 
+@pytest.mark.parametrize("below_lo", [False, True])
+def test_dense_counting_equals_the_generic_histogram(below_lo):
+    # add_dense bins bin coordinates upsampled from the raw maps; add bins the upsampled values.
+    # Same counts (up to values within float rounding of a bin edge), ReLU zeros and all; with
+    # values below lo (the first batch's minimum) the clamped path must not spill into other units.
+    torch.manual_seed(0)
+    feat = torch.randn(6, 5, 8, 8).relu()
+    if below_lo:
+        feat[3, 2] -= 4.0
+    labels = torch.randint(0, 3, (6, 32, 32))
+    up = Upsampler((5, 8, 8), (32, 32), torch.device("cpu"))
+    lo, hi = torch.zeros(5), feat.amax(dim=(0, 2, 3)) * 1.25
+    dense, generic = Histogram(lo, hi, 64, 3), Histogram(lo, hi, 64, 3)
+    dense.add_dense(up, feat, dense.scale_labels(labels))
+    for unit, a, d, lab in up.values(feat, generic.scale_labels(labels), None, 3 * generic.label_stride):
+        generic.add(unit, a, d, None, lab)
+    generic.flush()
+    assert int(dense.counts.sum()) == int(generic.counts.sum()) == 6 * 5 * 32 * 32
+    assert (dense.tail() - generic.tail()).abs().max() <= 2  # values a rounding away from an edge
+    assert dense.tail()[:, 0].sum() > 1000  # not vacuous: many values above lo
+    ups = F.interpolate(feat, size=(32, 32), mode="bilinear", align_corners=False)
+    above_edge = (ups > (lo + 10 * dense.width.float()).view(1, -1, 1, 1))
+    explicit = torch.stack([(above_edge & (labels[:, None] == c)).sum(dim=(0, 2, 3)) for c in range(3)], 1)
+    assert (dense.tail()[:, 10] - explicit).abs().max() <= 2
+
+
 def test_information_quality_ratio_values():
     # identical masks -> 1; independent masks -> 0
     def t(v):

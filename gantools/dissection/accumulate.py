@@ -183,7 +183,7 @@ class LayerState:
         if self.mode == "fixed":
             assert self.thresholds is not None
             self.lo = self.thresholds.to(dev).float()
-            self.exact = torch.zeros(u * 2 * (self.k + 1), dtype=torch.long, device=dev)
+            self.inter = torch.zeros(u, self.k, dtype=torch.float64, device=dev)
         else:
             if self.lo_override is not None:
                 lo = self.lo_override.to(dev).float()
@@ -210,26 +210,40 @@ class LayerState:
         self.raw_max = torch.maximum(self.raw_max, bmax)
         if self.mode != "iqr":  # the IQR selection pass reports no q99: its samples only choose levels
             self._count_raw_tail(feat, bmax)
-        lam = self.up.lam
         if self.mode == "fixed":
-            # index = label * 2u + unit * 2 + above
-            for unit, a, d, lab in self.up.values(feat, (labels * (2 * u)).int(), self.lo, self.k * 2 * u, peak):
-                x = a - self.lo.index_select(0, unit)[:, None]
-                if d is not None:
-                    x = torch.addcmul(x, d, lam)
-                idx = Upsampler.add_labels((x > 0).int().add_((unit * 2).int()[:, None]), lab)
-                self.exact += torch.bincount(idx, minlength=self.exact.numel())
-        else:
+            self._count_above(feat, labels)
+        elif self.mode == "iqr":
             self.hist.grow(bmax)  # bilinear interpolation never exceeds the raw maximum
-            lo = None if self.mode == "iqr" else (self.floor if self.floor is not None else self.lo)
+            self.hist.add_dense(self.up, feat, self.hist.scale_labels(labels))
+        else:
+            self.hist.grow(bmax)
+            lo = self.floor if self.floor is not None else self.lo
             scaled = self.hist.scale_labels(labels)
             for unit, a, d, lab in self.up.values(feat, scaled, lo, self.k * self.hist.label_stride, peak):
-                self.hist.add(unit, a, d, lam, lab)
+                self.hist.add(unit, a, d, self.up.lam, lab)
             self.hist.flush()
             if self.raise_floor and self.floor is None and self.samples >= FLOOR_AFTER:
                 self._raise_floor()
         if self.top_k:
             self.top.update(start, feat, peak, images_u8)
+
+    def _count_above(self, feat: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add |A_u and S_c| at the fixed thresholds ("fixed" mode) for one batch, exactly.
+
+        The maps are shifted by their thresholds before upsampling (bilinear weights sum to 1, so
+        the sign of an upsampled value says whether it exceeds the threshold), every value is
+        compared with 0, and the 0/1 masks are summed per concept by a matrix product with the
+        labels' one-hot encoding: dense work that beats gathering the candidate segments once the
+        chosen levels cover much of the image. Per image the sums are at most its pixel count, exact
+        in float32; they are added in float64.
+        """
+        n, u = feat.shape[:2]
+        onehot = torch.nn.functional.one_hot(labels.reshape(n, -1).long(), self.k).float()
+        shifted = feat - self.lo.view(1, -1, 1, 1)
+        for a, x in self.up.dense(shifted):
+            m = x.shape[0]
+            above = torch.gt(x, 0, out=torch.empty_like(x)).view(m, u, -1)
+            self.inter += torch.bmm(above, onehot[a:a + m]).sum(dim=0, dtype=torch.float64)
 
     def _count_raw_tail(self, feat: torch.Tensor, bmax: torch.Tensor) -> None:
         """Bin the raw maps' values at or above the q99 tail's lower bound (for the report's q99)."""
@@ -254,7 +268,7 @@ class LayerState:
         distributed.all_reduce_max(self.raw_max)
         self.raw_hist.combine()
         if self.mode == "fixed":
-            distributed.all_reduce_sum(self.exact)
+            distributed.all_reduce_sum(self.inter)
         else:
             self.hist.combine()
         if self.raise_floor:  # floor_ok then checks the threshold against every process's floor
@@ -289,7 +303,7 @@ class LayerState:
 
     def exact_counts(self) -> torch.Tensor:
         """|A_u and S_c| (units x concepts) counted exactly in "fixed" mode."""
-        return self.exact.view(self.k + 1, -1, 2)[:self.k, :, 1].t()
+        return self.inter
 
 
 def _first_batch_level(up: Upsampler, feat: torch.Tensor, top: float) -> torch.Tensor:

@@ -121,6 +121,29 @@ class Histogram:
         if self._pending_values >= FLUSH_VALUES:  # dense passes: bound the memory of the pending indices
             self.flush()
 
+    def add_dense(self, up: Upsampler, feat: torch.Tensor, scaled_labels: torch.Tensor) -> None:
+        """Count every upsampled value of `feat` (n x units x h x w), with labels from `scale_labels`
+        (n x hs x ws): the dense counting of an IQR selection pass.
+
+        Bilinear weights sum to 1, so upsampling commutes with the affine map v -> (v - lo) / w: the
+        small raw maps are turned into bin coordinates first, and each upsampled value then costs a
+        ceil, a conversion and two integer adds (half the passes of `add`). The raw maps bound the
+        upsampled values, so when their coordinates lie inside (-1, bins) no clamp is needed; a batch
+        reaching outside (values below the first batch's minimum) takes the clamp. Each chunk is
+        counted at once, while its indices are in cache.
+        """
+        n, u = feat.shape[:2]
+        coords = (feat - self.lo32.view(1, -1, 1, 1)).mul_(self._inv32.view(1, -1, 1, 1))
+        inside = float(coords.amin()) > -1 + 1e-3 and float(coords.amax()) < self.bins - 1e-3
+        offsets = scaled_labels.reshape(n, 1, -1)
+        base = self._base.int().view(1, -1, 1)
+        self.flush()
+        table = self._counts.view(-1)
+        for a, x in up.dense(coords):
+            x = x.ceil_() if inside else x.ceil_().clamp_(-1, self.bins)
+            index = x.int().view(x.shape[0], u, -1).add_(base).add_(offsets[a:a + x.shape[0]])
+            table.add_(torch.bincount(index.view(-1), minlength=table.numel()))
+
     def flush(self) -> None:
         """Count the values added since the last flush (call before reading or growing the counts)."""
         if self._pending:

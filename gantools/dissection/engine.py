@@ -85,7 +85,7 @@ from ..segmenters import ColorSegmenter, check_labels, describe_segmenter, load_
 from ..utils import GantoolsError, ProgressCallback, notice, report, resolve_device, to_uint8
 from . import threads
 from .accumulate import FirstBatch, LayerState, finish_layer, iqr_choice
-from .examples import DEFAULT_BATCH_SIZE, sample_latents
+from .examples import sample_latents
 from .report import DissectionResult
 from .result import ALIGN_CORNERS, IQR_LABEL_RULE, LayerDissection, quantile_label_rule
 from .stats import MIN_CONCEPT_SHARE

@@ -15,6 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# The model a command works on when none is named (a pretrained name), and where work runs when no
+# device is named ("auto": CUDA when present, else the CPU; see utils.resolve_device).
+MODEL = "scenes64"
+DEVICE = "auto"
+
 # IQR mode never chooses a concept under this share of the selection samples' pixels: its counts are
 # too small to trust (GAN Dissection's rule). Here so that `dissect --help` can quote it.
 IQR_MIN_CONCEPT_SHARE = 1e-3
@@ -116,6 +121,6 @@ EVALUATE = EvaluateDefaults()
 CLASSIFIER_TRAIN = ClassifierTrainDefaults()
 CLASSIFIER_EVAL = ClassifierEvalDefaults()
 
-__all__ = ["CLASSIFIER_EVAL", "CLASSIFIER_TRAIN", "DISSECT", "ENCODER_TRAIN", "EVALUATE", "INVERT",
+__all__ = ["CLASSIFIER_EVAL", "CLASSIFIER_TRAIN", "DEVICE", "DISSECT", "ENCODER_TRAIN", "EVALUATE", "INVERT", "MODEL",
            "ClassifierEvalDefaults", "ClassifierTrainDefaults", "DissectDefaults", "EncoderTrainDefaults",
            "EvaluateDefaults", "InvertDefaults"]

@@ -529,3 +529,19 @@ def test_reporter_is_silent_beside_rank_0(monkeypatch, capsys) -> None:
     with Reporter(quiet=True) as rep:
         rep(Progress("work", 1, 1, {}, "a notice"))
     assert "a notice" in capsys.readouterr().err
+
+
+def test_model_and_device_options_default_to_gantools_defaults() -> None:
+    """Every command's --model (where it has a default) and --device come from gantools.defaults."""
+    import gantools.defaults
+
+    seen = {"model": 0, "device": 0}
+    for path, command in _all_commands():
+        for param in command.params:
+            if param.name == "device":
+                assert param.default == gantools.defaults.DEVICE, path
+                seen["device"] += 1
+            elif param.name == "model" and isinstance(param.default, str):
+                assert param.default == gantools.defaults.MODEL, path
+                seen["model"] += 1
+    assert seen["model"] >= 8 and seen["device"] >= 10, seen

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import CLASSIFIER_EVAL, CLASSIFIER_TRAIN
-from .common import DeviceOpt, JsonOpt, QuietOpt, Reporter, SeedOpt, check_channels, check_out_file, \
+from .common import DEFAULT_DEVICE, DeviceOpt, JsonOpt, QuietOpt, Reporter, SeedOpt, check_channels, check_out_file, \
     default_companion, kept_file, nothing_kept, on_interrupt, print_json, stdout_console
 
 classifier_app = typer.Typer(help="Domain classifiers: eval's feature extractor and class-coverage judge.",
@@ -48,7 +48,7 @@ def classifier_train_cmd(  # long: one annotated parameter per option
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random small shifts and scalings.")]
     = CLASSIFIER_TRAIN.augment,
     seed: SeedOpt = CLASSIFIER_TRAIN.seed,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -93,7 +93,7 @@ def classifier_eval_cmd(
     = CLASSIFIER_EVAL.holdout,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
     = CLASSIFIER_EVAL.batch_size,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 import typer
 from typer.core import TyperGroup
 
+from .. import defaults
 from ..utils import GantoolsError, Progress
 
 INTERRUPTED_EXIT = 130  # what a shell reports for a process stopped by Ctrl-C (128 + SIGINT)
@@ -318,7 +319,8 @@ def defaults_of(config: type) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Options that many commands share
 
-DEFAULT_MODEL = "scenes64"
+DEFAULT_MODEL = defaults.MODEL
+DEFAULT_DEVICE = defaults.DEVICE
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model: a .safetensors file, a run directory, "
                                        "or a pretrained name (scenes64, mnist32).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]

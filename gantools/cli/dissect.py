@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import DISSECT, IQR_MIN_CONCEPT_SHARE
-from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, \
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, \
     InterruptNote, on_interrupt, on_rank0, print_json, stdout_console
 
 class ThresholdMethod(str, Enum):
@@ -50,7 +50,7 @@ def dissect_cmd(  # long: one annotated parameter per option
     strip: Annotated[int, typer.Option("--strip", min=0, help="Top-activating images per unit in the HTML "
                                        "report.")] = DISSECT.top_k,
     model: ModelOpt = DEFAULT_MODEL,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     seed: SeedOpt = DISSECT.seed,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory.",
                                                 show_default="dissect/<model>-<layers>")] = None,

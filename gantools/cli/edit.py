@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, Reporter, SeedOpt, \
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, Reporter, SeedOpt, \
     check_out_dir, on_interrupt, print_json, stdout_console, unit_list
 from .interventions import AllowWeakOpt, DissectNOpt, LayerArg, RankOpt, ReportOpt, SegmenterOpt, StrengthOpt, TopOpt, \
     UnitRanking, UnitsOpt, check_choice, save_to, say_written
@@ -47,7 +47,7 @@ def edit_cmd(  # long: one annotated parameter per option
                                                         show_default="the one below it")] = None,
     dissect_n: DissectNOpt = 1000,
     model: ModelOpt = DEFAULT_MODEL,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     seed: SeedOpt = 0,
     out: OutOpt = None,
     quiet: QuietOpt = False,

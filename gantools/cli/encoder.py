@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import ENCODER_TRAIN
-from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_file, \
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_file, \
     default_companion, kept_file, on_interrupt, print_json, stdout_console
 
 encoder_app = typer.Typer(help="Encoders that give inversion a starting latent.", no_args_is_help=True)
@@ -32,7 +32,7 @@ def encoder_train_cmd(
     = ENCODER_TRAIN.lr,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file.", show_default="encoder.safetensors "
                                                 "beside the model, where invert finds it")] = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     seed: SeedOpt = ENCODER_TRAIN.seed,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,

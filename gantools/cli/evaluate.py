@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import EVALUATE
-from .common import DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, on_interrupt, \
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, on_interrupt, \
     print_json, stdout_console
 
 
@@ -45,7 +45,7 @@ def eval_cmd(  # long: one annotated parameter per option
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the reference statistics (cached in "
                                            "$GANTOOLS_CACHE/stats, default ~/.cache/gantools/stats).")] = False,
     seed: SeedOpt = EVALUATE.seed,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

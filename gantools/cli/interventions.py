@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..utils import GantoolsError
-from .common import DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, Reporter, SeedOpt, \
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, Reporter, SeedOpt, \
     check_out_dir, in_flags, on_interrupt, on_rank0, print_json, stdout_console, unit_list
 
 
@@ -120,7 +120,7 @@ def ablate_cmd(  # long: one annotated parameter per option
     batch_size: BatchOpt = 50,
     grid: GridOpt = 8,
     model: ModelOpt = DEFAULT_MODEL,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     seed: SeedOpt = 0,
     out: OutOpt = None,
     quiet: QuietOpt = False,
@@ -180,7 +180,7 @@ def insert_cmd(  # long: one annotated parameter per option
     batch_size: BatchOpt = 50,
     grid: GridOpt = 8,
     model: ModelOpt = DEFAULT_MODEL,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     seed: SeedOpt = 0,
     out: OutOpt = None,
     quiet: QuietOpt = False,
@@ -247,7 +247,7 @@ def rank_cmd(  # long: one annotated parameter per option
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Latents per batch (each batch is "
                                             "repeated once per unit measured with it).")] = 32,
     model: ModelOpt = DEFAULT_MODEL,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     seed: SeedOpt = 0,
     out: OutOpt = None,
     quiet: QuietOpt = False,

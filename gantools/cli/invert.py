@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import INVERT
-from .common import DEFAULT_MODEL, DeviceOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, on_interrupt, \
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, on_interrupt, \
     on_rank0, optional_number, print_json, stdout_console
 
 
@@ -63,7 +63,7 @@ def invert_cmd(  # long: one annotated parameter per option
                                       "<stem>.latent.pt.")] = Path("inverted"),
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per image (losses, metrics, "
                                            "paths) instead of a table.")] = False,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     seed: SeedOpt = INVERT.seed,
     quiet: QuietOpt = False,
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DEFAULT_MODEL, DeviceOpt, ModelOpt, Reporter
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, ModelOpt, Reporter
 
 
 def paint_cmd(
@@ -28,7 +28,7 @@ def paint_cmd(
     host: Annotated[str, typer.Option("--host", help="Address to serve on. Anything but 127.0.0.1 lets other "
                                       "machines use the studio.")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Print the address only; open no browser.")] = False,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
 ) -> None:
     """Paint concepts into generated or real images in the browser, GANPaint-style, offline.
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import DEFAULT_MODEL, DeviceOpt, ModelOpt, SeedOpt, check_out_file, on_interrupt
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, ModelOpt, SeedOpt, check_out_file, on_interrupt
 
 FRAMES = 10  # images in an interpolation strip, when --frames is not given
 
@@ -38,7 +38,7 @@ def sample_cmd(
         "--arithmetic", help="Latent arithmetic A-B+C on indices of this seed's grid (index = row * nrow + "
         "column), e.g. '3,17,22-5,8,9+10,11,12'. Writes a labelled row per group (its mean, then its "
         "samples), then the result and its variations.", show_default=False)] = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
 ) -> None:
     """Draw samples from a model: a grid, an interpolation strip, or latent vector arithmetic."""
     check_out_file(out)

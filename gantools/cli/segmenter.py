@@ -13,7 +13,7 @@ import typer
 
 from ..segmenters.config import DEFAULT_DECODER_CHANNELS, EVAL_SCENES, EVAL_SEED, SegmenterTrainConfig, is_scenes
 from ..utils import GantoolsError
-from .common import DeviceOpt, JsonOpt, QuietOpt, Reporter, check_channels, check_out_file, defaults_of, \
+from .common import DEFAULT_DEVICE, DeviceOpt, JsonOpt, QuietOpt, Reporter, check_channels, check_out_file, defaults_of, \
     kept_file, nothing_kept, on_interrupt, print_json, stdout_console
 
 SEG = defaults_of(SegmenterTrainConfig)
@@ -62,7 +62,7 @@ def segmenter_train_cmd(  # long: one annotated parameter per option
     = SEG["half"],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the scenes, the weights and the batches.")]
     = SEG["seed"],
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -112,7 +112,7 @@ def segmenter_eval_cmd(
     nc: Annotated[Optional[int], typer.Option("--nc", help="Channels.", callback=check_channels,
                                               show_default="the segmenter's, or 3")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")] = 64,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = DEFAULT_DEVICE,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -36,7 +36,9 @@ FLOOR_AFTER samples are in, values are binned only from a floor (the level excee
 `quantile` of them, snapped to a bin edge), which halves the work of the remaining batches; counts
 above the floor stay complete, and a threshold that lands below it sends the layer to the same redo. The IQR
 selection pass histograms each unit's whole range, which gives the IQR of every candidate threshold
-at once; the main pass then counts intersections exactly at the chosen thresholds.
+at once; the main pass then counts intersections exactly at the chosen thresholds. Both count densely
+(`Histogram.add_dense`, `LayerState._count_above`): IQR levels are low (on scenes64's layer 3, 97% of
+the maps reach them and 40% of the pixels exceed them), so there are few segments to skip.
 
 Upsampling without upsampling everything: the maps are interpolated along x by a matrix product;
 along y, each output row lies between two source rows, and within such a segment of rows the

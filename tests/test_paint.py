@@ -476,3 +476,23 @@ def test_page_says_what_strength_and_weak_concepts_mean(server, studio, browser_
     assert "dark is weak at layer2" in weak and "may change little or nothing" in weak
     assert page.locator("#palette label.weak").count() == 1
     assert browser_page.problems(allowed=(server.url,)) == []
+
+
+def test_upload_in_chromium(server, studio, browser_page, tmp_path):  # noqa: F811 - the fixture
+    """The page's upload path end to end: choosing a file sends it, the busy bar goes once it is
+    inverted, and the photo itself (not its reconstruction) is what the page then shows."""
+    page = browser_page.page
+    page.goto(server.url)
+    page.wait_for_selector("body[data-ready='1']")
+    photo = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    path = tmp_path / "holiday.png"
+    path.write_bytes(png(photo))
+    with page.expect_response("**/api/upload?name=holiday.png") as answer:
+        page.set_input_files("#upload", str(path))
+    assert answer.value.status == 200  # (its body is read through the page: the inspector drops large ones)
+    page.wait_for_function("() => !document.body.classList.contains('uploading')")
+    assert page.locator("#source").text_content().startswith("holiday, inverted layer-wise: PSNR")
+    assert torch.equal(pixels({"image": page.locator("#image").get_attribute("src")}),
+                       torch.from_numpy(photo).permute(2, 0, 1))
+    assert page.locator("#busy").is_hidden()
+    assert browser_page.problems(allowed=(server.url,)) == []

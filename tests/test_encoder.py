@@ -184,3 +184,42 @@ def test_cli_encoder_train_then_invert(gan, tmp_path, image_folder):
     res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--data", str(image_folder),
                               "--holdout", "99", "--steps", "2", "--device", "cpu", "--quiet"])
     assert res.exit_code == 1 and "leaves none" in res.output
+
+
+def test_training_continues_from_an_init_encoder(gan, trained, tmp_path):
+    from gantools.restoration.encoder import encoder_errors, save_encoder, train_encoder
+
+    first = save_encoder(trained.encoder, tmp_path / "first.safetensors", gan)
+    # lr 0: the continued encoder keeps the first one's weights (and its width, not the default's)
+    kept = train_encoder(gan, steps=1, batch_size=8, lr=0.0, init=first, seed=3).encoder
+    assert kept.config.width == 16
+    weights = {k: v for k, v in trained.encoder.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert all(torch.equal(kept.state_dict()[k], v) for k, v in weights.items())
+    # a second stage starts where the first ended: far better than a fresh encoder after as many steps
+    second = train_encoder(gan, steps=20, batch_size=32, lr=5e-4, init=first, seed=1)
+    fresh = train_encoder(gan, steps=20, batch_size=32, width=16, lr=5e-4, seed=1)
+    assert second.settings["init"] == str(first) and second.settings["width"] == 16
+    assert encoder_errors(second.encoder, gan)["pixel"] < 0.8 * encoder_errors(fresh.encoder, gan)["pixel"]
+
+
+def test_cli_encoder_train_weights_and_init(gan, trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from gantools.cli import app
+    from gantools.models import read_safetensors
+    from gantools.restoration.encoder import save_encoder
+
+    model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
+    first = save_encoder(trained.encoder, tmp_path / "first.safetensors", gan)
+    runner = CliRunner()
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--steps", "2", "--batch-size", "8",
+                              "--init", str(first), "--lr", "1e-4", "--pixel-weight", "20", "--latent-weight", "0.1",
+                              "--perceptual-weight", "0.5", "--augment", "0.25", "--out", str(tmp_path / "e.safetensors"),
+                              "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    settings = read_safetensors(tmp_path / "e.safetensors", "encoder")[1]["training"]
+    assert (settings["pixel_weight"], settings["latent_weight"], settings["perceptual_weight"], settings["augment"],
+            settings["width"], settings["init"]) == (20.0, 0.1, 0.5, 0.25, 16, str(first))
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--init", str(tmp_path / "none.st"),
+                              "--device", "cpu", "--quiet"])
+    assert res.exit_code == 2 and "no encoder file" in res.output and "Traceback" not in res.output

@@ -30,6 +30,19 @@ def encoder_train_cmd(
     = ENCODER_TRAIN.width,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate (cosine decay).")]
     = ENCODER_TRAIN.lr,
+    latent_weight: Annotated[float, typer.Option("--latent-weight", min=0.0, help="Weight of |E(G(z)) - z|^2 on "
+                                                 "generated images (their z is known).")] = ENCODER_TRAIN.latent_weight,
+    pixel_weight: Annotated[float, typer.Option("--pixel-weight", min=0.0, help="Weight of |G(E(x)) - x|^2 "
+                                                "(generated and real images).")] = ENCODER_TRAIN.pixel_weight,
+    perceptual_weight: Annotated[float, typer.Option("--perceptual-weight", min=0.0, help="Weight of the "
+                                                     "discriminator-feature distance between G(E(x)) and x "
+                                                     "(0 skips it).")] = ENCODER_TRAIN.perceptual_weight,
+    augment: Annotated[float, typer.Option("--augment", min=0.0, max=1.0, help="Probability that an input is "
+                                           "degraded (hole, noise, grayscale or low resolution), so that E "
+                                           "also starts restorations well.")] = ENCODER_TRAIN.augment,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Continue from this encoder file (its width "
+                                                 "wins) instead of a fresh one, e.g. a second stage at a lower "
+                                                 "--lr.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file.", show_default="encoder.safetensors "
                                                 "beside the model, where invert finds it")] = None,
     device: DeviceOpt = DEFAULT_DEVICE,
@@ -39,6 +52,8 @@ def encoder_train_cmd(
 ) -> None:
     """Train an encoder E(x) -> z for a model; `gantools invert` starts from E(x) when it exists."""
     check_out_file(out)
+    if init is not None and not init.is_file():
+        raise typer.BadParameter(f"no encoder file {init}", param_hint="--init")
     if holdout and data is None:
         raise typer.BadParameter("--holdout needs --data FOLDER")
     from ..models import load_model
@@ -55,7 +70,9 @@ def encoder_train_cmd(
         with on_interrupt(lambda: kept_file(out, "the encoder is written only when training ends",
                                             ", with fewer --steps to finish sooner")):
             result = train_encoder(gan, steps=steps, batch_size=batch_size, data=dataset, width=width, lr=lr,
-                                   out=out, device=device, seed=seed, progress=rep)
+                                   latent_weight=latent_weight, pixel_weight=pixel_weight,
+                                   perceptual_weight=perceptual_weight, augment=augment, out=out, device=device,
+                                   seed=seed, progress=rep, init=init)
     scores = evaluate_encoder(result.encoder, gan)  # on fresh samples, beside an untrained encoder
     summary = {"out": str(result.path), "steps": steps, "seconds": result.settings["seconds"], "data": data,
                **scores.to_dict()}

@@ -146,7 +146,8 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
                   pixel_weight: float = ENCODER_TRAIN.pixel_weight,
                   perceptual_weight: float = ENCODER_TRAIN.perceptual_weight, augment: float = ENCODER_TRAIN.augment,
                   out: str | os.PathLike | None = None, device: DeviceSpec = None, seed: int = ENCODER_TRAIN.seed,
-                  progress: ProgressCallback | None = None) -> EncoderTrainResult:
+                  progress: ProgressCallback | None = None,
+                  init: str | os.PathLike | Encoder | None = None) -> EncoderTrainResult:
     """Train an encoder for a generator.
 
     Args:
@@ -163,6 +164,8 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
         out: save the encoder here (e.g. `models.companion_path(model_path, "encoder")`).
         device: where to train; None: where a loaded model lives, or 'auto' for a model loaded here.
         seed, progress: as usual.
+        init: continue from this encoder (a file or an Encoder; its width replaces `width`) instead
+            of a fresh one: a second, lower-rate stage of training.
     """
     if steps < 1:
         raise GantoolsError(f"steps must be at least 1, got {steps}")
@@ -177,7 +180,12 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
     cfg = gan.config
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    enc = Encoder(EncoderConfig(cfg.image_size, cfg.nc, cfg.nz, width)).to(dev).train()
+    if init is None:
+        enc = Encoder(EncoderConfig(cfg.image_size, cfg.nc, cfg.nz, width))
+    else:
+        enc = init if isinstance(init, Encoder) else load_encoder(init, gan, device=dev, progress=progress)
+        width = enc.config.width
+    enc = enc.to(dev).train()
     dataset = _open_data(data, cfg.image_size, cfg.nc, seed, progress) if data is not None else None
     weights = EncoderLossWeights(latent_weight, pixel_weight, perceptual_weight)
     t0 = time.monotonic()
@@ -188,7 +196,8 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
                 "latent_weight": latent_weight, "pixel_weight": pixel_weight,
                 "perceptual_weight": perceptual_weight, "augment": augment,
                 "data": str(data) if isinstance(data, (str, Path)) else (type(data).__name__ if data is not None else None),
-                "seconds": round(time.monotonic() - t0, 1), "model": str(gan.path) if gan.path else None}
+                "seconds": round(time.monotonic() - t0, 1), "model": str(gan.path) if gan.path else None,
+                "init": str(init) if isinstance(init, (str, Path)) else (None if init is None else "Encoder")}
     result = EncoderTrainResult(enc, history, settings)
     if out is not None:
         result.path = save_encoder(enc, out, gan, settings)

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,8 +157,7 @@ def main() -> None:
             "ratio_per_run": [f / b for f, b in zip(full, base)],
             # each run's dissection over the baseline timed just before it: slow drifts of a shared
             # machine cancel within a pair, so the median of the pairs is the steadiest figure
-            "ratio_median_of_pairs": sorted(f / b for f, b in zip(full, base))[len(full) // 2] if len(full) % 2
-            else sum(sorted(f / b for f, b in zip(full, base))[len(full) // 2 - 1:len(full) // 2 + 1]) / 2,
+            "ratio_median_of_pairs": statistics.median(f / b for f, b in zip(full, base)),
             "save_s": save_seconds,
             "interpretable": len(result.layers[layer].interpretable), "load_average": os.getloadavg()[0],
         }

@@ -214,8 +214,8 @@ def test_cli_encoder_train_weights_and_init(gan, trained, tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--steps", "2", "--batch-size", "8",
                               "--init", str(first), "--lr", "1e-4", "--pixel-weight", "20", "--latent-weight", "0.1",
-                              "--perceptual-weight", "0.5", "--augment", "0.25", "--out", str(tmp_path / "e.safetensors"),
-                              "--device", "cpu", "--quiet"])
+                              "--perceptual-weight", "0.5", "--augment", "0.25",
+                              "--out", str(tmp_path / "e.safetensors"), "--device", "cpu", "--quiet"])
     assert res.exit_code == 0, res.output
     settings = read_safetensors(tmp_path / "e.safetensors", "encoder")[1]["training"]
     assert (settings["pixel_weight"], settings["latent_weight"], settings["perceptual_weight"], settings["augment"],

@@ -9,8 +9,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import DISSECT, IQR_MIN_CONCEPT_SHARE
-from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, \
-    InterruptNote, on_interrupt, on_rank0, print_json, stdout_console
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, \
+    check_out_dir, InterruptNote, on_interrupt, on_rank0, print_json, stdout_console
+
 
 class ThresholdMethod(str, Enum):
     quantile = "quantile"

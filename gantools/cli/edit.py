@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, Reporter, SeedOpt, \
-    check_out_dir, on_interrupt, print_json, stdout_console, unit_list
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, \
+    Reporter, SeedOpt, check_out_dir, on_interrupt, print_json, stdout_console, unit_list
 from .interventions import AllowWeakOpt, DissectNOpt, LayerArg, RankOpt, ReportOpt, SegmenterOpt, StrengthOpt, TopOpt, \
     UnitRanking, UnitsOpt, check_choice, save_to, say_written
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import ENCODER_TRAIN
-from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_file, \
-    default_companion, kept_file, on_interrupt, print_json, stdout_console
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, \
+    check_out_file, default_companion, kept_file, on_interrupt, print_json, stdout_console
 
 encoder_app = typer.Typer(help="Encoders that give inversion a starting latent.", no_args_is_help=True)
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import EVALUATE
-from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, on_interrupt, \
-    print_json, stdout_console
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, \
+    on_interrupt, print_json, stdout_console
 
 
 def eval_cmd(  # long: one annotated parameter per option

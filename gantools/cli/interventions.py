@@ -11,8 +11,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..utils import GantoolsError
-from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, Reporter, SeedOpt, \
-    check_out_dir, in_flags, on_interrupt, on_rank0, print_json, stdout_console, unit_list
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, InterruptNote, JsonOpt, ModelOpt, OutOpt, QuietOpt, \
+    Reporter, SeedOpt, check_out_dir, in_flags, on_interrupt, on_rank0, print_json, stdout_console, unit_list
 
 
 class UnitRanking(str, Enum):

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..defaults import INVERT
-from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, on_interrupt, \
-    on_rank0, optional_number, print_json, stdout_console
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, ModelOpt, QuietOpt, Reporter, SeedOpt, check_out_dir, \
+    on_interrupt, on_rank0, optional_number, print_json, stdout_console
 
 
 class InvertTask(str, Enum):

@@ -13,8 +13,8 @@ import typer
 
 from ..segmenters.config import DEFAULT_DECODER_CHANNELS, EVAL_SCENES, EVAL_SEED, SegmenterTrainConfig, is_scenes
 from ..utils import GantoolsError
-from .common import DEFAULT_DEVICE, DeviceOpt, JsonOpt, QuietOpt, Reporter, check_channels, check_out_file, defaults_of, \
-    kept_file, nothing_kept, on_interrupt, print_json, stdout_console
+from .common import DEFAULT_DEVICE, DeviceOpt, JsonOpt, QuietOpt, Reporter, check_channels, check_out_file, \
+    defaults_of, kept_file, nothing_kept, on_interrupt, print_json, stdout_console
 
 SEG = defaults_of(SegmenterTrainConfig)
 

@@ -195,14 +195,20 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
     settings = {"steps": steps, "batch_size": batch_size, "width": width, "lr": lr, "seed": seed,
                 "latent_weight": latent_weight, "pixel_weight": pixel_weight,
                 "perceptual_weight": perceptual_weight, "augment": augment,
-                "data": str(data) if isinstance(data, (str, Path)) else (type(data).__name__ if data is not None else None),
-                "seconds": round(time.monotonic() - t0, 1), "model": str(gan.path) if gan.path else None,
-                "init": str(init) if isinstance(init, (str, Path)) else (None if init is None else "Encoder")}
+                "data": _describe(data), "seconds": round(time.monotonic() - t0, 1),
+                "model": str(gan.path) if gan.path else None, "init": _describe(init)}
     result = EncoderTrainResult(enc, history, settings)
     if out is not None:
         result.path = save_encoder(enc, out, gan, settings)
         notice(progress, f"encoder saved to {result.path}")
     return result
+
+
+def _describe(source: Any) -> str | None:
+    """How the settings name a data or init argument: its path, else its type's name (None for None)."""
+    if source is None:
+        return None
+    return str(source) if isinstance(source, (str, Path)) else type(source).__name__
 
 
 def _fit(gan: GAN, enc: Encoder, dataset: Any, gen: torch.Generator, weights: EncoderLossWeights, *, steps: int,

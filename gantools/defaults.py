@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-# The model a command works on when none is named (a pretrained name), and where work runs when no
-# device is named ("auto": CUDA when present, else the CPU; see utils.resolve_device).
+# The model that commands and `load_model`, `evaluate` and `open_studio` work on when none is named (a
+# pretrained name), and where a command runs when no device is named ("auto": CUDA when present, else
+# the CPU; see utils.resolve_device).
 MODEL = "scenes64"
 DEVICE = "auto"
 

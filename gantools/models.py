@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .architecture import D_NORMS, SUPPORTED_SIZES, ModelConfig
+from .defaults import MODEL as DEFAULT_MODEL
 from .utils import GantoolsError, atomic_path, resolve_device
 
 if TYPE_CHECKING:
@@ -313,7 +314,7 @@ def save_model(path: str | os.PathLike, generator: Generator, discriminator: Dis
     return save_safetensors(path, {"generator": generator, "discriminator": discriminator}, meta, half=half)
 
 
-def load_model(spec: "GAN | str | os.PathLike" = "scenes64", device: "DeviceSpec" = None) -> GAN:
+def load_model(spec: "GAN | str | os.PathLike" = DEFAULT_MODEL, device: "DeviceSpec" = None) -> GAN:
     """Load a model in eval mode.
 
     Args:

@@ -19,7 +19,8 @@ from .upsample import Upsampler
 
 MIN_CONCEPT_SHARE = IQR_MIN_CONCEPT_SHARE  # stated once, in defaults (the CLI's help quotes it)
 # Pending indices are counted once this many have gathered (one bincount per batch is cheapest for
-# the sparse tails of quantile mode; a dense IQR pass would otherwise hold a batch's worth, ~200 MB).
+# the sparse tails of quantile mode; a dense pass through `add`, at a non-integer upsampling factor,
+# would otherwise hold a batch's worth, ~200 MB).
 FLUSH_VALUES = 1 << 22
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from .. import distributed
 from ..classifier import CLASSIFIER_COMPONENT, CONFIDENT, Classifier, ClassCoverage, coverage_from_probs, \
     resolve_classifier
-from ..defaults import EVALUATE
+from ..defaults import EVALUATE, MODEL as DEFAULT_MODEL
 from ..models import GAN, Generator, fingerprint, load_model
 from ..segmenters import SEGMENTER_COMPONENT, Segmenter, describe_segmenter, resolve_segmenter
 from ..utils import GantoolsError, ProgressCallback, from_uint8, notice, report, resolve_device, to_uint8
@@ -231,7 +231,7 @@ class _Generated:
     counts: torch.Tensor | None = None
 
 
-def evaluate(model: "GAN | str | os.PathLike" = "scenes64", data: str | os.PathLike | None = None,
+def evaluate(model: "GAN | str | os.PathLike" = DEFAULT_MODEL, data: str | os.PathLike | None = None,
              n: int = EVALUATE.n, metrics: str | Sequence[str] = EVALUATE.metrics,
              extractor: str | os.PathLike | FeatureExtractor = EVALUATE.extractor,
              inception_weights: str | os.PathLike | None = None,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..defaults import MODEL as DEFAULT_MODEL
 from ..hooks import Trace, generate_from, layer_name
 from ..interventions import Intervention
 from ..models import fingerprint, load_model
@@ -342,7 +343,7 @@ def _choose_layer(gan: Any, layer: int | str | None, report: DissectionResult | 
     return default
 
 
-def open_studio(model: ModelSpec = "scenes64", report: DissectionResult | str | os.PathLike | None = None,
+def open_studio(model: ModelSpec = DEFAULT_MODEL, report: DissectionResult | str | os.PathLike | None = None,
                 layer: int | str | None = None, segmenter: SegmenterSpec | None = None, device: DeviceSpec = None,
                 settings: PaintSettings | None = None, cache_dir: str | os.PathLike | None = None,
                 progress: ProgressCallback | None = None) -> PaintStudio:

@@ -4,7 +4,8 @@ degraded images match them.
 Several restarts per image are folded into one batch and optimised together with Adam (each
 latent's objective is independent, so batching does not change the result); the restart with the
 lowest final objective wins (`search_restarts`). Restarts begin at E(x) when there is an encoder,
-then at the best of many random latents (`starting_latents`). `refine_layerwise` then optimises the
+then at the best of many random latents (`starting_latents`); the encoder's start, already near an
+optimum, takes smaller steps. `refine_layerwise` then optimises the
 winner together with an additive correction to the features of one generator layer (through a
 `hooks.Trace` edit), which reaches details outside the generator's range; for noisy inputs that
 refinement stops when the residual reaches the noise level (discrepancy principle), since beyond it
@@ -27,6 +28,8 @@ from .objectives import ObjectiveTerms, ObjectiveWeights, latent_prior, perceptu
 
 # The layer-wise refinement starts next to an optimum: it takes smaller steps than the z-only search.
 LAYERWISE_LR = 0.25
+# So does the encoder's start: at the full rate its first moves overshoot the optimum it lands next to.
+ENCODER_LR = 0.25
 # Random candidates are scored this many at a time, so that memory stays bounded for large init_samples.
 START_CHUNK = 256
 
@@ -41,7 +44,8 @@ class Schedule:
     Args:
         steps: Adam steps of the z-only search.
         restarts: starting points per image, optimised together; the lowest final objective wins.
-        lr: Adam learning rate (cosine-decayed to 10%).
+        lr: Adam learning rate (cosine-decayed to 10%); the encoder's start takes a quarter of it
+            (`search.ENCODER_LR`), since it begins next to an optimum.
         init_samples: random starts are the best `restarts` of this many random latents per image.
         seed: random starts are seeded per image (image index and seed), so batching changes nothing.
         layer: canonical name of the layer whose features the layer-wise refinement corrects, or None.
@@ -192,16 +196,22 @@ def search_restarts(objective: Objective, encoder: nn.Module | None, seen: torch
     per_latent = objective.rows(torch.arange(bsz).repeat_interleave(k))  # latent j belongs to image j // k
     with torch.no_grad():
         z0 = starting_latents(objective, encoder, seen, index, schedule)
-    z = z0.clone().requires_grad_(True)
-    with torch.no_grad():
         init_terms = per_latent.terms(z0)
-    history = adam([(z, schedule.lr)], lambda: per_latent.terms(z), steps, tick)
+    # z = z0 + rate * offset: Adam's steps do not depend on the gradient's scale, so each row's
+    # `rate` scales its learning rate (ENCODER_LR for the encoder's start, 1 for random starts).
+    rate = torch.ones(bsz, k, 1, device=dev)
+    if encoder is not None:
+        rate[:, 0] = ENCODER_LR
+    rate = rate.reshape(bsz * k, 1)
+    offset = torch.zeros_like(z0, requires_grad=True)
+    history = adam([(offset, schedule.lr)], lambda: per_latent.terms(z0 + rate * offset), steps, tick)
     with torch.no_grad():
+        z = z0 + rate * offset
         final = per_latent.terms(z)
     totals = final.total.view(bsz, k)
     best = totals.argmin(1)
     pick = torch.arange(bsz, device=dev) * k + best.to(dev)
-    return SearchOutcome(z=z.detach()[pick], raw=final.raw[pick],
+    return SearchOutcome(z=z[pick], raw=final.raw[pick],
                          losses={key: v[pick] for key, v in final.losses().items()},
                          history=torch.cat([history.view(steps, bsz, k), totals[None]]).amin(2),
                          init_loss=init_terms.total[pick], restart_losses=totals, best_restart=best)

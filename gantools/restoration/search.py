@@ -5,11 +5,10 @@ Several restarts per image are folded into one batch and optimised together with
 latent's objective is independent, so batching does not change the result); the restart with the
 lowest final objective wins (`search_restarts`). Restarts begin at E(x) when there is an encoder,
 then at the best of many random latents (`starting_latents`); the encoder's start, already near an
-optimum, takes smaller steps. `refine_layerwise` then optimises the
-winner together with an additive correction to the features of one generator layer (through a
-`hooks.Trace` edit), which reaches details outside the generator's range; for noisy inputs that
-refinement stops when the residual reaches the noise level (discrepancy principle), since beyond it
-the extra freedom reproduces the noise.
+optimum, takes smaller steps. `refine_layerwise` then optimises the winner together with an additive
+correction to the features of one generator layer (through a `hooks.Trace` edit), which reaches
+details outside the generator's range; for noisy inputs that refinement stops when the residual
+reaches the noise level (discrepancy principle), since beyond it the extra freedom reproduces the noise.
 """
 
 from __future__ import annotations

@@ -186,16 +186,17 @@ def test_bit_exact_resume(easy_folder: Path, tmp_path: Path) -> None:
     assert done.step == 8
 
 
-def test_ctrl_c_saves_and_resumes_exactly(easy_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_and_resumes_exactly(signum, easy_folder: Path, tmp_path: Path) -> None:
     train(tiny(easy_folder, tmp_path / "straight", steps=6, sample_every=0))
 
-    def interrupt_at_3(p):  # a real SIGINT, delivered in the middle of the run
+    def interrupt_at_3(p):  # a real signal, delivered in the middle of the run
         if p.task == "train" and p.completed == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
 
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signum)
     r = train(tiny(easy_folder, tmp_path / "run", steps=6, sample_every=0), progress=interrupt_at_3)
-    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+    assert signal.getsignal(signum) is before  # handler restored
     assert r.interrupted and r.step == 3
     assert load_checkpoint(tmp_path / "run")["step"] == 3
     assert r.model_path.is_file()

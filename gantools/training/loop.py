@@ -111,18 +111,21 @@ def _training_fid() -> Callable[..., float]:
 
 
 class _Stop:
-    """Defers Ctrl-C to the end of the current step, so the checkpoint holds a consistent state.
+    """Defers Ctrl-C (SIGINT) and SIGTERM to the end of the current step, so the checkpoint holds a
+    consistent state. SIGTERM is what `timeout`, batch schedulers and a closing session send.
 
-    A second Ctrl-C interrupts at once (the checkpoint on disk stays the previous complete one).
+    A second signal interrupts at once (the checkpoint on disk stays the previous complete one).
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._old: Any = None
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_Stop":
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -131,8 +134,8 @@ class _Stop:
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class _Trainer:

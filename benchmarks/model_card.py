@@ -142,9 +142,9 @@ def main() -> None:
             rel = "" if v["relative"] is None else f"{100 * v['relative']:+.0f}%"
             print(f"    {name:9s} generated {100 * v['generated']:5.2f}%  real {100 * v['real']:5.2f}%  {rel}")
         for name, v in card["layers"].items():
+            goal = " (goal >= 8)" if name == "layer3" else ""
             print(f"  {name}: {v['interpretable']}/{v['units']} interpretable units; concepts at IoU >= 0.1: "
-                  f"{len(v['concepts_iou_0.1'])}{' (goal >= 8)' if name == 'layer3' else ''} {v['concepts_iou_0.1']}; "
-                  f"best {v['best'][0]} {v['best'][1]:.3f}")
+                  f"{len(v['concepts_iou_0.1'])}{goal} {v['concepts_iou_0.1']}; best {v['best'][0]} {v['best'][1]:.3f}")
         print(f"  layer3 under IQR: {len(card['layer3_iqr_concepts_iou_0.1'])} concepts at IoU >= 0.1 (goal >= 10) "
               f"{card['layer3_iqr_concepts_iou_0.1']}")
         print(f"  ablating the top {card['ablation_top']} units of layer3 (5%):")

@@ -38,7 +38,8 @@ def mnist_card(model: str, data: str, n: int) -> dict:
     res = gantools.evaluate(gan, data=data, n=n, metrics="classes,fid,kid,pr", extractor="classifier", holdout=500)
     cov = res.class_coverage
     acc = gantools.evaluate_classifier(gan.companion("classifier"), data, holdout=500)
-    return {"n": n, "confident_fraction": cov.confident_fraction, "class_fractions": dict(zip(cov.classes, cov.fractions)),
+    return {"n": n, "confident_fraction": cov.confident_fraction,
+            "class_fractions": dict(zip(cov.classes, cov.fractions)),
             "min_class": min(cov.fractions), "max_class": max(cov.fractions),
             "classifier_holdout_accuracy": acc.accuracy, "classifier_holdout_n": acc.n,
             "fid": res.metrics.get("fid"), "kid": res.metrics.get("kid"),

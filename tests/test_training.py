@@ -570,3 +570,30 @@ def test_a_spectral_norm_model_works_in_every_analysis(easy_folder: Path, tmp_pa
     assert torch.isfinite(result.images).all() and result.images.shape == (1, 3, 16, 16)
     layer = gantools.dissect(gan, layers=[1], n=4, segmenter="color", batch_size=2).layers["layer1"]
     assert layer.iou.shape[0] == 8 * 2 and torch.isfinite(layer.iou).all()
+
+
+def test_init_warm_starts_from_another_run(easy_folder: Path, tmp_path: Path) -> None:
+    train(tiny(easy_folder, tmp_path / "first", steps=4, sample_every=0))
+    first = load_checkpoint(tmp_path / "first")
+    # at a negligible learning rate the weights stay where init put them (BatchNorm's statistics still move)
+    r = train(tiny(easy_folder, tmp_path / "warm", steps=2, sample_every=0, seed=5, recipe="stable",
+                   d_norm="batch", loss="nonsaturating", lr_g=1e-12, lr_d=1e-12, init=str(tmp_path / "first")))
+    warm = load_checkpoint(r.run_dir)
+    assert warm["step"] == 2 and warm["config"]["init"] == str((tmp_path / "first").resolve())
+    for net in ("generator", "discriminator"):
+        weights = [k for k in first[net] if k.endswith("weight") or k.endswith("bias")]
+        assert weights and all(torch.allclose(first[net][k], warm[net][k], rtol=0, atol=1e-9) for k in weights)
+    cold = train(tiny(easy_folder, tmp_path / "cold", steps=2, sample_every=0, seed=5, lr_g=1e-12, lr_d=1e-12))
+    assert not torch.allclose(load_checkpoint(cold.run_dir)["generator"]["output.0.weight"],
+                              first["generator"]["output.0.weight"], rtol=0, atol=1e-3)
+    # init is where the run started: a resume keeps it, and cannot change it
+    with pytest.raises(GantoolsError, match="init cannot change"):
+        train(resume=r.run_dir, steps=3, init=str(tmp_path / "cold"))
+
+
+def test_init_errors_name_the_parameter(easy_folder: Path, tmp_path: Path) -> None:
+    train(tiny(easy_folder, tmp_path / "first", steps=2, sample_every=0))
+    with pytest.raises(GantoolsError, match="^init: no checkpoint at"):
+        train(tiny(easy_folder, tmp_path / "a", steps=2, init=str(tmp_path / "missing")))
+    with pytest.raises(GantoolsError, match="another architecture"):
+        train(tiny(easy_folder, tmp_path / "b", steps=2, ngf=16, init=str(tmp_path / "first")))

@@ -47,7 +47,7 @@ def _opt(*names: str, help: str, default: Any = True, **kw: Any) -> Any:
     return typer.Option(*names, help=help, show_default=default, **kw)
 
 
-def train_cmd(  # long: one annotated parameter per option (36 options)
+def train_cmd(  # long: one annotated parameter per option (37 options)
     ctx: typer.Context,
     data: Annotated[str, _opt("--data", "-d", help="Folder of images (searched recursively) or a built-in dataset "
                               "name (scenes).")] = TRAIN["data"],
@@ -88,6 +88,10 @@ def train_cmd(  # long: one annotated parameter per option (36 options)
     device: Annotated[str, _opt("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")] = TRAIN["device"],
     resume: Annotated[Optional[Path], _opt("--resume", default=False, help="Continue this run directory from its "
                                            "checkpoint (give a larger --steps or --epochs to train longer).")] = None,
+    init: Annotated[Optional[Path], _opt("--init", default=False, help="Start from the G and D weights of this run "
+                                         "directory or checkpoint (same architecture, any recipe; fresh "
+                                         "optimisers, step 0): e.g. an R1 penalty or a lower rate for a run "
+                                         "that D began to overpower.")] = None,
     sample_every: Annotated[int, _opt("--sample-every", help="Steps between sample grids; 0: at the end only.")]
     = TRAIN["sample_every"],
     checkpoint_every: Annotated[int, _opt("--checkpoint-every", help="Steps between checkpoints; 0: at the end "

@@ -98,6 +98,10 @@ class TrainConfig(ModelConfig):
         channels_last: store images and weights channels-last (NHWC): faster on CUDA, and 1.26x faster
             per step than contiguous NCHW on this project's 2-core CPUs with both threads, 1.19x with
             one (benchmarks/cpu_layout.py). Two threads are 1.7x faster than one on a quiet machine.
+        init: a run directory or checkpoint file whose G and D weights this run starts from (a warm
+            start: same architecture, any recipe; fresh optimisers, step 0, the average restarts from G).
+            For example, continue a run that D began to overpower with an R1 penalty or a lower rate,
+            which `resume` refuses to change. None: seeded random weights.
     """
 
     d_norm: str | None = None  # ModelConfig's field, here filled by the recipe when not given
@@ -133,6 +137,7 @@ class TrainConfig(ModelConfig):
     threads: int = 0
     channels_last: bool = True
     sync_bn: bool | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:

@@ -168,6 +168,8 @@ class _Trainer:
     def _settle_run_dir(config: TrainConfig, resumed: bool) -> TrainConfig:
         if Path(config.data).exists():  # stored absolute, so resume works from any directory
             config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
+        if config.init and Path(config.init).exists():  # the run records where it started
+            config = dataclasses.replace(config, init=str(Path(config.init).resolve()))
         run_dir = Path(config.out) if config.out else default_run_dir(config.data)
         if not resumed and (run_dir / CHECKPOINT_FILE).exists():
             raise GantoolsError(f"{run_dir} already holds a run: continue it (resume={str(run_dir)!r}), "
@@ -193,6 +195,8 @@ class _Trainer:
         self.noise_gen = torch.Generator().manual_seed(rank_seed(c.seed, 2, self.world))
         self.fixed_noise = self.G.sample_z(c.n_samples, seed=derived_seed(c.seed, 3), device="cpu")
         self.step, self.elapsed, self.best_fid = 0, 0.0, None
+        if ckpt is None and c.init:
+            self._warm_start(c.init)
         if ckpt is not None:
             self.G.load_state_dict(ckpt["generator"])
             self.D.load_state_dict(ckpt["discriminator"])
@@ -213,6 +217,20 @@ class _Trainer:
         for net in (self.G, self.D, self.G_ema):
             if net is not None:
                 net.to(self.device, memory_format=self.memory_format)
+
+    def _warm_start(self, init: str) -> None:
+        """G and D from another run's checkpoint (`TrainConfig.init`), which must share the architecture."""
+        try:
+            source = distributed.on_main(lambda: load_checkpoint(init))
+        except GantoolsError as e:
+            raise GantoolsError(f"init: {e}") from None
+        theirs, ours = TrainConfig.from_dict(source["config"]).model_config(), self.config.model_config()
+        if theirs != ours:
+            raise GantoolsError(f"init {init} has another architecture ({theirs}) than this run ({ours}): "
+                                "give the same image_size, nc, nz, ngf, ndf and d_norm")
+        self.G.load_state_dict(source["generator"])
+        self.D.load_state_dict(source["discriminator"])
+        notice(self.progress, f"starting from the weights of {init} (step {source['step']})")
 
     def _build_optimisers(self, ckpt: dict[str, Any] | None) -> None:
         c = self.config

@@ -55,8 +55,10 @@ def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, out: Path | N
     card["segmenter_miou"] = ev.miou
     card["segmenter_iou"] = dict(zip(ev.concepts, ev.iou))
 
-    res = gantools.evaluate(gan, data="scenes", n=n, metrics="concepts,fid,kid,pr", extractor="segmenter",
-                           segmenter=seg)
+    # One feature extractor for both models: "segmenter" would mean each model's own companion.
+    features = gantools.resolve_extractor("segmenter", gan)
+    res = gantools.evaluate(gan, data="scenes", n=n, metrics="concepts,fid,kid,pr", extractor=features,
+                            segmenter=seg)
     c = res.concepts
     rel = c.relative_difference(0.0)  # every concept, however rare
     card["concepts"] = {name: {"generated": g, "real": r, "relative": rel.get(name)}
@@ -67,7 +69,7 @@ def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, out: Path | N
     card.update({k: res.metrics.get(k) for k in ("fid", "kid", "precision", "recall")})
     if baseline is not None:  # the same real scenes, features and N, for the model being replaced
         old = gantools.evaluate(gantools.load_model(baseline), data="scenes", n=n, metrics="fid,kid",
-                                extractor="segmenter", segmenter=seg)
+                                extractor=features, segmenter=seg)
         card["baseline"] = {"model": baseline, "fid": old.metrics.get("fid"), "kid": old.metrics.get("kid")}
 
     layers = [f"layer{i + 1}" for i in range(gan.config.num_layers)]

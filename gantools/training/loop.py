@@ -155,8 +155,10 @@ class _Trainer:
         self.eval_fn = _training_fid() if config.eval_every > 0 else None
         if config.threads and self.device.type == "cpu":
             torch.set_num_threads(config.threads)
+        # a warm start's source is read and checked before the data, which can take a minute to open
+        init = self._read_init(config.init) if ckpt is None and config.init else None
         self._open_data()
-        self._build_networks(ckpt)
+        self._build_networks(ckpt, init)
         self._build_optimisers(ckpt)
         self.last_good_step: int | None = self.step if ckpt is not None else None
         self.last_samples: Path | None = None
@@ -186,7 +188,7 @@ class _Trainer:
         self.stream = BatchStream(self.n, c.batch_size, c.seed, self.world.rank, self.world.size)
         self.total = c.total_steps(self.n, self.world.size)
 
-    def _build_networks(self, ckpt: dict[str, Any] | None) -> None:
+    def _build_networks(self, ckpt: dict[str, Any] | None, init: dict[str, Any] | None) -> None:
         # Seeded here (new run) or loaded (resume). Built on CPU first so that the same seed gives the
         # same initial weights on every device.
         c = self.config
@@ -195,8 +197,10 @@ class _Trainer:
         self.noise_gen = torch.Generator().manual_seed(rank_seed(c.seed, 2, self.world))
         self.fixed_noise = self.G.sample_z(c.n_samples, seed=derived_seed(c.seed, 3), device="cpu")
         self.step, self.elapsed, self.best_fid = 0, 0.0, None
-        if ckpt is None and c.init:
-            self._warm_start(c.init)
+        if init is not None:  # a warm start (TrainConfig.init)
+            self.G.load_state_dict(init["generator"])
+            self.D.load_state_dict(init["discriminator"])
+            notice(self.progress, f"starting from the weights of {c.init} (step {init['step']})")
         if ckpt is not None:
             self.G.load_state_dict(ckpt["generator"])
             self.D.load_state_dict(ckpt["discriminator"])
@@ -218,8 +222,8 @@ class _Trainer:
             if net is not None:
                 net.to(self.device, memory_format=self.memory_format)
 
-    def _warm_start(self, init: str) -> None:
-        """G and D from another run's checkpoint (`TrainConfig.init`), which must share the architecture."""
+    def _read_init(self, init: str) -> dict[str, Any]:
+        """The checkpoint a warm start begins from (`TrainConfig.init`); it must share the architecture."""
         try:
             source = distributed.on_main(lambda: load_checkpoint(init))
         except GantoolsError as e:
@@ -228,9 +232,7 @@ class _Trainer:
         if theirs != ours:
             raise GantoolsError(f"init {init} has another architecture ({theirs}) than this run ({ours}): "
                                 "give the same image_size, nc, nz, ngf, ndf and d_norm")
-        self.G.load_state_dict(source["generator"])
-        self.D.load_state_dict(source["discriminator"])
-        notice(self.progress, f"starting from the weights of {init} (step {source['step']})")
+        return source
 
     def _build_optimisers(self, ckpt: dict[str, Any] | None) -> None:
         c = self.config

@@ -12,7 +12,8 @@ Uses only the public API, the same functions the CLI commands call:
   concept, N = 2,000); a dissection of every layer; in layer 3 the concepts with a unit of
   IoU >= 0.1 under the default threshold (goal >= 8) and under IQR (goal >= 10); for every concept,
   the share of its pixels removed by ablating the top 5% of layer 3's units (goal >= 70% for at
-  least 7 concepts); and FID/KID on the segmenter's features, beside the same for --baseline (the
+  least 7 concepts), with the units ranked by IoU and by causal effect (each unit ablated alone,
+  `gantools rank --concept all`); and FID/KID on the segmenter's features, beside the same for --baseline (the
   model being replaced). Door insertion and tree removal on real scenes: benchmarks/edit.py;
   restoration: benchmarks/restoration.py.
 
@@ -47,7 +48,8 @@ def mnist_card(model: str, data: str, n: int) -> dict:
             "extractor": (res.extractor or {}).get("name")}
 
 
-def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, out: Path | None, baseline: str | None) -> dict:
+def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, rank_n: int, out: Path | None,
+                baseline: str | None) -> dict:
     gan = gantools.load_model(model)
     seg = gantools.load_segmenter(None, gan=gan)
     card: dict = {}
@@ -96,20 +98,34 @@ def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, out: Path | N
     l3 = every.layer("layer3")
     top = max(1, round(0.05 * l3.units))
     card["ablation_top"] = top
-    card["ablation"] = {}
-    for concept in l3.concepts:
-        if not l3.ranked_units(concept):
-            continue
-        r = gantools.ablate(gan, "layer3", concept=concept, top=top, dissection=every, segmenter=seg, n=ablate_n,
-                            seed=7, curve_points=2, grid=0, allow_weak=True)
+    card["ablation"] = _ablations(gan, every, seg, top, "iou", ablate_n)
+    # The causal ranking (each unit ablated alone, `gantools rank --concept all`) on other latents (seed 0)
+    # than the ablation measures (seed 7), so the choice of units is not fitted to the measurement.
+    t = time.perf_counter()
+    for ranking in gantools.rank_concepts(gan, "layer3", None, dissection=every, segmenter=seg, n=rank_n,
+                                          seed=0).values():
+        ranking.store(every)
+    card["rank_seconds"] = time.perf_counter() - t
+    card["rank_n"] = rank_n
+    card["ablation_ace"] = _ablations(gan, every, seg, top, "ace", ablate_n)
+    for key in ("ablation", "ablation_ace"):
+        card[f"{key}_removed_70"] = sorted(c for c, v in card[key].items() if v["removed"] >= 0.7)
+    return card
+
+
+def _ablations(gan, dissection, seg, top: int, rank: str, n: int) -> dict:
+    """For every concept drawn: its pixel share before and after ablating its `top` layer-3 units
+    (ranked by `rank`), on n samples at seed 7."""
+    out = {}
+    for concept in dissection.layer("layer3").concepts:
+        r = gantools.ablate(gan, "layer3", concept=concept, top=top, rank=rank, dissection=dissection, segmenter=seg,
+                            n=n, seed=7, curve_points=2, grid=0, allow_weak=True)
         e = r.effects[concept]
         if e.before < 0.002:  # too rare in generated images to measure
             continue
-        card["ablation"][concept] = {"before": e.before, "after": e.after,
-                                     "removed": -e.mean / e.before, "ci": [e.ci_low, e.ci_high],
-                                     "units": r.units}
-    card["ablation_removed_70"] = sorted(c for c, v in card["ablation"].items() if v["removed"] >= 0.7)
-    return card
+        out[concept] = {"before": e.before, "after": e.after, "removed": -e.mean / e.before,
+                        "ci": [e.ci_low, e.ci_high], "units": r.units}
+    return out
 
 
 def main() -> None:
@@ -120,6 +136,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, help="scenes: the model being replaced, for FID/KID side by side")
     ap.add_argument("--dissect-n", type=int, default=2000)
     ap.add_argument("--ablate-n", type=int, default=500)
+    ap.add_argument("--rank-n", type=int, default=200, help="samples for the causal ranking of layer 3's units")
     ap.add_argument("--out", type=Path, default=None, help="also save the dissection reports here")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -134,7 +151,7 @@ def main() -> None:
         print(f"  FID {card['fid']:.2f}, KID {card['kid']:.4f}, precision {card['precision']:.3f}, "
               f"recall {card['recall']:.3f} (classifier features, vs the 500 held-out digits)")
     else:
-        card = scenes_card(args.model, args.n, args.dissect_n, args.ablate_n, args.out, args.baseline)
+        card = scenes_card(args.model, args.n, args.dissect_n, args.ablate_n, args.rank_n, args.out, args.baseline)
         print(f"{args.model}: segmenter mIoU {card['segmenter_miou']:.3f} on unseen scenes")
         print(f"  concept frequencies within +-30%: {card['concepts_within_30']} of {card['concepts_measured']} "
               f"concepts (goal: all; TV distance {card['tv_distance']:.3f})")
@@ -150,12 +167,13 @@ def main() -> None:
                   f"{len(v['concepts_iou_0.1'])}{goal} {v['concepts_iou_0.1']}; best {v['best'][0]} {v['best'][1]:.3f}")
         print(f"  layer3 under IQR: {len(card['layer3_iqr_concepts_iou_0.1'])} concepts at IoU >= 0.1 (goal >= 10) "
               f"{card['layer3_iqr_concepts_iou_0.1']}")
-        print(f"  ablating the top {card['ablation_top']} units of layer3 (5%):")
-        for name, v in card["ablation"].items():
-            print(f"    {name:9s} {100 * v['before']:5.2f}% -> {100 * v['after']:5.2f}%  removed "
-                  f"{100 * v['removed']:.0f}%")
-        print(f"  concepts with >= 70% removed: {len(card['ablation_removed_70'])} (goal >= 7) "
-              f"{card['ablation_removed_70']}")
+        for key, how in (("ablation", "by IoU"), ("ablation_ace", f"by causal effect, N {card['rank_n']}")):
+            print(f"  ablating the top {card['ablation_top']} units of layer3 (5%), ranked {how}:")
+            for name, v in card[key].items():
+                print(f"    {name:9s} {100 * v['before']:5.2f}% -> {100 * v['after']:5.2f}%  removed "
+                      f"{100 * v['removed']:.0f}%  units {v['units']}")
+            print(f"  concepts with >= 70% removed: {len(card[key + '_removed_70'])} (goal >= 7) "
+                  f"{card[key + '_removed_70']}")
     card["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"  ({card['seconds']:.0f} s)")
     if args.json:

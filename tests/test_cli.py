@@ -221,6 +221,21 @@ def test_weak_concept_found_by_a_dissection_on_the_fly(planted) -> None:
     assert last.startswith("error: no unit of layer2 matches 'red'") and "--allow-weak" in last
 
 
+def test_rank_several_concepts_in_one_pass_stores_each(planted, tmp_path) -> None:
+    import shutil
+
+    model, report, _ = planted
+    rep = shutil.copytree(report, tmp_path / "rep")
+    r = run("rank", *_iv_common(model), "--concept", "white,gray", "--n", "4", "--report", rep, "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output.strip().splitlines()[-1])
+    assert set(got) == {"white", "gray"} and got["white"]["concept"] == "white"
+    ace = json.loads((rep / "report.json").read_text())["layers"]["layer2"]["ace"]
+    assert set(ace) == {"white", "gray"} and len(ace["white"]) == 8
+    assert_one_line_error(run("rank", *_iv_common(model), "--concept", "white,sky", "--n", "4"), "unknown concept 'sky'")
+    assert "name a concept" in _usage_error(run("rank", *_iv_common(model), "--concept", ",", "--n", "4"))
+
+
 def test_intervention_values_are_checked_before_any_work(planted, no_work) -> None:
     model, report, image = planted
     common = _iv_common(model)
@@ -354,7 +369,7 @@ def _returns_unsaved(*args, **kwargs):
     ("gantools.training", "export", ["export", "{tmp}"]),
     ("gantools.interventions", "ablate", ["ablate", "--layer", "2", "--units", "0", "-o", "{tmp}/out"]),
     ("gantools.interventions", "insert", ["insert", "--layer", "2", "--units", "0", "--at", "0.5,0.5"]),
-    ("gantools.ranking", "rank_units", ["rank", "--layer", "2", "--concept", "gray"]),
+    ("gantools.ranking", "rank_concepts", ["rank", "--layer", "2", "--concept", "gray"]),
     ("gantools.editing", "edit", ["edit", "{tmp}/photo.png", "--layer", "2", "--remove", "gray", "--units", "0"]),
     ("gantools.segmenters", "evaluate_segmenter", ["segmenter", "eval", "--segmenter", "color"]),
     ("gantools.classifier", "evaluate_classifier", ["classifier", "eval", "--data", "{tmp}", "--classifier",
@@ -439,7 +454,7 @@ def test_shared_spellings_hold_across_commands() -> None:
 
 @pytest.mark.parametrize("path, function", [
     (("dissect",), "gantools.dissection:dissect"), (("ablate",), "gantools.interventions:ablate"),
-    (("insert",), "gantools.interventions:insert"), (("rank",), "gantools.ranking:rank_units"),
+    (("insert",), "gantools.interventions:insert"), (("rank",), "gantools.ranking:rank_concepts"),
     (("edit",), "gantools.editing:edit"), (("invert",), "gantools.restoration.inversion:invert"),
     (("eval",), "gantools.metrics:evaluate"), (("encoder", "train"), "gantools.restoration.encoder:train_encoder"),
     (("classifier", "train"), "gantools.classifier:train_classifier"),

@@ -22,6 +22,7 @@ from gantools.interventions import (Intervention, InterventionEffect, WeakConcep
                                     curve_ks, feature_mask, insert, intervene, layer_units, parse_units, point_region,
                                     rank_units, unit_values)
 from gantools.models import GAN
+from gantools.ranking import rank_concepts
 from gantools.utils import GantoolsError
 
 N = 64
@@ -318,6 +319,21 @@ def test_rank_orders_units_by_planted_effect(gan):
     assert steps[-1].completed == steps[-1].total == 48 * 8
     sub = rank_units(gan, 2, "bright", units=[3, 1], segmenter=Bright(), n=8, seed=4)
     assert sub.units == [1, 3] and math.isnan(sub.ace_list()[0])
+
+
+def test_rank_concepts_is_rank_units_for_each_concept_in_one_pass(gan):
+    both = rank_concepts(gan, 2, None, segmenter=Bright(), n=24, seed=4, batch_size=8, max_images=32)
+    assert list(both) == ["dark", "bright"] and set(both.to_dict()) == {"dark", "bright"}
+    for concept, r in both.items():
+        alone = rank_units(gan, 2, concept, segmenter=Bright(), n=24, seed=4, batch_size=8, max_images=32)
+        assert r.concept == concept and r.units == alone.units
+        assert r.ace == pytest.approx(alone.ace, abs=1e-12)
+        assert r.effects[0].sd == pytest.approx(alone.effects[0].sd, rel=1e-9)
+    # Every pixel is bright or dark, so ablating a unit moves the two fractions by opposite amounts.
+    assert both["dark"].ace[0] == pytest.approx(-both["bright"].ace[0], abs=1e-9) and both["bright"].ace[0] > 0
+    assert both["dark"].units[-1] == 0
+    with pytest.raises(GantoolsError, match="concepts is empty"):
+        rank_concepts(gan, 2, [], segmenter=Bright(), n=4)
 
 
 def test_insertion_context_breakdown(gan, tmp_path):

@@ -232,7 +232,8 @@ def _show_insertion(result: Any, where: str) -> None:
 
 def rank_cmd(  # long: one annotated parameter per option
     layer: LayerArg,
-    concept: Annotated[str, typer.Option("--concept", "-c", help="Concept whose pixels are measured.")],
+    concept: Annotated[str, typer.Option("--concept", "-c", help="Concept whose pixels are measured; several "
+                                         "(door,window) or all are ranked in one pass, at the cost of one.")],
     report_dir: Annotated[Optional[Path], typer.Option(
         "--report", "-r", help="Dissection report (directory or report.json): the ranking is stored in it as "
         "ace (per concept), so --rank ace works in ablate/insert.", show_default=False)] = None,
@@ -260,31 +261,37 @@ def rank_cmd(  # long: one annotated parameter per option
     if report_dir is None and needs_stats(value):
         raise typer.BadParameter(f"{value} is read from a dissection: give --report DIR, or a number",
                                  param_hint="'--value'")
-    from ..dissection import load_report, record_ranking
+    names = None if concept.strip() == "all" else [c.strip() for c in concept.split(",") if c.strip()]
+    if names == []:
+        raise typer.BadParameter("name a concept, several (door,window), or all", param_hint="'--concept'")
+    from ..dissection import load_report, record_rankings
     from ..distributed import on_main
     from ..models import load_model
-    from ..ranking import rank_units
+    from ..ranking import rank_concepts
 
     dissection = load_report(report_dir) if report_dir is not None else None
     started, note = time.time(), measuring("rank")
     with Reporter(quiet) as rep, on_interrupt(note.line):
         gan = load_model(model, device=device)
-        result = rank_units(gan, layer, concept, units=units, value=value, dissection=dissection,
-                            segmenter=segmenter, n=n, seed=seed, batch_size=batch_size, progress=rep)
-        folder = save_to(result, out, note)
+        results = rank_concepts(gan, layer, names, units=units, value=value, dissection=dissection,
+                                segmenter=segmenter, n=n, seed=seed, batch_size=batch_size, progress=rep)
+        first = next(iter(results.values()))
+        folder = save_to(results, out, note)
         if report_dir is not None:
             note.writing = report_dir
-            stored = on_main(lambda: record_ranking(report_dir, result.layer, result.concept, result.ace_list(),
-                                                    gan=gan))  # under torchrun, rank 0 alone writes
-            rep.print(f"stored ace[{concept}] for {result.layer} in {stored}")
+            aces = {c: r.ace_list() for c, r in results.items()}
+            stored = on_main(lambda: record_rankings(report_dir, first.layer, aces, gan=gan))  # rank 0 alone writes
+            rep.print(f"stored ace[{', '.join(results)}] for {first.layer} in {stored}")
         elif not quiet:
             rep.print("not stored in a report: give --report DIR to make --rank ace available to ablate/insert")
     if not on_rank0():
         return
     if json_out:
-        print_json(result.to_dict())
+        print_json(results.to_dict())
     else:
-        _show_ranking(result, dissection.layers.get(result.layer) if dissection is not None else None, n, show)
+        stats = dissection.layers.get(first.layer) if dissection is not None else None
+        for result in results.values():
+            _show_ranking(result, stats, n, show)
     say_written(folder, started)
 
 

@@ -14,7 +14,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from torch import nn
 
@@ -205,16 +205,25 @@ def record_ranking(report: PathLike, layer: int | str, concept: str, ace: Sequen
     Returns:
         The report's directory.
     """
+    return record_rankings(report, layer, {concept: ace}, gan=gan, device=device)
+
+
+def record_rankings(report: PathLike, layer: int | str, aces: Mapping[str, Sequence[float]],
+                    gan: GAN | nn.Module | None = None, device: DeviceSpec = None) -> Path:
+    """`record_ranking` for several concepts (concept -> one value per unit), rewriting the files once."""
     directory = report_dir(report)
     result = load_report(directory)
     stats = result.layer(layer)
-    stats.concept_index(concept)  # GantoolsError naming the report's concepts
-    values = [float(v) for v in ace]
-    if len(values) != stats.units:
-        raise GantoolsError(f"ace has {len(values)} values, but {stats.name} has {stats.units} units")
+    checked = {}
+    for concept, ace in aces.items():
+        stats.concept_index(concept)  # GantoolsError naming the report's concepts
+        values = [float(v) for v in ace]
+        if len(values) != stats.units:
+            raise GantoolsError(f"ace has {len(values)} values, but {stats.name} has {stats.units} units")
+        checked[concept] = values
     if gan is not None:
         check_model(result, gan)
-    stats.ace[concept] = values
+    stats.ace.update(checked)
     html = (directory / HTML_FILE).is_file()
     if html and gan is not None:
         render_examples(result, gan, device=device)

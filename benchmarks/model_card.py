@@ -12,8 +12,8 @@ Uses only the public API, the same functions the CLI commands call:
   concept, N = 2,000); a dissection of every layer; in layer 3 the concepts with a unit of
   IoU >= 0.1 under the default threshold (goal >= 8) and under IQR (goal >= 10); for every concept,
   the share of its pixels removed by ablating the top 5% of layer 3's units (goal >= 70% for at
-  least 7 concepts), with the units ranked by IoU and by causal effect (each unit ablated alone,
-  `gantools rank --concept all`); and FID/KID on the segmenter's features, beside the same for --baseline (the
+  least 7 concepts), with the units ranked by IoU, by causal effect (each unit ablated alone,
+  `gantools rank --concept all`), and chosen jointly (`gantools.greedy_units`); and FID/KID on the segmenter's features, beside the same for --baseline (the
   model being replaced). Door insertion and tree removal on real scenes: benchmarks/edit.py;
   restoration: benchmarks/restoration.py.
 
@@ -108,18 +108,29 @@ def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, rank_n: int, 
     card["rank_seconds"] = time.perf_counter() - t
     card["rank_n"] = rank_n
     card["ablation_ace"] = _ablations(gan, every, seg, top, "ace", ablate_n)
-    for key in ("ablation", "ablation_ace"):
+    # Jointly: the top units chosen greedily (each round the unit that, ablated with those already
+    # chosen, removes most), among each concept's 10 best single units.
+    t = time.perf_counter()
+    chosen = {c: gantools.greedy_units(gan, "layer3", c, top, units=l3.ranked_units(c, rank="ace")[:10],
+                                       dissection=every, segmenter=seg, n=rank_n, seed=0)
+              for c in card["ablation_ace"]}
+    card["greedy_seconds"] = time.perf_counter() - t
+    card["ablation_greedy"] = _ablations(gan, every, seg, top, chosen, ablate_n)
+    for key in ("ablation", "ablation_ace", "ablation_greedy"):
         card[f"{key}_removed_70"] = sorted(c for c, v in card[key].items() if v["removed"] >= 0.7)
     return card
 
 
-def _ablations(gan, dissection, seg, top: int, rank: str, n: int) -> dict:
+def _ablations(gan, dissection, seg, top: int, rank: str | dict, n: int) -> dict:
     """For every concept drawn: its pixel share before and after ablating its `top` layer-3 units
-    (ranked by `rank`), on n samples at seed 7."""
+    (ranked by `rank`, or the units given per concept), on n samples at seed 7."""
     out = {}
     for concept in dissection.layer("layer3").concepts:
-        r = gantools.ablate(gan, "layer3", concept=concept, top=top, rank=rank, dissection=dissection, segmenter=seg,
-                            n=n, seed=7, curve_points=2, grid=0, allow_weak=True)
+        if isinstance(rank, dict) and concept not in rank:
+            continue
+        how = dict(units=rank[concept]) if isinstance(rank, dict) else dict(top=top, rank=rank)
+        r = gantools.ablate(gan, "layer3", concept=concept, dissection=dissection, segmenter=seg,
+                            n=n, seed=7, curve_points=2, grid=0, allow_weak=True, **how)
         e = r.effects[concept]
         if e.before < 0.002:  # too rare in generated images to measure
             continue
@@ -167,7 +178,8 @@ def main() -> None:
                   f"{len(v['concepts_iou_0.1'])}{goal} {v['concepts_iou_0.1']}; best {v['best'][0]} {v['best'][1]:.3f}")
         print(f"  layer3 under IQR: {len(card['layer3_iqr_concepts_iou_0.1'])} concepts at IoU >= 0.1 (goal >= 10) "
               f"{card['layer3_iqr_concepts_iou_0.1']}")
-        for key, how in (("ablation", "by IoU"), ("ablation_ace", f"by causal effect, N {card['rank_n']}")):
+        for key, how in (("ablation", "by IoU"), ("ablation_ace", f"by causal effect, N {card['rank_n']}"),
+                         ("ablation_greedy", "jointly (greedy, among the 10 best single units)")):
             print(f"  ablating the top {card['ablation_top']} units of layer3 (5%), ranked {how}:")
             for name, v in card[key].items():
                 print(f"    {name:9s} {100 * v['before']:5.2f}% -> {100 * v['after']:5.2f}%  removed "

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .units import (UnitChoice, WeakConceptError)
     from .interventions import (Intervention, intervene, ablate, insert, InterventionEffect,
                                 AblationResult, InsertionResult)
-    from .ranking import (rank_units, rank_concepts, RankResult, RankResults)
+    from .ranking import (rank_units, rank_concepts, greedy_units, RankResult, RankResults)
     from .editing import (edit, EditResult)
     # restoration: inversion, encoders
     from .restoration import (invert, InversionResult, ObjectiveWeights, make_degradation,
@@ -91,7 +91,7 @@ _EXPORTS: dict[str, str] = {
     "Intervention": "interventions", "intervene": "interventions", "ablate": "interventions", "insert":
     "interventions", "InterventionEffect": "interventions", "AblationResult": "interventions",
     "InsertionResult": "interventions",
-    "rank_units": "ranking", "rank_concepts": "ranking", "RankResult": "ranking",
+    "rank_units": "ranking", "rank_concepts": "ranking", "greedy_units": "ranking", "RankResult": "ranking",
     "RankResults": "ranking",
     "edit": "editing", "EditResult": "editing",
     # restoration: inversion, encoders

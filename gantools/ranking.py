@@ -17,7 +17,7 @@ on disk), it lets `ablate`,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -106,6 +106,8 @@ class _Ablations:
     levels: torch.Tensor
     strength: float
     chunk: int  # units measured per generator call
+    given: list[int] = field(default_factory=list)  # ablated in every copy, besides its own unit
+    given_levels: torch.Tensor | None = None
 
 
 @dataclass
@@ -158,13 +160,17 @@ def rank_units(model: ModelSpec, layer: int | str, concept: str, *, units: str |
 def rank_concepts(model: ModelSpec, layer: int | str, concepts: Sequence[str] | None = None, *,
                   units: str | Sequence[int] | None = None, value: Value = "zero", strength: float = 1.0,
                   dissection: Any = None, segmenter: SegmenterSpec | None = None, n: int = 200, seed: int = 0,
-                  batch_size: int = 32, max_images: int = 256, device: DeviceSpec = None,
+                  batch_size: int = 32, max_images: int = 256, given: Sequence[int] = (), device: DeviceSpec = None,
                   progress: ProgressCallback | None = None) -> RankResults:
     """`rank_units` for several concepts (default: every concept of the segmenter) in one pass.
 
     One segmentation of each ablated image gives every concept's pixel fraction, so ranking all
     concepts costs what ranking one does. Arguments as in `rank_units`; returns a RankResults, a dict
     concept -> RankResult, each equal to what `rank_units` returns for that concept alone.
+
+    `given`: units ablated in every copy together with the one measured, so each ACE is the effect of
+    ablating them with it (against the unedited images); they are not ranked themselves. This is
+    one round of `greedy_units`.
     """
     check_sampling(n, batch_size)
     if max_images < 1:
@@ -181,9 +187,14 @@ def rank_concepts(model: ModelSpec, layer: int | str, concepts: Sequence[str] | 
     cis = [check_concept(c, setup.concepts) for c in names]
     count = layer_units(setup.generator, setup.layer)
     todo = check_units(units_asked, count, setup.layer) if units_asked is not None else list(range(count))
+    fixed = check_units(list(given), count, setup.layer) if given else []
+    todo = [u for u in todo if u not in fixed]
+    if not todo:
+        raise GantoolsError("no unit left to rank: every unit asked for is in given")
     stats = [_checked_stats(setup, c, progress) for c in names][0]  # checks every concept; one layer's stats
     chunk = max(1, max_images // max(1, min(batch_size, n)))
-    ablations = _Ablations(todo, unit_values(value, stats, todo), strength, chunk)
+    ablations = _Ablations(todo, unit_values(value, stats, todo), strength, chunk, fixed,
+                           unit_values(value, stats, fixed) if fixed else None)
     sums = _measure(setup, cis, ablations, n, seed, batch_size, progress)
     settings = run_settings(setup.gan, setup.segmenter, value=value_json(value, ablations.levels), strength=strength,
                             n=n, seed=seed)
@@ -194,6 +205,32 @@ def rank_concepts(model: ModelSpec, layer: int | str, concepts: Sequence[str] | 
         ranked = sorted(todo, key=lambda u: (-ace[u], u))
         results[c] = RankResult(setup.layer, c, ranked, ace, effects, count, dict(settings))
     return results
+
+
+def greedy_units(model: ModelSpec, layer: int | str, concept: str, k: int, *,
+                 units: str | Sequence[int] | None = None, value: Value = "zero", strength: float = 1.0,
+                 dissection: Any = None, segmenter: SegmenterSpec | None = None, n: int = 200, seed: int = 0,
+                 batch_size: int = 32, max_images: int = 256, device: DeviceSpec = None,
+                 progress: ProgressCallback | None = None) -> list[int]:
+    """The k units whose ablation together removes most of `concept`, chosen greedily.
+
+    Each round ranks the remaining units by the effect of ablating each together with those already
+    chosen (`rank_concepts(given=...)`) and adds the best. Single-unit ACEs do not add up when units
+    compensate for each other; GAN Dissection chooses a concept's units jointly (by optimising a
+    per-unit coefficient), and this is the discrete, k-pass version of that. Arguments as in
+    `rank_units`; returns the units in the order chosen (the first is `rank_units`' best).
+    """
+    if k < 1:
+        raise GantoolsError(f"k must be at least 1, got {k}")
+    chosen: list[int] = []
+    for _ in range(k):
+        r = rank_concepts(model, layer, [concept], units=units, value=value, strength=strength,
+                          dissection=dissection, segmenter=segmenter, n=n, seed=seed, batch_size=batch_size,
+                          max_images=max_images, given=chosen, device=device, progress=progress)[concept]
+        chosen.append(r.units[0])
+        if len(r.units) == 1:  # that was the last unit left
+            break
+    return chosen
 
 
 def _checked_stats(setup: LayerSetup, concept: str, progress: ProgressCallback | None) -> Any:
@@ -225,6 +262,9 @@ def _measure(setup: LayerSetup, cis: list[int], ablations: _Ablations, n: int, s
             with Trace(G, name) as t:
                 images0 = G(z_all[start:end].to(dev))
             feats = t.output
+            if ablations.given:  # the fixed part of every copy's edit; f0 stays the unedited images'
+                levels = ablations.given_levels.to(dev, feats.dtype).view(1, -1, 1, 1)
+                feats = set_units(feats, torch.tensor(ablations.given, device=dev), levels, ablations.strength)
             f0 = concept_fractions(segment(setup.segmenter, images0), nc)[:, cis]
             sums.before += f0.sum(0).double().cpu()
             for c0 in range(0, len(todo), ablations.chunk):

@@ -22,7 +22,7 @@ from gantools.interventions import (Intervention, InterventionEffect, WeakConcep
                                     curve_ks, feature_mask, insert, intervene, layer_units, parse_units, point_region,
                                     rank_units, unit_values)
 from gantools.models import GAN
-from gantools.ranking import rank_concepts
+from gantools.ranking import greedy_units, rank_concepts
 from gantools.utils import GantoolsError
 
 N = 64
@@ -334,6 +334,21 @@ def test_rank_concepts_is_rank_units_for_each_concept_in_one_pass(gan):
     assert both["dark"].units[-1] == 0
     with pytest.raises(GantoolsError, match="concepts is empty"):
         rank_concepts(gan, 2, [], segmenter=Bright(), n=4)
+
+
+def test_ranking_on_top_of_given_units_and_greedy_choice(gan):
+    kw = dict(segmenter=Bright(), n=24, seed=4, batch_size=8, max_images=32)
+    r = rank_concepts(gan, 2, ["bright"], given=[0], **kw)["bright"]
+    assert 0 not in r.units and len(r.units) == 7 and r.units[0] == 1
+    # Each ACE is the effect of ablating the given units together with the ranked one.
+    both = ablate(gan, 2, [0, 1], concept="bright", segmenter=Bright(), n=24, seed=4)
+    assert r.ace[1] == pytest.approx(-both.effect.mean, abs=1e-12)
+    assert greedy_units(gan, 2, "bright", 2, **kw) == [0, 1]
+    assert greedy_units(gan, 2, "bright", 5, units=[3, 1], **kw) == [1, 3]  # stops when none is left
+    with pytest.raises(GantoolsError, match="k must be at least 1"):
+        greedy_units(gan, 2, "bright", 0, **kw)
+    with pytest.raises(GantoolsError, match="no unit left"):
+        rank_concepts(gan, 2, ["bright"], units=[0], given=[0], **kw)
 
 
 def test_insertion_context_breakdown(gan, tmp_path):

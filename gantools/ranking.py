@@ -198,6 +198,8 @@ def rank_concepts(model: ModelSpec, layer: int | str, concepts: Sequence[str] | 
     sums = _measure(setup, cis, ablations, n, seed, batch_size, progress)
     settings = run_settings(setup.gan, setup.segmenter, value=value_json(value, ablations.levels), strength=strength,
                             n=n, seed=seed)
+    if fixed:  # these ACEs are joint effects: say so wherever the ranking is saved
+        settings["given"] = fixed
     results = RankResults()
     for j, c in enumerate(names):
         effects = _effects(c, _Sums(sums.delta[:, j], sums.delta_sq[:, j], float(sums.before[j])), todo, n)

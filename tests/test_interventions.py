@@ -340,6 +340,7 @@ def test_ranking_on_top_of_given_units_and_greedy_choice(gan):
     kw = dict(segmenter=Bright(), n=24, seed=4, batch_size=8, max_images=32)
     r = rank_concepts(gan, 2, ["bright"], given=[0], **kw)["bright"]
     assert 0 not in r.units and len(r.units) == 7 and r.units[0] == 1
+    assert r.settings["given"] == [0] and "given" not in rank_units(gan, 2, "bright", **kw).settings
     # Each ACE is the effect of ablating the given units together with the ranked one.
     both = ablate(gan, 2, [0, 1], concept="bright", segmenter=Bright(), n=24, seed=4)
     assert r.ace[1] == pytest.approx(-both.effect.mean, abs=1e-12)

@@ -191,7 +191,9 @@ def rank_concepts(model: ModelSpec, layer: int | str, concepts: Sequence[str] | 
     todo = [u for u in todo if u not in fixed]
     if not todo:
         raise GantoolsError("no unit left to rank: every unit asked for is in given")
-    stats = [_checked_stats(setup, c, progress) for c in names][0]  # checks every concept; one layer's stats
+    for c in names[1:]:
+        _checked_stats(setup, c, progress)  # every concept is checked before the work starts
+    stats = _checked_stats(setup, names[0], progress)
     chunk = max(1, max_images // max(1, min(batch_size, n)))
     ablations = _Ablations(todo, unit_values(value, stats, todo), strength, chunk, fixed,
                            unit_values(value, stats, fixed) if fixed else None)
@@ -253,8 +255,8 @@ def _measure(setup: LayerSetup, cis: list[int], ablations: _Ablations, n: int, s
     """Running sums of each unit's per-sample change of each concept in `cis` over n samples."""
     G, name, dev = setup.generator, setup.layer, setup.device
     todo, nc, k = ablations.units, len(setup.concepts), len(cis)
-    zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
-    sums = _Sums(zeros(len(todo), k), zeros(len(todo), k), zeros(k))
+    sums = _Sums(torch.zeros(len(todo), k, dtype=torch.float64), torch.zeros(len(todo), k, dtype=torch.float64),
+                 torch.zeros(k, dtype=torch.float64))
     z_all = G.sample_z(n, seed, device="cpu") if n > 0 else None
     block = sample_block(n, batch_size)
     total, done = len(block) * len(todo), 0

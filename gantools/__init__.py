@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from .units import (UnitChoice, WeakConceptError)
     from .interventions import (Intervention, intervene, ablate, insert, InterventionEffect,
                                 AblationResult, InsertionResult)
-    from .ranking import (rank_units, rank_concepts, greedy_units, RankResult, RankResults)
+    from .ranking import (rank_units, rank_concepts, greedy_units, RankResult, RankResults,
+                          JointUnits)
     from .editing import (edit, EditResult)
     # restoration: inversion, encoders
     from .restoration import (invert, InversionResult, ObjectiveWeights, make_degradation,
@@ -92,7 +93,7 @@ _EXPORTS: dict[str, str] = {
     "interventions", "InterventionEffect": "interventions", "AblationResult": "interventions",
     "InsertionResult": "interventions",
     "rank_units": "ranking", "rank_concepts": "ranking", "greedy_units": "ranking", "RankResult": "ranking",
-    "RankResults": "ranking",
+    "RankResults": "ranking", "JointUnits": "ranking",
     "edit": "editing", "EditResult": "editing",
     # restoration: inversion, encoders
     "invert": "restoration", "InversionResult": "restoration", "ObjectiveWeights": "restoration",

@@ -211,29 +211,65 @@ def rank_concepts(model: ModelSpec, layer: int | str, concepts: Sequence[str] | 
     return results
 
 
+class JointUnits(list):
+    """A concept's units chosen jointly (what `greedy_units` returns): a list of units in the order chosen.
+
+    Attributes:
+        layer, concept: what was measured.
+        joint_ace: after each round, the pixel fraction of the concept lost when the units chosen so far
+            are ablated together (before − after, mean over N); joint_ace[-1] is the whole set's effect.
+        settings: model, segmenter, N, seed of the rankings.
+    """
+
+    def __init__(self, layer: str, concept: str, units: Sequence[int] = (), joint_ace: Sequence[float] = (),
+                 settings: dict[str, Any] | None = None) -> None:
+        super().__init__(units)
+        self.layer, self.concept = layer, concept
+        self.joint_ace = list(joint_ace)
+        self.settings = dict(settings or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what greedy.json holds)."""
+        settings = {k: v for k, v in self.settings.items() if k != "given"}
+        return {"operation": "greedy", "layer": self.layer, "concept": self.concept, "units": list(self),
+                "joint_ace": self.joint_ace, "settings": settings}
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write greedy.json into out_dir; returns out_dir."""
+        write_json(Path(out_dir) / "greedy.json", self.to_dict())
+        return Path(out_dir)
+
+
 def greedy_units(model: ModelSpec, layer: int | str, concept: str, k: int, *,
                  units: str | Sequence[int] | None = None, value: Value = "zero", strength: float = 1.0,
                  dissection: Any = None, segmenter: SegmenterSpec | None = None, n: int = 200, seed: int = 0,
                  batch_size: int = 32, max_images: int = 256, device: DeviceSpec = None,
-                 progress: ProgressCallback | None = None) -> list[int]:
+                 progress: ProgressCallback | None = None) -> JointUnits:
     """The k units whose ablation together removes most of `concept`, chosen greedily.
 
     Each round ranks the remaining units by the effect of ablating each together with those already
     chosen (`rank_concepts(given=...)`) and adds the best. Single-unit ACEs do not add up when units
     compensate for each other; GAN Dissection chooses a concept's units jointly (by optimising a
     per-unit coefficient), and this is the discrete, k-pass version of that. Arguments as in
-    `rank_units`; returns the units in the order chosen (the first is `rank_units`' best).
+    `rank_units`; returns a JointUnits, the units in the order chosen (the first is `rank_units`' best)
+    with the joint effect after each round.
     """
     if k < 1:
         raise GantoolsError(f"k must be at least 1, got {k}")
-    chosen: list[int] = []
+    chosen: JointUnits | None = None
     for _ in range(k):
+        given = list(chosen) if chosen is not None else []
         r = rank_concepts(model, layer, [concept], units=units, value=value, strength=strength,
                           dissection=dissection, segmenter=segmenter, n=n, seed=seed, batch_size=batch_size,
-                          max_images=max_images, given=chosen, device=device, progress=progress)[concept]
-        chosen.append(r.units[0])
+                          max_images=max_images, given=given, device=device, progress=progress)[concept]
+        if chosen is None:
+            chosen = JointUnits(r.layer, concept, settings=r.settings)
+        best = r.units[0]
+        chosen.append(best)
+        chosen.joint_ace.append(r.ace[best])  # measured with the given units ablated too: the joint effect
         if len(r.units) == 1:  # that was the last unit left
             break
+    assert chosen is not None  # k >= 1
     return chosen
 
 

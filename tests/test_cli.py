@@ -236,6 +236,23 @@ def test_rank_several_concepts_in_one_pass_stores_each(planted, tmp_path) -> Non
     assert "name a concept" in _usage_error(run("rank", *_iv_common(model), "--concept", ",", "--n", "4"))
 
 
+def test_rank_greedy_chooses_units_jointly(planted, tmp_path) -> None:
+    from gantools.ranking import greedy_units
+
+    model, _, _ = planted
+    r = run("rank", *_iv_common(model), "--concept", "white", "--greedy", "2", "--n", "4", "--json",
+            "--out", tmp_path / "g")
+    assert r.exit_code == 0, r.output
+    got = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
+    expected = greedy_units(model, 2, "white", 2, n=4, segmenter="color", device="cpu")
+    assert got["units"] == list(expected) and got["joint_ace"] == pytest.approx(expected.joint_ace, abs=1e-9)
+    assert json.loads((tmp_path / "g" / "greedy.json").read_text())["units"] == list(expected)
+    r = run("rank", *_iv_common(model), "--concept", "white,gray", "--greedy", "1", "--n", "4")
+    flat = "".join(r.stdout.split())  # the table titles wrap
+    assert r.exit_code == 0 and "chosenjointlyforwhite" in flat and "chosenjointlyforgray" in flat
+    assert "name the concepts" in _usage_error(run("rank", *_iv_common(model), "--concept", "all", "--greedy", "2"))
+
+
 def test_intervention_values_are_checked_before_any_work(planted, no_work) -> None:
     model, report, image = planted
     common = _iv_common(model)

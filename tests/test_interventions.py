@@ -344,7 +344,11 @@ def test_ranking_on_top_of_given_units_and_greedy_choice(gan):
     # Each ACE is the effect of ablating the given units together with the ranked one.
     both = ablate(gan, 2, [0, 1], concept="bright", segmenter=Bright(), n=24, seed=4)
     assert r.ace[1] == pytest.approx(-both.effect.mean, abs=1e-12)
-    assert greedy_units(gan, 2, "bright", 2, **kw) == [0, 1]
+    joint = greedy_units(gan, 2, "bright", 2, **kw)
+    assert joint == [0, 1] and joint.layer == "layer2" and joint.concept == "bright"
+    # Its joint effects are the rankings' own: round 1 is unit 0 alone, round 2 the pair {0, 1}.
+    assert joint.joint_ace == pytest.approx([rank_units(gan, 2, "bright", **kw).ace[0], r.ace[1]], abs=1e-12)
+    assert joint.to_dict()["units"] == [0, 1] and "given" not in joint.to_dict()["settings"]
     assert greedy_units(gan, 2, "bright", 5, units=[3, 1], **kw) == [1, 3]  # stops when none is left
     with pytest.raises(GantoolsError, match="k must be at least 1"):
         greedy_units(gan, 2, "bright", 0, **kw)

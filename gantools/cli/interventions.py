@@ -244,6 +244,9 @@ def rank_cmd(  # long: one annotated parameter per option
     n: Annotated[int, typer.Option("--n", "-n", min=2, help="Samples per unit (at least 2: each ACE comes with "
                                    "a 95% CI).")] = 200,
     show: Annotated[int, typer.Option("--show", min=1, help="Units listed in the table.")] = 20,
+    greedy: Annotated[Optional[int], typer.Option("--greedy", min=1, help="Instead choose K units jointly: each "
+                      "round adds the unit that, ablated with those already chosen, removes most of the concept "
+                      "(K passes; not stored in a report).", show_default=False)] = None,
     segmenter: SegmenterOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Latents per batch (each batch is "
                                             "repeated once per unit measured with it).")] = 32,
@@ -254,7 +257,11 @@ def rank_cmd(  # long: one annotated parameter per option
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Rank a layer's units by the causal effect on a concept of ablating each one alone."""
+    """Rank a layer's units by the causal effect on a concept of ablating each one alone.
+
+    With --greedy K, choose a concept's K units jointly instead: single-unit effects do not add up when
+    units stand in for each other.
+    """
     check_out_dir(out)
     from ..units import needs_stats
 
@@ -270,6 +277,13 @@ def rank_cmd(  # long: one annotated parameter per option
     from ..ranking import rank_concepts
 
     dissection = load_report(report_dir) if report_dir is not None else None
+    if greedy is not None:
+        if names is None:
+            raise typer.BadParameter("with --greedy, name the concepts (each costs K passes)",
+                                     param_hint="'--concept'")
+        _rank_greedy(greedy, layer, names, units, value, dissection, segmenter, n, batch_size, model, device, seed,
+                     out, quiet, json_out)
+        return
     started, note = time.time(), measuring("rank")
     with Reporter(quiet) as rep, on_interrupt(note.line):
         gan = load_model(model, device=device)
@@ -293,6 +307,51 @@ def rank_cmd(  # long: one annotated parameter per option
         for result in results.values():
             _show_ranking(result, stats, n, show)
     say_written(folder, started)
+
+
+def _rank_greedy(k: int, layer: Any, names: list[str], units: Optional[str], value: str, dissection: Any,
+                 segmenter: Any, n: int, batch_size: int, model: str, device: Any, seed: int, out: Optional[Path],
+                 quiet: bool, json_out: bool) -> None:
+    """`rank --greedy K`: each concept's K units chosen jointly, shown with the joint effect per round."""
+    from ..models import load_model
+    from ..ranking import greedy_units
+
+    started, note = time.time(), measuring("rank --greedy")
+    with Reporter(quiet) as rep, on_interrupt(note.line):
+        gan = load_model(model, device=device)
+        chosen = {c: greedy_units(gan, layer, c, k, units=units, value=value, dissection=dissection,
+                                  segmenter=segmenter, n=n, seed=seed, batch_size=batch_size, progress=rep)
+                  for c in names}
+        folder = None
+        if out is not None:
+            from ..distributed import on_main
+            from ..utils import write_json
+
+            note.writing = out
+            summary = [j.to_dict() for j in chosen.values()]
+            on_main(lambda: write_json(Path(out) / "greedy.json", summary[0] if len(summary) == 1 else summary))
+            folder = out
+    if not on_rank0():
+        return
+    if json_out:
+        summary = [j.to_dict() for j in chosen.values()]
+        print_json(summary[0] if len(summary) == 1 else summary)
+    else:
+        _show_greedy(chosen, n)
+    say_written(folder, started)
+
+
+def _show_greedy(chosen: dict[str, Any], n: int) -> None:
+    from rich.table import Table
+
+    for concept, joint in chosen.items():
+        table = Table(title=f"units of {joint.layer} chosen jointly for {concept} (N={n}; joint ACE = pixel "
+                      "fraction lost when the units so far are ablated together)", title_justify="left")
+        for col in ("round", "unit", "joint ACE"):
+            table.add_column(col, justify="right")
+        for i, (u, ace) in enumerate(zip(joint, joint.joint_ace)):
+            table.add_row(str(i + 1), str(u), f"{ace:+.4f}")
+        stdout_console().print(table)
 
 
 def _show_ranking(result: Any, stats: Any, n: int, show: int) -> None:

@@ -322,23 +322,21 @@ def _rank_greedy(k: int, layer: Any, names: list[str], units: Optional[str], val
         chosen = {c: greedy_units(gan, layer, c, k, units=units, value=value, dissection=dissection,
                                   segmenter=segmenter, n=n, seed=seed, batch_size=batch_size, progress=rep)
                   for c in names}
-        folder = None
+        summaries = [joint.to_dict() for joint in chosen.values()]
+        document = summaries[0] if len(summaries) == 1 else summaries  # as rank.json: one concept unwrapped
         if out is not None:
             from ..distributed import on_main
             from ..utils import write_json
 
             note.writing = out
-            summary = [j.to_dict() for j in chosen.values()]
-            on_main(lambda: write_json(Path(out) / "greedy.json", summary[0] if len(summary) == 1 else summary))
-            folder = out
+            on_main(lambda: write_json(Path(out) / "greedy.json", document))  # rank 0 alone writes
     if not on_rank0():
         return
     if json_out:
-        summary = [j.to_dict() for j in chosen.values()]
-        print_json(summary[0] if len(summary) == 1 else summary)
+        print_json(document)
     else:
         _show_greedy(chosen, n)
-    say_written(folder, started)
+    say_written(out, started)
 
 
 def _show_greedy(chosen: dict[str, Any], n: int) -> None:

@@ -162,8 +162,7 @@ def main() -> None:
                                     "mean_added_pixels": float(np.mean([a["added_pixels"] for a in sel]))}
 
     result = {"model": args.model, "layer": args.layer, "top": args.top, "rank": args.rank, "steps": args.steps,
-              "add": args.add,
-              "restarts": args.restarts, "scenes_seed": FRESH_SEED, "min_added": args.min_added,
+              "add": args.add, "restarts": args.restarts, "scenes_seed": FRESH_SEED, "min_added": args.min_added,
               "removal": removal_summary, "insertion": insertion_summary, "seconds": round(time.perf_counter() - t0, 1),
               "per_scene": {"removal": rows, "insertion": adds}}
     rs, ins = removal_summary, insertion_summary

@@ -13,9 +13,9 @@ Uses only the public API, the same functions the CLI commands call:
   IoU >= 0.1 under the default threshold (goal >= 8) and under IQR (goal >= 10); for every concept,
   the share of its pixels removed by ablating the top 5% of layer 3's units (goal >= 70% for at
   least 7 concepts), with the units ranked by IoU, by causal effect (each unit ablated alone,
-  `gantools rank --concept all`), and chosen jointly (`gantools.greedy_units`); and FID/KID on the segmenter's features, beside the same for --baseline (the
-  model being replaced). Door insertion and tree removal on real scenes: benchmarks/edit.py;
-  restoration: benchmarks/restoration.py.
+  `gantools rank --concept all`), and chosen jointly (`gantools rank --greedy`); and FID/KID on the
+  segmenter's features, beside the same for --baseline (the model being replaced). Door insertion
+  and tree removal on real scenes: benchmarks/edit.py; restoration: benchmarks/restoration.py.
 
     python benchmarks/model_card.py --model mnist32 --data ../shared/data/mnist4k
     python benchmarks/model_card.py --model scenes64 [--baseline old/model.safetensors] [--json out.json]

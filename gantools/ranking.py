@@ -191,9 +191,9 @@ def rank_concepts(model: ModelSpec, layer: int | str, concepts: Sequence[str] | 
     todo = [u for u in todo if u not in fixed]
     if not todo:
         raise GantoolsError("no unit left to rank: every unit asked for is in given")
+    stats = _checked_stats(setup, names[0], progress)  # the layer's statistics, the same for every concept
     for c in names[1:]:
         _checked_stats(setup, c, progress)  # every concept is checked before the work starts
-    stats = _checked_stats(setup, names[0], progress)
     chunk = max(1, max_images // max(1, min(batch_size, n)))
     ablations = _Ablations(todo, unit_values(value, stats, todo), strength, chunk, fixed,
                            unit_values(value, stats, fixed) if fixed else None)
@@ -230,9 +230,8 @@ class JointUnits(list):
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what greedy.json holds)."""
-        settings = {k: v for k, v in self.settings.items() if k != "given"}
         return {"operation": "greedy", "layer": self.layer, "concept": self.concept, "units": list(self),
-                "joint_ace": self.joint_ace, "settings": settings}
+                "joint_ace": self.joint_ace, "settings": self.settings}
 
     def save(self, out_dir: str | os.PathLike) -> Path:
         """Write greedy.json into out_dir; returns out_dir."""
@@ -256,21 +255,19 @@ def greedy_units(model: ModelSpec, layer: int | str, concept: str, k: int, *,
     """
     if k < 1:
         raise GantoolsError(f"k must be at least 1, got {k}")
-    chosen: JointUnits | None = None
+    units_chosen: list[int] = []
+    joint_ace: list[float] = []
     for _ in range(k):
-        given = list(chosen) if chosen is not None else []
         r = rank_concepts(model, layer, [concept], units=units, value=value, strength=strength,
                           dissection=dissection, segmenter=segmenter, n=n, seed=seed, batch_size=batch_size,
-                          max_images=max_images, given=given, device=device, progress=progress)[concept]
-        if chosen is None:
-            chosen = JointUnits(r.layer, concept, settings=r.settings)
-        best = r.units[0]
-        chosen.append(best)
-        chosen.joint_ace.append(r.ace[best])  # measured with the given units ablated too: the joint effect
+                          max_images=max_images, given=list(units_chosen), device=device, progress=progress)[concept]
+        units_chosen.append(r.units[0])
+        joint_ace.append(r.ace[r.units[0]])  # measured with the given units ablated too: the joint effect
         if len(r.units) == 1:  # that was the last unit left
             break
-    assert chosen is not None  # k >= 1
-    return chosen
+    # The settings of the last round, less its `given`: the whole choice is in the units.
+    settings = {key: v for key, v in r.settings.items() if key != "given"}
+    return JointUnits(r.layer, concept, units_chosen, joint_ace, settings)
 
 
 def _checked_stats(setup: LayerSetup, concept: str, progress: ProgressCallback | None) -> Any:

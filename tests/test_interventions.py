@@ -336,7 +336,7 @@ def test_rank_concepts_is_rank_units_for_each_concept_in_one_pass(gan):
         rank_concepts(gan, 2, [], segmenter=Bright(), n=4)
 
 
-def test_ranking_on_top_of_given_units_and_greedy_choice(gan):
+def test_ranking_on_top_of_given_units_and_greedy_choice(gan, tmp_path):
     kw = dict(segmenter=Bright(), n=24, seed=4, batch_size=8, max_images=32)
     r = rank_concepts(gan, 2, ["bright"], given=[0], **kw)["bright"]
     assert 0 not in r.units and len(r.units) == 7 and r.units[0] == 1
@@ -349,6 +349,8 @@ def test_ranking_on_top_of_given_units_and_greedy_choice(gan):
     # Its joint effects are the rankings' own: round 1 is unit 0 alone, round 2 the pair {0, 1}.
     assert joint.joint_ace == pytest.approx([rank_units(gan, 2, "bright", **kw).ace[0], r.ace[1]], abs=1e-12)
     assert joint.to_dict()["units"] == [0, 1] and "given" not in joint.to_dict()["settings"]
+    saved = json.loads((joint.save(tmp_path) / "greedy.json").read_text())
+    assert saved["units"] == [0, 1] and saved["joint_ace"] == pytest.approx(joint.joint_ace, abs=1e-12)
     assert greedy_units(gan, 2, "bright", 5, units=[3, 1], **kw) == [1, 3]  # stops when none is left
     with pytest.raises(GantoolsError, match="k must be at least 1"):
         greedy_units(gan, 2, "bright", 0, **kw)

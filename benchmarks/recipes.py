@@ -6,8 +6,9 @@ trains in chunks of `--every` steps (resume is bit-exact, so chunks equal one ru
 generator of every chunk boundary as `snapshots/step_NNNNNN.safetensors`.
 
     python benchmarks/recipes.py train stable-v2 --root /work/train/recipes --steps 3000
-    python benchmarks/recipes.py measure --root /work/train/recipes --segmenter-v1 scenes64 \\
-        --segmenter-v2 seg_v2.safetensors --out recipes.json
+    git show 41244c2:pretrained/scenes64/segmenter.safetensors > seg_v1.safetensors   # the first scenes64's
+    python benchmarks/recipes.py measure --root /work/train/recipes --segmenter-v1 seg_v1.safetensors \\
+        --segmenter-v2 scenes64 --out recipes.json
 
 `measure` scores every snapshot of every arm with the same code, through each design's segmenter:
 - concept pixel shares of generated vs real scenes: total-variation distance and per concept;
@@ -130,7 +131,8 @@ def speed(rounds: int, steps: int) -> dict[str, float]:
     from cpu_layout import seconds_per_step  # benchmarks/cpu_layout.py
 
     torch.set_num_threads(1)
-    recipes = {"dcgan": {"recipe": "dcgan"}, "stable": {"recipe": "stable"}, "stable+r1": {"recipe": "stable", "r1": 1.0}}
+    recipes = {"dcgan": {"recipe": "dcgan"}, "stable": {"recipe": "stable"},
+               "stable+r1": {"recipe": "stable", "r1": 1.0}}
     times: dict[str, list[float]] = {name: [] for name in recipes}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
@@ -186,8 +188,8 @@ def main() -> None:
     t.add_argument("--every", type=int, default=500)
     m = sub.add_parser("measure", help="score every snapshot of every arm")
     m.add_argument("--root", type=Path, required=True)
-    m.add_argument("--segmenter-v1", default="scenes64", help="segmenter of scenes v1")
-    m.add_argument("--segmenter-v2", required=True, help="segmenter of scenes v2")
+    m.add_argument("--segmenter-v1", required=True, help="segmenter of scenes v1 (the first scenes64's, in git)")
+    m.add_argument("--segmenter-v2", default="scenes64", help="segmenter of scenes v2 (the shipped scenes64's)")
     m.add_argument("--n", type=int, default=1000, help="generated (and real) images per measure")
     m.add_argument("--dissect-n", type=int, default=500)
     m.add_argument("--out", type=Path, default=Path("recipes.json"))

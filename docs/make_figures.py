@@ -8,7 +8,7 @@ Every grid of images has row and column labels (`gantools.reports.labelled_grid`
 - docs/inversion.png: held-out inputs from examples/inputs/ restored by mnist32 and scenes64
   (clean | degraded input | restored), made exactly as the README's Inversion section makes them;
 - docs/edit.png: examples/inputs/scenes/scene_trees_lake.png with its trees removed
-  (input | reconstruction | edited | difference), as the README's edit line does;
+  (input | reconstruction | edited | difference), as the README's dissect, rank and edit lines do;
 - docs/interpolation.png: slerp strips of both models from seed 3 to seed 8;
 - docs/arithmetic.png: latent arithmetic A - B + C on scenes64 (the README's sample line).
 
@@ -96,8 +96,9 @@ def inversion() -> None:
     noisy = (scene + 0.1 * 255 * noise).round().clamp(0, 255).to(torch.uint8)
     rows = [restored_row(digit, gantools.invert("mnist32", small[None], "superres", scale=4, layerwise=1,
                                                 names=["digit"])),
-            restored_row(scene, gantools.invert("scenes64", scene[None], "inpaint", mask=hole, names=["scene"])),
-            restored_row(scene, gantools.invert("scenes64", noisy[None], "denoise", noise_sigma=0.1,
+            restored_row(scene, gantools.invert("scenes64", scene[None], "inpaint", mask=hole, layerwise=2,
+                                                names=["scene"])),
+            restored_row(scene, gantools.invert("scenes64", noisy[None], "denoise", noise_sigma=0.1, layerwise=2,
                                                 names=["scene"]))]
     labels = ["mnist32\nsuper-resolution x4", "scenes64\ninpainting", "scenes64\ndenoising, sigma 0.1"]
     columns = ["clean (not given)", "degraded input", "restored", "restored, layer-wise"]
@@ -105,7 +106,13 @@ def inversion() -> None:
 
 
 def edit() -> None:
-    r = gantools.edit("scenes64", TREES, 3, remove="tree")
+    # as the README: the tree units ranked by the causal effect of each (gantools rank, stored in the
+    # dissection report), then edit --rank ace
+    gan = gantools.load_model("scenes64")
+    report = gantools.dissect(gan, 3)
+    for ranking in gantools.rank_concepts(gan, 3, ["tree"], dissection=report).values():
+        ranking.store(report)
+    r = gantools.edit(gan, TREES, 3, remove="tree", rank="ace", dissection=report)
     save_image(labelled_grid([[r.input, r.reconstruction, r.edited, r.difference]],
                              [f"{TREES.stem}\nremove tree\n(layer 3)"],
                              ["input", "reconstruction", "edited", "difference"], cell=128), DOCS / "edit.png")

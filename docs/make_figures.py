@@ -6,7 +6,7 @@ Every grid of images has row and column labels (`gantools.reports.labelled_grid`
 - docs/dissection.png: layer 3 of scenes64, the best unit of six concepts, each a row of its
   top-activating samples with the region above the unit's threshold highlighted;
 - docs/inversion.png: held-out inputs from examples/inputs/ restored by mnist32 and scenes64
-  (clean | degraded input | restored), made exactly as the README's Inversion section makes them;
+  (clean | degraded input | restored | restored layer-wise), made as the README's Inversion section makes them;
 - docs/edit.png: examples/inputs/scenes/scene_trees_lake.png with its trees removed
   (input | reconstruction | edited | difference), as the README's dissect, rank and edit lines do;
 - docs/interpolation.png: slerp strips of both models from seed 3 to seed 8;

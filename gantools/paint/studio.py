@@ -317,7 +317,7 @@ def paint_report(gan: Any, layer: str, segmenter: Any, n: int = 1000, seed: int 
                     return result
             except GantoolsError:
                 pass  # a damaged cache entry is computed again
-    notice(progress, f"dissecting {layer} on {n} samples for the palette (about a minute on 2 CPU cores for "
+    notice(progress, f"dissecting {layer} on {n} samples for the palette (10-20 s on 2 CPU cores for "
                      f"scenes64; done once{', then cached in ' + str(entry) if entry is not None else ''})")
     result = dissect(gan, layers=(layer,), segmenter=segmenter, n=n, seed=seed, threshold=threshold,
                      device=gan.device, progress=progress, top_k=0)

@@ -19,7 +19,7 @@ import torch
 
 import gantools
 from gantools.restoration import ObjectiveWeights
-from restoration import classical_denoise, load_clean, quantise, scores
+from restoration import classical_denoise, load_clean, noisy_copy, scores
 
 
 def main() -> None:
@@ -37,9 +37,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     gan = gantools.load_model(args.model, device="cpu")
-    clean, desc = load_clean(gan, "scenes" if gan.config.nc == 3 else None, args.n)
-    g = torch.Generator().manual_seed(2)  # restoration.py's noise for seed 0
-    noisy = quantise(clean + 2 * args.sigma * torch.randn(clean.shape, generator=g))
+    clean, desc = load_clean(gan, None, args.n)
+    noisy = noisy_copy(clean, args.sigma, 2)  # restoration.py's noise for its default seed 0
     classic = {name: scores(x, clean)["psnr"] for name, x in classical_denoise(noisy, args.sigma).items()}
     best_classic = max(classic, key=classic.get)
     print(f"{desc}; input PSNR {scores(noisy, clean)['psnr']:.2f}; best classical {best_classic} "

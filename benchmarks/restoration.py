@@ -89,6 +89,12 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
+def noisy_copy(clean: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    """clean plus Gaussian noise of std sigma on the [0, 1] scale (2 sigma in [-1, 1]), saved as 8 bits."""
+    g = torch.Generator().manual_seed(seed)
+    return quantise(clean + 2 * sigma * torch.randn(clean.shape, generator=g))
+
+
 def random_holes(n: int, size: int, seed: int) -> torch.Tensor:
     """N x 1 x S x S masks (1 = missing): one rectangle per image, half the side each way (~25%)."""
     g = torch.Generator().manual_seed(seed)
@@ -195,8 +201,7 @@ def main() -> None:
             rows.append({"task": task, "gantools": scores(ours, clean), "classical": scores(classic, clean),
                          "classical_name": "inpaint_biharmonic", "input": scores(degraded, clean), "seconds": secs})
         elif task == "denoise":
-            g = torch.Generator().manual_seed(args.seed + 2)
-            noisy = quantise(clean + 2 * args.sigma * torch.randn(clean.shape, generator=g))
+            noisy = noisy_copy(clean, args.sigma, args.seed + 2)
             ours, secs = run(task, noisy, noise_sigma=args.sigma)
             all_classic = {name: scores(x, clean) for name, x in classical_denoise(noisy, args.sigma).items()}
             best = max(all_classic, key=lambda k: all_classic[k]["psnr"])

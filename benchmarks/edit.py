@@ -19,9 +19,12 @@ images of the domain that the generator has not seen. Uses only the public API:
 The layer's units are ranked once by a dissection of --dissect-n generated samples, shared by all
 edits (as `gantools dissect --out R` then `gantools edit --report R` would); with --rank ace, by the
 causal effect of ablating each alone (as `gantools rank --concept tree,door --report R` then
-`gantools edit --rank ace` would).
+`gantools edit --rank ace` would). With --shipped, edits run as a plain `gantools edit` does: units
+from the dissection shipped with the model (pretrained/scenes64/dissection.json), ranked by its
+causal ranking.
 
-    python benchmarks/edit.py [--model scenes64] [--n 12] [--layer 3] [--top 20] [--rank ace] [--json out.json]
+    python benchmarks/edit.py [--model scenes64] [--n 12] [--layer 3] [--top 20] [--rank ace | --shipped]
+                              [--json out.json]
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ def main() -> None:
     ap.add_argument("--rank", choices=("iou", "ace"), default="iou",
                     help="how the units are chosen: by dissection IoU, or by causal effect (gantools rank)")
     ap.add_argument("--rank-n", type=int, default=100, help="samples per unit for --rank ace")
+    ap.add_argument("--shipped", action="store_true",
+                    help="edit with the model's shipped dissection and the default ranking, as a plain gantools edit")
     ap.add_argument("--steps", type=int, default=200, help="inversion steps per edit")
     ap.add_argument("--restarts", type=int, default=2)
     ap.add_argument("--dissect-n", type=int, default=1000)
@@ -113,7 +118,14 @@ def main() -> None:
     gan = gantools.load_model(args.model)
     size = gan.config.image_size
     seg = gantools.load_segmenter(None, gan=gan)
-    report = gantools.dissect(gan, args.layer, segmenter=seg, n=args.dissect_n, seed=1)
+    if args.shipped:
+        from gantools.units import shipped_dissection_path
+
+        if shipped_dissection_path(gan) is None:
+            ap.error(f"--shipped: {args.model} ships no dissection.json")
+        report, args.rank = None, "auto"
+    else:
+        report = gantools.dissect(gan, args.layer, segmenter=seg, n=args.dissect_n, seed=1)
     if args.rank == "ace":  # each unit ablated alone, on other latents (seed 2) than the dissection's
         for ranking in gantools.rank_concepts(gan, args.layer, ["tree", args.add], dissection=report, segmenter=seg,
                                               n=args.rank_n, seed=2).values():
@@ -161,13 +173,14 @@ def main() -> None:
         insertion_summary[where] = {"cases": len(sel), "success_rate": float(np.mean([a["success"] for a in sel])),
                                     "mean_added_pixels": float(np.mean([a["added_pixels"] for a in sel]))}
 
-    result = {"model": args.model, "layer": args.layer, "top": args.top, "rank": args.rank, "steps": args.steps,
+    result = {"model": args.model, "layer": args.layer, "top": args.top, "rank": args.rank, "shipped": args.shipped,
+              "steps": args.steps,
               "add": args.add, "restarts": args.restarts, "scenes_seed": FRESH_SEED, "min_added": args.min_added,
               "removal": removal_summary, "insertion": insertion_summary, "seconds": round(time.perf_counter() - t0, 1),
               "per_scene": {"removal": rows, "insertion": adds}}
     rs, ins = removal_summary, insertion_summary
     print(f"edit benchmark: {args.model} {gan.config.image_size}px, layer {args.layer}, top {args.top} units, "
-          f"ranked by {args.rank}, fresh scenes (seed {FRESH_SEED})")
+          f"ranked by {args.rank}{' (shipped dissection)' if args.shipped else ''}, fresh scenes (seed {FRESH_SEED})")
     if rs:
         print(f"  remove tree ({rs['scenes']} scenes): {100 * rs['mean_removed']:.0f}% of tree pixels removed on "
               f"average (pooled {100 * rs['pooled_removed']:.0f}%; goal >= 70%)")

@@ -8,7 +8,8 @@ Every grid of images has row and column labels (`gantools.reports.labelled_grid`
 - docs/inversion.png: held-out inputs from examples/inputs/ restored by mnist32 and scenes64
   (clean | degraded input | restored | restored layer-wise), made as the README's Inversion section makes them;
 - docs/edit.png: examples/inputs/scenes/scene_trees_lake.png with its trees removed
-  (input | reconstruction | edited | difference), as the README's dissect, rank and edit lines do;
+  (input | reconstruction | edited | difference), as the README's edit line does (units from the
+  dissection shipped with scenes64, ranked by causal effect);
 - docs/interpolation.png: slerp strips of both models from seed 3 to seed 8;
 - docs/arithmetic.png: latent arithmetic A - B + C on scenes64 (the README's sample line).
 
@@ -106,13 +107,9 @@ def inversion() -> None:
 
 
 def edit() -> None:
-    # as the README: the tree units ranked by the causal effect of each (gantools rank, stored in the
-    # dissection report), then edit --rank ace
-    gan = gantools.load_model("scenes64")
-    report = gantools.dissect(gan, 3)
-    for ranking in gantools.rank_concepts(gan, 3, ["tree"], dissection=report).values():
-        ranking.store(report)
-    r = gantools.edit(gan, TREES, 3, remove="tree", rank="ace", dissection=report)
+    # as the README: the plain edit, whose tree units come from the dissection shipped beside scenes64
+    # (pretrained/scenes64/dissection.json), ranked by the causal effect of each
+    r = gantools.edit("scenes64", TREES, 3, remove="tree")
     save_image(labelled_grid([[r.input, r.reconstruction, r.edited, r.difference]],
                              [f"{TREES.stem}\nremove tree\n(layer 3)"],
                              ["input", "reconstruction", "edited", "difference"], cell=128), DOCS / "edit.png")

@@ -221,7 +221,7 @@ class _Images:
 
 def edit(model: ModelSpec, image: ImageSource, layer: int | str, *, remove: str | None = None,
          add: str | None = None, at: tuple[float, float] | str | None = None, mask: Any = None, top: int = 20,
-         strength: float = 1.0, units: str | Sequence[int] | None = None, rank: str = "iou", dissection: Any = None,
+         strength: float = 1.0, units: str | Sequence[int] | None = None, rank: str = "auto", dissection: Any = None,
          segmenter: SegmenterSpec | None = None, blend: str = "input", patch: int = DEFAULT_PATCH, dilate: int = 1,
          steps: int = 200, restarts: int = 2, encoder: Any = "auto", invert_layer: int | str | None = None,
          psnr_warn: float = PSNR_WARN, dissect_n: int = DEFAULT_DISSECT_N, seed: int = 0, allow_weak: bool = False,
@@ -240,8 +240,9 @@ def edit(model: ModelSpec, image: ImageSource, layer: int | str, *, remove: str 
         top: how many of the concept's top-ranked units to edit (with no `units`).
         strength: s, the strength of the intervention (0..1): x' = (1 - s)·x + s·v.
         units: edit these units instead of the concept's top ones.
-        rank: rank units by "iou" or "ace".
-        dissection: a DissectionResult or report path (default: dissect on the fly).
+        rank: rank units by "iou", "ace" or "auto" (ace where the report holds it, else iou).
+        dissection: a DissectionResult or report path (default: the report shipped beside the model
+            when it holds the layer, else dissect on the fly).
         segmenter: a Segmenter, "color", a path, or None: the dissection report's segmenter
             when it records one, else the model's own, else colours.
         blend: outside the edited region keep the "input" pixels or the "reconstruction".
@@ -262,7 +263,7 @@ def edit(model: ModelSpec, image: ImageSource, layer: int | str, *, remove: str 
     request = _check_request(remove, add, at, mask, blend, strength, patch, dilate)
     _check_work(steps, restarts, dissect_n, encoder)
     choice = UnitChoice(units, request.concept, top, rank, allow_weak)
-    choice.check(dissection)
+    choice.check(dissection, model)
     setup = setup_layer(model, layer, segmenter, dissection, device, progress)
     inversion = _Inversion(_inversion_layer(setup, invert_layer), steps, restarts, encoder, seed)
     check_concept(request.concept, setup.concepts)

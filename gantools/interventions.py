@@ -255,11 +255,11 @@ class _Sampling:
         return generator.sample_z(self.n, self.seed, device="cpu") if self.n > 0 else None
 
 
-def _check_request(choice: UnitChoice, value: Value, strength: float, dissection: Any) -> float:
+def _check_request(choice: UnitChoice, value: Value, strength: float, dissection: Any, model: Any) -> float:
     """The edit's values, checked before any work; returns the strength as a float."""
     strength = check_strength(strength)
     check_value(value)
-    choice.check(dissection)
+    choice.check(dissection, model)
     return strength
 
 
@@ -283,7 +283,7 @@ def curve_ks(k_max: int, points: int = 21) -> list[int]:
 
 
 def ablate(model: ModelSpec, layer: int | str, units: str | Sequence[int] | None = None, *,
-           concept: str | None = None, top: int = 10, rank: str = "iou", value: Value = "zero",
+           concept: str | None = None, top: int = 10, rank: str = "auto", value: Value = "zero",
            strength: float = 1.0, dissection: Any = None, segmenter: SegmenterSpec | None = None, n: int = 500,
            seed: int = 0, batch_size: int = 50, curve_points: int = 21, grid: int = 8,
            dissect_n: int = DEFAULT_DISSECT_N, allow_weak: bool = False, device: DeviceSpec = None,
@@ -296,11 +296,14 @@ def ablate(model: ModelSpec, layer: int | str, units: str | Sequence[int] | None
         units: the units ("4,17,33", "0-7" or a list); else the `top` units for `concept`.
         concept: the target concept (ranks the units when `units` is None).
         top: how many units to take from the ranking.
-        rank: "iou" (dissection) or "ace" (causal ranking stored by `rank_units`).
+        rank: "iou" (dissection), "ace" (causal ranking stored by `rank_units`) or "auto" (ace where
+            the report holds the concept's causal ranking, else iou).
         value: v, "zero" (default), "mean" (each unit's mean activation, from the dissection) or a number.
         strength: s, the strength of the edit (1 = replace by v).
-        dissection: a DissectionResult or a report path; computed on the fly (dissect_n samples,
-            seed + 1) when units must be chosen or levels looked up and none is given.
+        dissection: a DissectionResult or a report path. Without one, the report shipped beside the
+            model when it holds the layer (`units.shipped_dissection`; with the model's own
+            segmenter), else one computed on the fly (dissect_n samples, seed + 1) when units must be
+            chosen or levels looked up.
         segmenter: a Segmenter, a spec for load_segmenter, or None: the dissection report's segmenter
             when it records one, else the model's own, else colours.
         n: samples measured; seed: their latent seed; batch_size: images per forward pass.
@@ -318,7 +321,7 @@ def ablate(model: ModelSpec, layer: int | str, units: str | Sequence[int] | None
     if curve_points < 2:
         raise GantoolsError(f"curve_points must be at least 2 (k = 0 and all units), got {curve_points}")
     choice = UnitChoice(units, concept, top, rank, allow_weak)
-    strength = _check_request(choice, value, strength, dissection)
+    strength = _check_request(choice, value, strength, dissection, model)
     setup = setup_layer(model, layer, segmenter, dissection, device, progress)
     if concept is not None:
         check_concept(concept, setup.concepts)
@@ -419,7 +422,7 @@ class _InsertionFractions:
 
 
 def insert(model: ModelSpec, layer: int | str, units: str | Sequence[int] | None = None, *,
-           concept: str | None = None, top: int = 10, rank: str = "iou", at: tuple[float, float] | str | None = None,
+           concept: str | None = None, top: int = 10, rank: str = "auto", at: tuple[float, float] | str | None = None,
            mask: Any = None, patch: int = DEFAULT_PATCH, value: Value = "q99", strength: float = 1.0,
            dissection: Any = None, segmenter: SegmenterSpec | None = None, n: int = 500, seed: int = 0,
            batch_size: int = 50, grid: int = 8, dissect_n: int = DEFAULT_DISSECT_N, allow_weak: bool = False,
@@ -444,7 +447,7 @@ def insert(model: ModelSpec, layer: int | str, units: str | Sequence[int] | None
         at = check_point(at, patch)
     check_sampling(n, batch_size, grid, dissect_n)
     choice = UnitChoice(units, concept, top, rank, allow_weak)
-    strength = _check_request(choice, value, strength, dissection)
+    strength = _check_request(choice, value, strength, dissection, model)
     setup = setup_layer(model, layer, segmenter, dissection, device, progress)
     if concept is not None:
         check_concept(concept, setup.concepts)

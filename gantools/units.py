@@ -34,13 +34,12 @@ from torch import nn
 from . import distributed
 from .hooks import Trace, layer_name, resolve_layer
 from .dissection import check_model, load_report
-from .models import fingerprint, load_model
+from .models import GAN, fingerprint, load_model, resolve_model_path
 from .segmenters import check_labels, describe_segmenter, load_segmenter
 from .utils import GantoolsError, ProgressCallback, module_device, notice, resolve_device
 
 if TYPE_CHECKING:
     from .dissection import DissectionResult, LayerDissection
-    from .models import GAN
     from .segmenters import Segmenter
     from .types import DeviceSpec, ModelSpec, SegmenterSpec
 
@@ -48,7 +47,8 @@ DEFAULT_DISSECT_N = 1000  # samples for a dissection computed on the fly (to cho
 # A concept below the interpretable line that covers less than this share of the generated pixels
 # may not be drawn at all: choosing its "top" units is refused (WeakConceptError) unless allowed.
 RARE_CONCEPT = 0.01
-RANKINGS = ("iou", "ace")
+RANKINGS = ("auto", "iou", "ace")  # auto: ace where the report holds the concept's causal ranking, else iou
+SHIPPED_DISSECTION = "dissection.json"  # a dissection report stored beside a model file (`shipped_dissection`)
 
 # a level: a number, one number per unit, or the name of a statistic ("zero", "mean", "q99")
 Value = float | int | str | torch.Tensor | Sequence[float]
@@ -340,7 +340,47 @@ def setup_layer(model: ModelSpec, layer: int | str, segmenter: SegmenterSpec | N
     name = layer_name(gan.generator, layer)
     given = f"report {dissection}" if isinstance(dissection, (str, os.PathLike)) else "dissection result"
     seg, result = report_segmenter(segmenter, dissection, gan, dev, progress)
+    if result is None:
+        result = shipped_dissection(gan, name, seg, progress)
+        if result is not None:
+            given = f"report {shipped_dissection_path(gan)} (shipped with the model)"
+            notice(progress, f"units from the dissection shipped with the model ({shipped_dissection_path(gan)})")
     return LayerSetup(gan, name, seg, result, dev, given)
+
+
+def shipped_dissection_path(model: Any) -> Path | None:
+    """The dissection report stored beside a model file (<dir>/dissection.json), or None.
+
+    `model` is a GAN or a model spec; anything else (None, a model in memory, a spec that does not
+    resolve) has none. A pretrained model can ship one: scenes64's holds its layer 3 with the causal
+    ranking of every concept, so ablate, insert and edit choose units without dissecting on the fly.
+    """
+    path: Any = None
+    if isinstance(model, GAN):
+        path = model.path
+    elif isinstance(model, (str, os.PathLike)):
+        try:
+            path = resolve_model_path(model)
+        except GantoolsError:
+            return None  # the model's own error comes when it is loaded
+    report = Path(path).parent / SHIPPED_DISSECTION if path is not None else None
+    return report if report is not None and report.is_file() else None
+
+
+def shipped_dissection(gan: GAN, layer: str, segmenter: Segmenter,
+                       progress: ProgressCallback | None = None) -> DissectionResult | None:
+    """The model's shipped report (`shipped_dissection_path`) when it fits the request: made for these
+    weights with this segmenter (by description), and holding `layer`; else None."""
+    path = shipped_dissection_path(gan)
+    if path is None:
+        return None
+    result = load_report(path)
+    if result.settings.get("model_fingerprint") != fingerprint(gan.generator):
+        notice(progress, f"note: {path} was made for other weights than {gan.path}: not used")
+        return None
+    if layer not in result.layers or result.settings.get("segmenter") != describe_segmenter(segmenter):
+        return None  # another layer or another segmenter: dissect on the fly as without it
+    return result
 
 
 def run_settings(gan: GAN, segmenter: Segmenter, **extra: Any) -> dict[str, Any]:
@@ -460,7 +500,8 @@ class UnitChoice:
         units: unit indices ("4,17,33", "0-7" or a list), or None to take the concept's top units.
         concept: the concept whose top units are taken (and the target of the measurement).
         top: how many units to take from the ranking.
-        rank: "iou" (dissection) or "ace" (the causal ranking that `rank_units` stores in a report).
+        rank: "iou" (dissection), "ace" (the causal ranking that `rank_units` stores in a report) or
+            "auto" (ace where the report holds the concept's causal ranking, else iou).
         allow_weak: take the top units of a concept that no unit matches instead of raising
             WeakConceptError.
     """
@@ -468,22 +509,24 @@ class UnitChoice:
     units: str | Sequence[int] | None = None
     concept: str | None = None
     top: int = 10
-    rank: str = "iou"
+    rank: str = "auto"
     allow_weak: bool = False
 
-    def check(self, dissection: Any = None) -> list[int] | None:
+    def check(self, dissection: Any = None, model: Any = None) -> list[int] | None:
         """The parsed `units` (or None: the top units of `concept`), checked before any work; unit
-        ranges are checked once the layer is known."""
+        ranges are checked once the layer is known. rank="ace" needs a report: `dissection`, or one
+        shipped beside `model` (a GAN or a spec)."""
         chosen = parse_units(self.units) if self.units is not None else None
         if chosen is None and self.concept is None:
             raise GantoolsError("say which units: give units (e.g. [4, 17, 33] or \"4,17,33\") or a concept to take "
                                 "the top units of")
         if self.rank not in RANKINGS:
-            raise GantoolsError(f"unknown ranking {self.rank!r}: use iou or ace")
+            raise GantoolsError(f"unknown ranking {self.rank!r}: use auto, iou or ace")
         if chosen is None:
             if self.top < 1:
                 raise GantoolsError(f"top must be at least 1, got {self.top}")
-            if self.rank == "ace" and dissection is None:
+            shipped = shipped_dissection_path(model) if dissection is None else None
+            if self.rank == "ace" and dissection is None and shipped is None:
                 raise GantoolsError(f"rank='ace' reads the causal ranking of {self.concept!r} from a dissection report: "
                                     "give dissection (a report where rank_units stored it), or rank='iou'")
         return chosen
@@ -555,9 +598,10 @@ def _top_units(result: DissectionResult, stats: LayerDissection, layer: str, cho
         notice(progress, "note: " + support.note() + (": the model may not draw it; using its top units "
                          "anyway, as allowed" if support.weak else ": using its top units"))
         source += f", below the interpretable line (best IoU {support.best_iou:.4f})"
-    ranked = [int(u) for u in stats.ranked_units(concept, choice.rank)]
+    rank = choice.rank if choice.rank != "auto" else ("ace" if concept in stats.ace else "iou")
+    ranked = [int(u) for u in stats.ranked_units(concept, rank)]
     if len(ranked) < choice.top:
-        notice(progress, f"only {len(ranked)} units of {layer} are ranked by {choice.rank} for {concept}: using "
+        notice(progress, f"only {len(ranked)} units of {layer} are ranked by {rank} for {concept}: using "
                          f"those (rank more with rank_units)")
     chosen = ranked[:choice.top]
-    return chosen, source + f", top {len(chosen)} by {choice.rank}"
+    return chosen, source + f", top {len(chosen)} by {rank}"

@@ -498,6 +498,62 @@ def test_partial_ace_ranking_uses_only_the_measured_units(gan, report):
     assert any(m.message and "only 2 units of layer2 are ranked by ace" in m.message for m in notes)
 
 
+@pytest.fixture
+def shipped(gan, report, tmp_path):
+    """A model file with a dissection.json beside it whose causal ranking for bright reverses the IoU order."""
+    import copy
+    import shutil
+
+    from gantools.models import save_model
+
+    path = save_model(tmp_path / "shipped" / "model.safetensors", gan.generator, gan.discriminator)
+    result = copy.deepcopy(report)
+    stats = result.layers["layer2"]
+    by_iou = stats.ranked_units("bright", "iou")
+    stats.ace["bright"] = [0.0] * stats.units
+    for rank, u in enumerate(by_iou):
+        stats.ace["bright"][u] = float(rank + 1)  # the IoU's worst unit has the largest effect
+    result.save(tmp_path / "rep", html=False)
+    shutil.copy(tmp_path / "rep" / "report.json", path.parent / "dissection.json")
+    return path, by_iou
+
+
+def test_a_report_shipped_beside_the_model_chooses_the_units(gan, shipped, tmp_path):
+    from gantools.models import save_model
+    from gantools.units import UnitChoice, shipped_dissection_path
+
+    path, by_iou = shipped
+    notes = []
+    result = ablate(path, 2, concept="bright", top=2, segmenter=Bright(), n=8, progress=notes.append)
+    assert result.units == by_iou[::-1][:2]  # rank "auto": the report holds bright's ace, so ace
+    assert "shipped with the model" in result.settings["units_from"] and "by ace" in result.settings["units_from"]
+    assert not any(m.message and "dissecting" in m.message for m in notes)
+    assert ablate(path, 2, concept="bright", top=2, rank="iou", segmenter=Bright(), n=8).units == by_iou[:2]
+    # another layer or another segmenter than the shipped report's: dissected on the fly, as without it
+    for layer, seg in ((1, Bright()), (2, "color")):
+        notes = []
+        concept = "bright" if seg != "color" else "white"
+        result = ablate(path, layer, concept=concept, top=2, segmenter=seg, n=8, dissect_n=16, progress=notes.append)
+        assert "on the fly" in result.settings["units_from"]
+        assert any(m.message and "dissecting" in m.message for m in notes)
+    # a report shipped beside other weights is not used, with a notice
+    other = planted_gan()
+    with torch.no_grad():
+        other.generator.layer1[0].weight.mul_(1.01)
+    moved = save_model(tmp_path / "other" / "model.safetensors", other.generator, other.discriminator)
+    (moved.parent / "dissection.json").write_bytes((path.parent / "dissection.json").read_bytes())
+    notes = []
+    result = ablate(moved, 2, concept="bright", top=2, segmenter=Bright(), n=8, dissect_n=16, progress=notes.append)
+    assert "on the fly" in result.settings["units_from"]
+    assert any(m.message and "made for other weights" in m.message for m in notes)
+    # rank "ace" without a report is fine when one is shipped, and refused before any work otherwise
+    assert shipped_dissection_path(str(path)) == path.parent / "dissection.json"
+    assert shipped_dissection_path(gan) is None and shipped_dissection_path("no/such/model") is None
+    UnitChoice(concept="bright", rank="ace").check(None, str(path))
+    with pytest.raises(GantoolsError, match="rank='ace'"):
+        UnitChoice(concept="bright", rank="ace").check(None, gan)
+
+
 def test_report_for_another_model_is_refused(report):
     other = planted_gan()
     with torch.no_grad():

@@ -41,7 +41,8 @@ def test_wheel_holds_every_module_and_model(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gantools").rglob("*.py")}
     assert modules and not modules - names, f"modules missing from the wheel: {sorted(modules - names)}"
-    models = {"gantools/" + p.relative_to(ROOT).as_posix() for p in (ROOT / "pretrained").rglob("*.safetensors")}
+    models = {"gantools/" + p.relative_to(ROOT).as_posix() for pattern in ("*.safetensors", "*.json")
+              for p in (ROOT / "pretrained").rglob(pattern)}
     assert models and not models - names, f"models missing from the wheel: {sorted(models - names)}"
 
 

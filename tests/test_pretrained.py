@@ -40,6 +40,18 @@ def test_models_load_by_name_from_any_directory(tmp_path, monkeypatch) -> None:
     assert clf.config.classes == [str(i) for i in range(10)]
 
 
+def test_scenes64_ships_a_dissection_of_its_weights_with_every_concept_ranked() -> None:
+    from gantools.units import shipped_dissection
+
+    scenes = gantools.load_model("scenes64", device="cpu")
+    seg = gantools.load_segmenter(None, gan=scenes)
+    result = shipped_dissection(scenes, "layer3", seg)
+    assert result is not None, "dissection.json no longer fits scenes64: remake it as its model card says"
+    layer = result.layers["layer3"]
+    assert set(layer.ace) == set(seg.concepts) and result.settings["n"] == 2000
+    assert len(layer.ranked_units("tree", "ace")) == layer.units
+
+
 def test_scenes64_draws_scenes_its_segmenter_recognises() -> None:
     gan = gantools.load_model("scenes64")
     seg = gantools.load_segmenter(None, gan=gan)

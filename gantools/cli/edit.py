@@ -35,7 +35,7 @@ def edit_cmd(  # long: one annotated parameter per option
     strength: StrengthOpt = 1.0,
     allow_weak: AllowWeakOpt = False,
     units: UnitsOpt = None,
-    rank: RankOpt = UnitRanking.iou,
+    rank: RankOpt = UnitRanking.auto,
     report_dir: ReportOpt = None,
     segmenter: SegmenterOpt = None,
     blend: Annotated[EditBlend, typer.Option("--blend", help="Outside the edited region keep the input's pixels "
@@ -61,7 +61,7 @@ def edit_cmd(  # long: one annotated parameter per option
     """
     check_out_dir(out)
     if remove is not None or add is not None:  # else edit says what is missing
-        check_choice(units, remove or add, top, rank, report_dir)
+        check_choice(units, remove or add, top, rank, report_dir, model)
     from ..editing import edit
 
     started = time.time()

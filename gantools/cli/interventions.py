@@ -16,6 +16,7 @@ from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DeviceOpt, InterruptNote, Jso
 
 
 class UnitRanking(str, Enum):
+    auto = "auto"
     iou = "iou"
     ace = "ace"
 
@@ -27,12 +28,13 @@ ConceptOpt = Annotated[Optional[str], typer.Option("--concept", "-c", help="Targ
                                                    "--top units.", show_default=False)]
 TopOpt = Annotated[int, typer.Option("--top", "-k", min=1, help="How many of the concept's top-ranked units to edit.")]
 RankOpt = Annotated[UnitRanking, typer.Option("--rank", help="Rank units by dissection IoU, or by causal effect (ace, "
-                                              "from `gantools rank`).")]
+                                              "from `gantools rank`); auto: ace where the report has it, else IoU.")]
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", "-r", help="Dissection report (directory or "
                                                    "report.json) to rank units and read unit levels from.",
-                                                   show_default="dissect on the fly")]
+                                                   show_default="the one shipped with the model, else dissect on "
+                                                   "the fly")]
 DissectNOpt = Annotated[int, typer.Option("--dissect-n", min=1, help="Samples for a dissection computed on the fly "
-                                          "(no --report).")]
+                                          "(no --report, and none shipped with the model for the layer).")]
 StrengthOpt = Annotated[float, typer.Option("--strength", min=0.0, max=1.0, help="Edit strength s: x' = (1-s)*x + s*v "
                                             "(1 = set the units to v, 0.5 = halfway).")]
 AllowWeakOpt = Annotated[bool, typer.Option("--allow-weak", help="With --concept: edit its top units even when none "
@@ -47,12 +49,12 @@ GridOpt = Annotated[int, typer.Option("--grid", min=0, help="Before/after pairs 
 
 
 def check_choice(units: Optional[str], concept: Optional[str], top: int, rank: UnitRanking,
-                 report: Optional[Path]) -> None:
+                 report: Optional[Path], model: str) -> None:
     """Which units to edit, checked while parsing (`units.UnitChoice.check`), as a usage error in flags."""
     from ..units import UnitChoice
 
     try:
-        UnitChoice(units, concept, top, rank.value).check(report)
+        UnitChoice(units, concept, top, rank.value).check(report, model)
     except GantoolsError as e:
         raise typer.BadParameter(in_flags(str(e))) from None
 
@@ -106,7 +108,7 @@ def ablate_cmd(  # long: one annotated parameter per option
     units: UnitsOpt = None,
     concept: ConceptOpt = None,
     top: TopOpt = 10,
-    rank: RankOpt = UnitRanking.iou,
+    rank: RankOpt = UnitRanking.auto,
     report_dir: ReportOpt = None,
     value: Annotated[str, typer.Option("--value", help="Level the units are set to: zero, mean (each unit's mean "
                                        "activation, from the dissection) or a number.")] = "zero",
@@ -131,7 +133,7 @@ def ablate_cmd(  # long: one annotated parameter per option
     Writes effect.json, curve.json, curve.png (effect against k units ablated) and before/after pictures to --out.
     """
     check_out_dir(out)
-    check_choice(units, concept, top, rank, report_dir)
+    check_choice(units, concept, top, rank, report_dir, model)
     from ..interventions import ablate
 
     started, note = time.time(), measuring("ablate")
@@ -168,7 +170,7 @@ def insert_cmd(  # long: one annotated parameter per option
     units: UnitsOpt = None,
     concept: ConceptOpt = None,
     top: TopOpt = 10,
-    rank: RankOpt = UnitRanking.iou,
+    rank: RankOpt = UnitRanking.auto,
     report_dir: ReportOpt = None,
     value: Annotated[str, typer.Option("--value", help="Level the units are set to: q99 (each unit's 0.99 "
                                        "quantile, from the dissection), mean, or a number.")] = "q99",
@@ -191,7 +193,7 @@ def insert_cmd(  # long: one annotated parameter per option
     Writes effect.json and before/after pictures (the region highlighted) to --out.
     """
     check_out_dir(out)
-    check_choice(units, concept, top, rank, report_dir)
+    check_choice(units, concept, top, rank, report_dir, model)
     from ..interventions import insert
 
     started, note = time.time(), measuring("insert")

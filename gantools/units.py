@@ -344,7 +344,7 @@ def setup_layer(model: ModelSpec, layer: int | str, segmenter: SegmenterSpec | N
         result = shipped_dissection(gan, name, seg, progress)
         if result is not None:
             given = f"report {shipped_dissection_path(gan)} (shipped with the model)"
-            notice(progress, f"units from the dissection shipped with the model ({shipped_dissection_path(gan)})")
+            notice(progress, f"dissection: {shipped_dissection_path(gan)} (shipped with the model)")
     return LayerSetup(gan, name, seg, result, dev, given)
 
 

@@ -799,6 +799,27 @@ def test_cli_ablate_insert_rank(planted_file, tmp_path):
     assert json.loads(res.stdout)["units"] == [0, 1]
 
 
+def test_cli_takes_units_from_a_shipped_report_with_rank_ace(planted_file, tmp_path):
+    import shutil
+
+    from gantools.dissection import dissect
+    from gantools.models import load_model
+
+    model = tmp_path / "shipped" / "model.safetensors"
+    model.parent.mkdir()
+    shutil.copy(planted_file, model)
+    result = dissect(load_model(model), layers=(2,), segmenter="color", n=32, top_k=0)
+    stats = result.layers["layer2"]
+    stats.ace["white"] = [float(u == 5) for u in range(stats.units)]  # unit 5 alone has an effect
+    result.save(tmp_path / "rep", html=False)
+    shutil.copy(tmp_path / "rep" / "report.json", model.parent / "dissection.json")
+    common = ["--model", model, "--layer", "2", "--segmenter", "color", "--device", "cpu", "--n", "8"]
+    res = run_cli("ablate", *common, "--concept", "white", "--top", "1", "--rank", "ace", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["units"] == [5]
+    assert "shipped with the model" in res.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["ablate", "--layer", "9", "--units", "0"], "unknown layer"),
     (["ablate", "--layer", "2", "--units", "8"], "numbered 0 to 7"),

@@ -8,10 +8,15 @@
   ground-truth trees (grown by --grow pixels, as a brush stroke covers them). Reported: the
   segmenter's tree fraction of the whole image before and after, and inside the stroke. The same
   on --n generated samples with trees, the stroke over the segmented trees.
+- Add door: on --doors generated samples with a wall, one Add stroke of "door" over a 12 x 12 px
+  square of wall, and on the same samples one over a square of sky (GAN Dissection's finding: units
+  add a concept only where the context allows). A stroke succeeds when the segmenter finds at least
+  10 more door pixels in the image.
 - `--screenshot docs/paint.png`: the page in headless chromium (Playwright) after a remove-tree
   stroke on a real scene (examples/inputs/scenes/scene_trees_lake.png).
 
-    python benchmarks/paint.py [--model scenes64] [--n 10] [--screenshot docs/paint.png] [--json out.json]
+    python benchmarks/paint.py [--model scenes64] [--n 10] [--doors 16] [--screenshot docs/paint.png]
+                               [--json out.json]
 """
 
 from __future__ import annotations
@@ -116,6 +121,45 @@ def samples(client: Client, server, n: int, min_tree: float, pixels: int) -> lis
     return rows
 
 
+DOOR_SIDE = 12  # px: the door stroke's square, inside an all-wall (or all-sky) patch
+MIN_ADDED = 10  # door pixels a stroke must add to count (as benchmarks/edit.py)
+
+
+def square_inside(region: torch.Tensor, side: int) -> torch.Tensor | None:
+    """A side x side square of pixels all inside `region` (S x S bool), near the region's middle; None if none."""
+    core = -F.max_pool2d(-region[None, None].float(), side, stride=1)[0, 0] > 0.5  # top-left corners that fit
+    ys, xs = torch.nonzero(core, as_tuple=True)
+    if len(ys) == 0:
+        return None
+    i = len(ys) // 2
+    square = torch.zeros_like(region)
+    square[int(ys[i]):int(ys[i]) + side, int(xs[i]):int(xs[i]) + side] = True
+    return square
+
+
+def door_strokes(client: Client, server, n: int) -> list[dict]:
+    concepts = server.studio.concepts
+    wall, sky, size = concepts.index("wall"), concepts.index("sky"), server.studio.size
+    rows = []
+    for seed in range(100, 2000):
+        if len(rows) >= n:
+            break
+        client.call("/api/sample", {"seed": seed})
+        labels = server.sessions.get(client.session).state.labels
+        squares = {"wall": square_inside(labels == wall, DOOR_SIDE), "sky": square_inside(labels == sky, DOOR_SIDE)}
+        if any(v is None for v in squares.values()):
+            continue
+        added = {}
+        for where, square in squares.items():
+            client.call("/api/sample", {"seed": seed})  # each stroke on the unedited sample
+            view = client.call("/api/apply", {"concept": "door", "action": "add", "strength": 1.0,
+                                              "mask": wire(square)})
+            door = view["change"]["fractions"]["door"]
+            added[where] = (door["after"] - door["before"]) * size * size
+        rows.append({"seed": seed, **{f"added_{k}": v for k, v in added.items()}})
+    return rows
+
+
 def summary(rows: list[dict]) -> dict:
     before, after = sum(r["before"] for r in rows), sum(r["after"] for r in rows)
     return {"images": len(rows), "tree_before": before / len(rows), "tree_after": after / len(rows),
@@ -171,6 +215,7 @@ def main() -> None:
                     "(with --screenshot: only the screenshot)")
     ap.add_argument("--min-tree", type=float, default=0.03, help="tree fraction an image needs to be used")
     ap.add_argument("--grow", type=int, default=2, help="pixels the stroke extends beyond the trees")
+    ap.add_argument("--doors", type=int, default=16, help="generated samples with a wall for the door strokes")
     ap.add_argument("--threshold", default="iqr", help="the palette dissection's thresholds: iqr or quantile")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--screenshot", type=Path, default=None)
@@ -188,22 +233,29 @@ def main() -> None:
     try:
         generated = samples(client, server, args.n, args.min_tree, args.grow) if args.n > 0 else []
         real, uploads = real_scenes(client, studio, args.n, args.min_tree, args.grow) if args.n > 0 else ([], [])
+        doors = door_strokes(client, server, args.doors) if args.n > 0 else []
         if args.screenshot is not None:
             screenshot(server.url, studio, args.screenshot)
     finally:
         server.shutdown()
         server.server_close()
     if args.n > 0:
-        report(args, studio, generated, real, uploads)
+        report(args, studio, generated, real, uploads, doors)
 
 
-def report(args: argparse.Namespace, studio, generated: list[dict], real: list[dict], uploads: list[float]) -> None:
+def report(args: argparse.Namespace, studio, generated: list[dict], real: list[dict], uploads: list[float],
+           doors: list[dict]) -> None:
     applies = [r["apply_s"] for r in generated + real]
     result = {"model": args.model, "layer": studio.layer, "size": studio.size, "top": studio.settings.top,
               "threads": torch.get_num_threads(), "threshold": args.threshold,
               "apply_s": {"median": statistics.median(applies), "max": max(applies), "n": len(applies)},
               "upload_s": {"mean": statistics.mean(uploads), "max": max(uploads), "n": len(uploads)},
-              "real": summary(real), "generated": summary(generated), "per_image": {"real": real, "generated": generated}}
+              "real": summary(real), "generated": summary(generated),
+              "doors": {where: {"samples": len(doors),
+                                "success": statistics.mean(r[f"added_{where}"] >= MIN_ADDED for r in doors),
+                                "mean_added_px": statistics.mean(r[f"added_{where}"] for r in doors)}
+                        for where in ("wall", "sky")} if doors else {},
+              "per_image": {"real": real, "generated": generated, "doors": doors}}
     print(f"paint benchmark: {args.model} {studio.size}px, {studio.layer}, top {studio.settings.top} units, "
           f"{result['threads']} torch thread(s), palette dissection: {args.threshold}")
     a, u = result["apply_s"], result["upload_s"]
@@ -215,6 +267,11 @@ def report(args: argparse.Namespace, studio, generated: list[dict], real: list[d
               f"tree {100 * s['tree_before']:.2f}% -> {100 * s['tree_after']:.2f}% of the image "
               f"({100 * s['removed']:.0f}% removed); inside the stroke {100 * s['inside_before']:.0f}% -> "
               f"{100 * s['inside_after']:.0f}% (stroke {100 * s['stroke']:.1f}% of the image)")
+    if doors:
+        d = result["doors"]
+        print(f"  add-door stroke ({DOOR_SIDE} px square), {len(doors)} generated samples: >= {MIN_ADDED} door "
+              f"pixels added on a wall in {100 * d['wall']['success']:.0f}% (mean {d['wall']['mean_added_px']:.0f} "
+              f"px), in the sky in {100 * d['sky']['success']:.0f}% (mean {d['sky']['mean_added_px']:.0f} px)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

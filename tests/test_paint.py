@@ -218,6 +218,29 @@ def test_open_studio_layers(tiny_model_file, tmp_path):
         PaintSettings(top=0)
 
 
+def test_the_palette_takes_the_causal_ranking_shipped_with_the_model(tmp_path):
+    import shutil
+
+    from gantools.models import save_model
+
+    gan = planted_gan()
+    model = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
+    shipped = dissect(gan, layers=2, segmenter=Bright(), n=32, seed=1, top_k=0)
+    units = shipped.layers["layer2"].units
+    shipped.layers["layer2"].ace["bright"] = [float(u == 6) for u in range(units)]  # unit 6 alone
+    shipped.save(tmp_path / "rep", html=False)
+    shutil.copy(tmp_path / "rep" / "report.json", model.parent / "dissection.json")
+    palette = dissect(gan, layers=2, segmenter=Bright(), n=64, seed=1, top_k=0)  # no rankings of its own
+    notes = []
+    studio = open_studio(str(model), palette, layer=2, segmenter=Bright(), device="cpu",
+                         settings=PaintSettings(top=1), progress=notes.append)
+    assert palette.layers["layer2"].ranked_units("bright", "iou")[0] != 6
+    assert studio.plan("bright")[0].units == [6] and studio.plan("dark")[0].units == \
+        palette.layers["layer2"].ranked_units("dark", "iou")[:1]
+    assert palette.layers["layer2"].ace == {}  # the report given is not changed
+    assert any(n.message and "shipped with the model" in n.message for n in notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # The server: validation, and it keeps serving
 

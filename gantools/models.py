@@ -268,9 +268,10 @@ def resolve_model_path(spec: str | os.PathLike) -> Path:
                         f"or a pretrained name ({names})")
 
 
-def companion_path(model_path: str | os.PathLike, component: str) -> Path:
-    """Files stored with a model sit beside it: <dir>/<component>.safetensors (encoder, segmenter, classifier)."""
-    return Path(model_path).parent / f"{component}.safetensors"
+def companion_path(model_path: str | os.PathLike, component: str, suffix: str = ".safetensors") -> Path:
+    """Files stored with a model sit beside it: <dir>/<component>.safetensors (encoder, segmenter,
+    classifier), or another suffix (the dissection report, dissection.json)."""
+    return Path(model_path).parent / f"{component}{suffix}"
 
 
 @dataclass
@@ -292,11 +293,11 @@ class GAN:
         """Where the generator's weights live."""
         return next(self.generator.parameters()).device
 
-    def companion(self, component: str) -> Path | None:
-        """<component>.safetensors beside the model file, or None (no such file, or a model in memory)."""
+    def companion(self, component: str, suffix: str = ".safetensors") -> Path | None:
+        """<component><suffix> beside the model file, or None (no such file, or a model in memory)."""
         if self.path is None:
             return None
-        p = companion_path(self.path, component)
+        p = companion_path(self.path, component, suffix)
         return p if p.is_file() else None
 
     def to(self, device: torch.device | str) -> "GAN":
@@ -337,14 +338,14 @@ def load_model(spec: "GAN | str | os.PathLike" = DEFAULT_MODEL, device: "DeviceS
     return gan.to(resolve_device(device))
 
 
-def find_companion(model: "GAN | str | os.PathLike", component: str) -> Path | None:
-    """The <component>.safetensors stored beside a model (a loaded GAN or a model spec), or None.
+def find_companion(model: "GAN | str | os.PathLike", component: str, suffix: str = ".safetensors") -> Path | None:
+    """The <component><suffix> stored beside a model (a loaded GAN or a model spec), or None.
 
     Only resolves the model's path: nothing is loaded.
     """
     if isinstance(model, GAN):
-        return model.companion(component)
-    path = companion_path(resolve_model_path(model), component)
+        return model.companion(component, suffix)
+    path = companion_path(resolve_model_path(model), component, suffix)
     return path if path.is_file() else None
 
 

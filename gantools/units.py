@@ -34,7 +34,7 @@ from torch import nn
 from . import distributed
 from .hooks import Trace, layer_name, resolve_layer
 from .dissection import check_model, load_report
-from .models import GAN, fingerprint, load_model, resolve_model_path
+from .models import GAN, find_companion, fingerprint, load_model
 from .segmenters import check_labels, describe_segmenter, load_segmenter
 from .utils import GantoolsError, ProgressCallback, module_device, notice, resolve_device
 
@@ -48,7 +48,7 @@ DEFAULT_DISSECT_N = 1000  # samples for a dissection computed on the fly (to cho
 # may not be drawn at all: choosing its "top" units is refused (WeakConceptError) unless allowed.
 RARE_CONCEPT = 0.01
 RANKINGS = ("auto", "iou", "ace")  # auto: ace where the report holds the concept's causal ranking, else iou
-SHIPPED_DISSECTION = "dissection.json"  # a dissection report stored beside a model file (`shipped_dissection`)
+SHIPPED_DISSECTION = "dissection"  # its companion name: dissection.json beside a model file (`shipped_dissection`)
 
 # a level: a number, one number per unit, or the name of a statistic ("zero", "mean", "q99")
 Value = float | int | str | torch.Tensor | Sequence[float]
@@ -343,8 +343,9 @@ def setup_layer(model: ModelSpec, layer: int | str, segmenter: SegmenterSpec | N
     if result is None:
         result = shipped_dissection(gan, name, seg, progress)
         if result is not None:
-            given = f"report {shipped_dissection_path(gan)} (shipped with the model)"
-            notice(progress, f"dissection: {shipped_dissection_path(gan)} (shipped with the model)")
+            given = f"{shipped_dissection_path(gan)} (shipped with the model)"
+            notice(progress, f"dissection: {given}")
+            given = "report " + given
     return LayerSetup(gan, name, seg, result, dev, given)
 
 
@@ -355,16 +356,12 @@ def shipped_dissection_path(model: Any) -> Path | None:
     resolve) has none. A pretrained model can ship one: scenes64's holds its layer 3 with the causal
     ranking of every concept, so ablate, insert and edit choose units without dissecting on the fly.
     """
-    path: Any = None
-    if isinstance(model, GAN):
-        path = model.path
-    elif isinstance(model, (str, os.PathLike)):
-        try:
-            path = resolve_model_path(model)
-        except GantoolsError:
-            return None  # the model's own error comes when it is loaded
-    report = Path(path).parent / SHIPPED_DISSECTION if path is not None else None
-    return report if report is not None and report.is_file() else None
+    if not isinstance(model, (GAN, str, os.PathLike)):
+        return None
+    try:
+        return find_companion(model, SHIPPED_DISSECTION, ".json")
+    except GantoolsError:
+        return None  # a spec that does not resolve: the model's own error comes when it is loaded
 
 
 def shipped_dissection(gan: GAN, layer: str, segmenter: Segmenter,
@@ -525,10 +522,9 @@ class UnitChoice:
         if chosen is None:
             if self.top < 1:
                 raise GantoolsError(f"top must be at least 1, got {self.top}")
-            shipped = shipped_dissection_path(model) if dissection is None else None
-            if self.rank == "ace" and dissection is None and shipped is None:
-                raise GantoolsError(f"rank='ace' reads the causal ranking of {self.concept!r} from a dissection report: "
-                                    "give dissection (a report where rank_units stored it), or rank='iou'")
+            if self.rank == "ace" and dissection is None and not shipped_dissection_path(model):
+                raise GantoolsError(f"rank='ace' reads the causal ranking of {self.concept!r} from a dissection "
+                                    "report: give dissection (a report where rank_units stored it), or rank='iou'")
         return chosen
 
 

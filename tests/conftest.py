@@ -94,6 +94,17 @@ def planted_gan() -> GAN:
     return GAN(g.eval(), Discriminator(cfg).eval(), cfg)
 
 
+def ship_dissection(result, model_file: Path) -> Path:
+    """Store a dissection result beside a model file as its shipped dissection.json (what
+    `units.shipped_dissection` reads); returns that file."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result.save(tmp, html=False)
+        return Path(shutil.copy(Path(tmp) / "report.json", Path(model_file).parent / "dissection.json"))
+
+
 @pytest.fixture
 def no_work(monkeypatch):
     """A dissection or an inversion fails the test: value errors must come before any of them."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import Bright, planted_gan
+from conftest import Bright, planted_gan, ship_dissection
 from gantools.hooks import Trace, generate_from
 from gantools.interventions import (Intervention, InterventionEffect, WeakConceptError, ablate, concept_support,
                                     curve_ks, feature_mask, insert, intervene, layer_units, parse_units, point_region,
@@ -502,7 +502,6 @@ def test_partial_ace_ranking_uses_only_the_measured_units(gan, report):
 def shipped(gan, report, tmp_path):
     """A model file with a dissection.json beside it whose causal ranking for bright reverses the IoU order."""
     import copy
-    import shutil
 
     from gantools.models import save_model
 
@@ -513,8 +512,7 @@ def shipped(gan, report, tmp_path):
     stats.ace["bright"] = [0.0] * stats.units
     for rank, u in enumerate(by_iou):
         stats.ace["bright"][u] = float(rank + 1)  # the IoU's worst unit has the largest effect
-    result.save(tmp_path / "rep", html=False)
-    shutil.copy(tmp_path / "rep" / "report.json", path.parent / "dissection.json")
+    ship_dissection(result, path)
     return path, by_iou
 
 
@@ -811,8 +809,7 @@ def test_cli_takes_units_from_a_shipped_report_with_rank_ace(planted_file, tmp_p
     result = dissect(load_model(model), layers=(2,), segmenter="color", n=32, top_k=0)
     stats = result.layers["layer2"]
     stats.ace["white"] = [float(u == 5) for u in range(stats.units)]  # unit 5 alone has an effect
-    result.save(tmp_path / "rep", html=False)
-    shutil.copy(tmp_path / "rep" / "report.json", model.parent / "dissection.json")
+    ship_dissection(result, model)
     common = ["--model", model, "--layer", "2", "--segmenter", "color", "--device", "cpu", "--n", "8"]
     res = run_cli("ablate", *common, "--concept", "white", "--top", "1", "--rank", "ace", "--json")
     assert res.exit_code == 0, res.output

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from browser import browser_page  # noqa: F401  (the one Playwright fixture of the suite)
-from conftest import Bright, planted_gan
+from conftest import Bright, planted_gan, ship_dissection
 from gantools.dissection import dissect
 from gantools.hooks import generate_from
 from gantools.interventions import Intervention
@@ -219,8 +219,6 @@ def test_open_studio_layers(tiny_model_file, tmp_path):
 
 
 def test_the_palette_takes_the_causal_ranking_shipped_with_the_model(tmp_path):
-    import shutil
-
     from gantools.models import save_model
 
     gan = planted_gan()
@@ -228,8 +226,7 @@ def test_the_palette_takes_the_causal_ranking_shipped_with_the_model(tmp_path):
     shipped = dissect(gan, layers=2, segmenter=Bright(), n=32, seed=1, top_k=0)
     units = shipped.layers["layer2"].units
     shipped.layers["layer2"].ace["bright"] = [float(u == 6) for u in range(units)]  # unit 6 alone
-    shipped.save(tmp_path / "rep", html=False)
-    shutil.copy(tmp_path / "rep" / "report.json", model.parent / "dissection.json")
+    ship_dissection(shipped, model)
     palette = dissect(gan, layers=2, segmenter=Bright(), n=64, seed=1, top_k=0)  # no rankings of its own
     notes = []
     studio = open_studio(str(model), palette, layer=2, segmenter=Bright(), device="cpu",

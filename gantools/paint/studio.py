@@ -389,9 +389,9 @@ def _add_shipped_rankings(setup: LayerSetup, progress: ProgressCallback | None) 
     """Give the palette's dissection the causal rankings shipped with the model (`shipped_dissection`)
     for the concepts it has none of, so brushes use the units that cause a concept (rank "auto").
 
-    On scenes64 layer 3 this is what makes the door brush work: on 16 generated houses, a door stroke
-    on a wall adds door pixels in 94% of them with those units, and in 50% with the IQR palette's
-    best-IoU units."""
+    On scenes64 layer 3 this is what makes the door brush work: a door stroke on a wall adds a door in
+    16 of 16 generated houses with those units, and in 8 of 16 with the IQR palette's best-IoU units
+    (benchmarks/paint.py)."""
     shipped = shipped_dissection(setup.gan, setup.layer, setup.segmenter)
     if shipped is None or setup.dissection is None:
         return

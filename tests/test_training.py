@@ -397,6 +397,9 @@ def test_diff_augment_translation_cutout_and_color() -> None:
     assert g.grad is not None and float(g.grad.abs().sum()) > 0  # differentiable: G learns through it
     with pytest.raises(GantoolsError, match="unknown augmentation 'flip'"):
         TrainConfig(augment="translation,flip")
+    # --augment's help shows "off" as the default, so "off" (and "none") must be accepted as it
+    assert [TrainConfig(augment=a).augmentations() for a in ("off", "None", "", " translation ,cutout")] == [
+        [], [], [], ["translation", "cutout"]]
 
 
 def test_augmented_training_resumes_bit_exactly(easy_folder: Path, tmp_path: Path) -> None:

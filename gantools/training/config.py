@@ -85,7 +85,7 @@ class TrainConfig(ModelConfig):
         augment: differentiable augmentation of every image D sees, real and generated, in both
             steps (DiffAugment, Zhao et al. 2020): a comma-separated subset of "color" (brightness,
             saturation, contrast), "translation" (up to 1/8 of the side) and "cutout" (a square of
-            half the side). Keeps D from memorising a small dataset; "" (default) is off.
+            half the side). Keeps D from memorising a small dataset; "" (default), "off" or "none" is off.
         ema: decay of an exponential moving average of G's weights (0: off; 0.999 is typical). With it,
             grids, FID and the exported model use the averaged generator, which smooths out the
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
@@ -212,7 +212,9 @@ class TrainConfig(ModelConfig):
         return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
 
     def augmentations(self) -> list[str]:
-        """The augment policy as a list of names."""
+        """The augment policy as a list of names ("off" and "none" name the empty policy)."""
+        if self.augment.strip().lower() in ("off", "none"):
+            return []
         return [a.strip() for a in self.augment.split(",") if a.strip()]
 
     def total_steps(self, n: int, processes: int = 1) -> int:

@@ -97,6 +97,22 @@ def test_train_resume_export_sample(image_folder: Path, tmp_path: Path) -> None:
     assert_one_line_error(run("sample", "-m", out, "--arithmetic", "0,1+2", "-o", tmp_path / "b.png"), "A-B+C")
 
 
+def test_train_adaptive_augmentation_options(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ada"
+    r = run("train", "--data", image_folder, *TINY, "--steps", "4", "--out", out, "--quiet", "--log-every", "1",
+            "--augment", "translation", "--augment-p", "0.5", "--augment-target", "0.6")
+    assert r.exit_code == 0, r.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["augment"], config["augment_p"], config["augment_target"]) == ("translation", 0.5, 0.6)
+    rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert [r["augment_p"] != 0.5 for r in rows] == [False, False, False, True]  # adjusted after 4 D steps
+    assert run("train", "--data", image_folder, *TINY, "--steps", "1", "--out", tmp_path / "off", "--quiet",
+               "--augment", "off").exit_code == 0
+    assert_one_line_error(run("train", "--data", image_folder, *TINY, "--steps", "1", "--out", tmp_path / "x",
+                              "--augment-target", "0.6"), "give augment too")
+    assert "--augment-p" in _usage_error(run("train", "--augment-p", "2"))
+
+
 def test_train_bad_folders(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert_one_line_error(run("train", "--data", tmp_path / "empty", *TINY, "--steps", "1", "--out", tmp_path / "r"),

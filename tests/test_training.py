@@ -415,6 +415,64 @@ def test_augmented_training_resumes_bit_exactly(easy_folder: Path, tmp_path: Pat
         train(resume=tmp_path / "resumed", steps=8, augment="")
 
 
+def test_adaptive_augmentation_probability() -> None:
+    # ADA's rule: p rises by images / 500k while D is surer of the reals than the target, falls while less
+    assert training.adapted_p(0.5, overfit=0.9, target=0.6, images=50_000) == pytest.approx(0.6)
+    assert training.adapted_p(0.5, overfit=0.1, target=0.6, images=50_000) == pytest.approx(0.4)
+    assert training.adapted_p(0.5, overfit=0.6, target=0.6, images=50_000) == 0.5
+    assert training.adapted_p(0.99, 1.0, 0.6, 50_000) == 1.0 and training.adapted_p(0.01, -1.0, 0.6, 50_000) == 0.0
+
+    x = torch.rand(64, 1, 8, 8) * 2 - 1
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    assert torch.equal(training.Augmentation(["translation"], p=0.0)(x), x)
+    assert torch.equal(torch.get_rng_state(), before)  # p 0 draws nothing: the same run as no augmentation
+    torch.manual_seed(0)
+    plain = training.diff_augment(x, ["translation", "cutout"])
+    torch.manual_seed(0)
+    assert torch.equal(training.Augmentation(["translation", "cutout"], p=1.0)(x), plain)  # p 1 is DiffAugment
+    torch.manual_seed(0)
+    half = training.Augmentation(["cutout"], p=0.5)(x)
+    untouched = (half == x).flatten(1).all(1)  # cutout always blanks a square, so a changed row was augmented
+    assert 16 < int(untouched.sum()) < 48
+
+    ada = training.Augmentation(["translation"], p=0.0, target=0.6)
+    for _ in range(3):
+        ada.observe(torch.ones(25))
+    assert ada.p == 0.0  # adjusted only every 4 D steps
+    ada.observe(torch.ones(25))
+    assert ada.p == pytest.approx(100 / 500_000)
+    state = ada.state_dict()
+    for _ in range(4):
+        ada.observe(-torch.ones(25))
+    assert ada.p == 0.0
+    ada.load_state_dict(state)
+    assert ada.p == pytest.approx(100 / 500_000) and ada.state_dict() == state
+    with pytest.raises(GantoolsError, match="augment_target .* give augment too"):
+        TrainConfig(augment_target=0.6)
+    with pytest.raises(GantoolsError, match="augment_p must lie in"):
+        TrainConfig(augment="translation", augment_p=1.5)
+
+
+def test_adaptive_augmentation_trains_logs_and_resumes_bit_exactly(easy_folder: Path, tmp_path: Path) -> None:
+    kw = dict(sample_every=0, checkpoint_every=2, augment="translation,cutout", augment_p=0.5, augment_target=0.6)
+    train(tiny(easy_folder, tmp_path / "straight", steps=8, **kw))
+    train(tiny(easy_folder, tmp_path / "resumed", steps=3, **kw))
+    train(resume=tmp_path / "resumed", steps=8)
+    assert_same_state(tmp_path / "straight", tmp_path / "resumed")
+    ckpt = load_checkpoint(tmp_path / "straight")
+    assert ckpt["augment"] == load_checkpoint(tmp_path / "resumed")["augment"]
+    assert ckpt["augment"]["p"] != 0.5  # two adjustments of 20 images each moved it
+    assert abs(ckpt["augment"]["p"] - 0.5) <= 2 * 20 / 500_000 + 1e-12
+    rows = read_stats(tmp_path / "straight")
+    assert all("augment_p" in r and -1 <= r["sign D(x)"] <= 1 for r in rows)
+    # at p 0 the augmentation draws nothing: the run is the plain one
+    train(tiny(easy_folder, tmp_path / "p0", steps=4, sample_every=0, augment="translation", augment_p=0.0))
+    train(tiny(easy_folder, tmp_path / "plain", steps=4, sample_every=0))
+    assert torch.equal(load_checkpoint(tmp_path / "p0")["generator"]["layer1.0.weight"],
+                       load_checkpoint(tmp_path / "plain")["generator"]["layer1.0.weight"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Recipes: spectral norm, hinge loss, two time-scale rates, betas, R1, concept tracking
 

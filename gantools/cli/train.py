@@ -47,7 +47,7 @@ def _opt(*names: str, help: str, default: Any = True, **kw: Any) -> Any:
     return typer.Option(*names, help=help, show_default=default, **kw)
 
 
-def train_cmd(  # long: one annotated parameter per option (37 options)
+def train_cmd(  # long: one annotated parameter per option (39 options)
     ctx: typer.Context,
     data: Annotated[str, _opt("--data", "-d", help="Folder of images (searched recursively) or a built-in dataset "
                               "name (scenes).")] = TRAIN["data"],
@@ -118,6 +118,11 @@ def train_cmd(  # long: one annotated parameter per option (37 options)
     augment: Annotated[str, _opt("--augment", default="off", help="Differentiable augmentation of what D sees (real "
                                  "and generated), for small datasets: a comma list of color, translation, "
                                  "cutout.")] = TRAIN["augment"],
+    augment_p: Annotated[float, _opt("--augment-p", min=0.0, max=1.0, help="Probability that each image D sees "
+                                     "is augmented (with --augment-target: where it starts).")] = TRAIN["augment_p"],
+    augment_target: Annotated[float, _opt("--augment-target", min=0.0, max=0.99, help="Adapt --augment-p to D's "
+                                          "overfitting (ADA): keep the mean sign of D's logits on real images at "
+                                          "this value (0.6 is ADA's); 0: fixed.")] = TRAIN["augment_target"],
     ema: Annotated[float, _opt("--ema", help="Keep a moving average of G's weights with this decay (e.g. 0.999) "
                                "and export it; 0: off.")] = TRAIN["ema"],
     sync_bn: Annotated[Optional[bool], _opt("--sync-bn/--no-sync-bn", default="on under torchrun", help="Under "

@@ -22,6 +22,7 @@ from .config import AUGMENTATIONS, DEFAULT_EPOCHS, DEFAULT_RECIPE, LOSSES, RECIP
 
 if TYPE_CHECKING:  # what tools see; at run time __getattr__ imports these on first use
     from .batches import MATERIALIZE_LIMIT, BatchStream, TrainingImages, derived_seed
+    from .augment import Augmentation, adapted_p
     from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, CONFIG_FILE, STATS_FILE, build_models, \
         default_run_dir, load_checkpoint, models_from_checkpoint, read_stats
     from .exporting import export, recalibrate_batchnorm
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # what tools see; at run time __getattr__ imports these on fi
     from .monitor import ConceptTracker, plot_concepts, plot_losses
 
 _LAZY = {
+    "Augmentation": "augment", "adapted_p": "augment",
     "MATERIALIZE_LIMIT": "batches", "BatchStream": "batches", "TrainingImages": "batches", "derived_seed": "batches",
     "BEST_FILE": "checkpoint", "CHECKPOINT_FILE": "checkpoint", "CHECKPOINT_FORMAT": "checkpoint",
     "CONFIG_FILE": "checkpoint", "STATS_FILE": "checkpoint", "build_models": "checkpoint",
@@ -46,10 +48,10 @@ _LAZY = {
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
-__all__ = ["AUGMENTATIONS", "BEST_FILE", "BatchStream", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT",
+__all__ = ["AUGMENTATIONS", "Augmentation", "BEST_FILE", "BatchStream", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT",
            "CONFIG_FILE", "ConceptTracker", "DEFAULT_EPOCHS", "DEFAULT_RECIPE", "LOSSES",
            "MATERIALIZE_LIMIT", "R1_EVERY", "RECIPES", "RESUMABLE_FIELDS", "STATS_FILE", "TrainConfig",
-           "TrainResult", "TrainingImages", "build_models", "default_run_dir", "derived_seed",
+           "TrainResult", "TrainingImages", "adapted_p", "build_models", "default_run_dir", "derived_seed",
            "diff_augment", "discriminator_loss", "export", "generator_loss", "load_checkpoint",
            "models_from_checkpoint", "plot_concepts", "plot_losses", "r1_penalty", "read_stats",
            "recalibrate_batchnorm", "resume_config", "train"]

@@ -86,6 +86,10 @@ class TrainConfig(ModelConfig):
             steps (DiffAugment, Zhao et al. 2020): a comma-separated subset of "color" (brightness,
             saturation, contrast), "translation" (up to 1/8 of the side) and "cutout" (a square of
             half the side). Keeps D from memorising a small dataset; "" (default), "off" or "none" is off.
+        augment_p: probability that each image D sees is augmented (1: all of them, as in DiffAugment).
+        augment_target: when above 0, augment_p adapts to D's overfitting (ADA, Karras et al. 2020): it
+            starts at augment_p and moves so that the mean sign of D's logits on real images stays at this
+            target (0.6 is ADA's), by up to 1 per 500,000 real images (`training.augment`).
         ema: decay of an exponential moving average of G's weights (0: off; 0.999 is typical). With it,
             grids, FID and the exported model use the averaged generator, which smooths out the
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
@@ -133,6 +137,8 @@ class TrainConfig(ModelConfig):
     track_concepts: str | None = None
     n_samples: int = 64
     augment: str = ""
+    augment_p: float = 1.0
+    augment_target: float = 0.0
     ema: float = 0.0
     threads: int = 0
     channels_last: bool = True
@@ -180,6 +186,12 @@ class TrainConfig(ModelConfig):
         if unknown:
             raise GantoolsError(f"unknown augmentation {unknown[0]!r}: use a comma-separated subset of "
                                 f"{', '.join(AUGMENTATIONS)}")
+        if not 0 <= self.augment_p <= 1:
+            raise GantoolsError(f"augment_p must lie in [0, 1], got {self.augment_p}")
+        if not 0 <= self.augment_target < 1:
+            raise GantoolsError(f"augment_target must lie in [0, 1), got {self.augment_target}")
+        if self.augment_target > 0 and not self.augmentations():
+            raise GantoolsError("augment_target adapts how often the augmentation is applied: give augment too")
         if not 0 <= self.ema < 1:
             raise GantoolsError(f"ema must lie in [0, 1), got {self.ema}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

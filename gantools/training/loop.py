@@ -32,6 +32,7 @@ from ..models import MODEL_FILE, Generator
 from ..utils import GantoolsError, ProgressCallback, from_uint8, get_device, notice, report, seed_everything, \
     torch_save, write_json, write_text
 from . import losses
+from .augment import Augmentation
 from .batches import BatchStream, TrainingImages, derived_seed
 from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, CONFIG_FILE, STATS_FILE, build_models, \
     default_run_dir, load_checkpoint, read_stats, restore_rng, rng_state
@@ -240,6 +241,7 @@ class _Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=c.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=c.lr_d, betas=betas)
         self.last_r1: float | None = None
+        self.augmentation = Augmentation(c.augmentations(), c.augment_p, c.augment_target)
         self.concept_tracker = ConceptTracker(c.track_concepts, c.eval_n, self.device) if c.track_concepts else None
         self.amp_dtype = None
         if self.device.type == "cuda" and c.amp:
@@ -253,6 +255,8 @@ class _Trainer:
             if ckpt.get("scaler"):
                 self.scaler.load_state_dict(ckpt["scaler"])
             restore_rng(rank_rng(ckpt, self.world), self.noise_gen)
+            if ckpt.get("augment"):
+                self.augmentation.load_state_dict(ckpt["augment"])
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -273,6 +277,7 @@ class _Trainer:
             "config": self.config.to_dict(),
             "fixed_noise": self.fixed_noise.cpu(),
             "rng": rng_state(self.noise_gen),
+            "augment": self.augmentation.state_dict(),
             "elapsed": self.elapsed,
             "best_fid": self.best_fid,
             "fid": fid,
@@ -350,11 +355,10 @@ class _Trainer:
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One generator step after d_steps discriminator steps; returns detached metrics."""
-        c, G = self.config, self.G
-        policy = c.augmentations()
+        c, G, augment = self.config, self.G, self.augmentation
 
-        def D(x: torch.Tensor) -> torch.Tensor:  # D sees augmented images when asked to (DiffAugment)
-            return self.D(losses.diff_augment(x, policy) if policy else x)
+        def D(x: torch.Tensor) -> torch.Tensor:  # D sees augmented images when asked to (DiffAugment, ADA)
+            return self.D(augment(x))
 
         for k in range(c.d_steps):
             real = self._real_batch(self.step * c.d_steps + k)
@@ -369,6 +373,7 @@ class _Trainer:
                 real_logits = D(real).float()
                 fake_logits = D(fake.detach()).float()
                 loss_d = losses.discriminator_loss(real_logits, fake_logits, c.loss)
+            augment.observe(real_logits)
             self.opt_d.zero_grad(set_to_none=True)
             self.scaler.scale(loss_d).backward()
             if c.r1 > 0 and (self.step * c.d_steps + k) % losses.R1_EVERY == 0:
@@ -384,10 +389,13 @@ class _Trainer:
         if self.G_ema is not None:
             self.update_ema()
         with torch.no_grad():
-            return {"Loss_D": loss_d.detach(), "Loss_G": loss_g.detach(),
-                    "D(x)": torch.sigmoid(real_logits).mean(),
-                    "D(G(z))_before": torch.sigmoid(fake_logits).mean(),
-                    "D(G(z))_after": torch.sigmoid(gen_logits).mean()}
+            metrics = {"Loss_D": loss_d.detach(), "Loss_G": loss_g.detach(),
+                       "D(x)": torch.sigmoid(real_logits).mean(),
+                       "D(G(z))_before": torch.sigmoid(fake_logits).mean(),
+                       "D(G(z))_after": torch.sigmoid(gen_logits).mean()}
+            if augment.adaptive:  # ADA's overfitting measure and the probability it steers
+                metrics.update({"sign D(x)": torch.sign(real_logits).mean(), "augment_p": torch.tensor(augment.p)})
+            return metrics
 
     def _generator_step(self, D: Callable[[torch.Tensor], torch.Tensor],
                         fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

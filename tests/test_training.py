@@ -454,6 +454,27 @@ def test_adaptive_augmentation_probability() -> None:
         TrainConfig(augment="translation", augment_p=1.5)
 
 
+def test_top_k_training_takes_g_loss_over_the_fakes_d_rates_most_real(easy_folder: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[torch.Tensor] = []
+    real_loss = losses.generator_loss
+
+    def recording(logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+        seen.append(logits.detach().clone())
+        return real_loss(logits, kind)
+
+    monkeypatch.setattr(losses, "generator_loss", recording)
+    train(tiny(easy_folder, tmp_path / "top", steps=2, sample_every=0, batch_size=6, g_top_k=0.5))
+    assert [len(x) for x in seen] == [3, 3]
+    seen.clear()
+    train(tiny(easy_folder, tmp_path / "all", steps=2, sample_every=0, batch_size=6))
+    assert [len(x) for x in seen] == [6, 6]
+    assert losses.most_real(torch.tensor([0.1, 3.0, -2.0, 1.0]), 0.5).tolist() == [3.0, 1.0]
+    assert losses.most_real(torch.tensor([0.1, 3.0]), 0.01).tolist() == [3.0]  # at least one
+    with pytest.raises(GantoolsError, match="g_top_k must lie in"):
+        TrainConfig(g_top_k=0)
+
+
 def test_adaptive_augmentation_trains_logs_and_resumes_bit_exactly(easy_folder: Path, tmp_path: Path) -> None:
     kw = dict(sample_every=0, checkpoint_every=2, augment="translation,cutout", augment_p=0.5, augment_target=0.6)
     train(tiny(easy_folder, tmp_path / "straight", steps=8, **kw))

@@ -47,7 +47,7 @@ def _opt(*names: str, help: str, default: Any = True, **kw: Any) -> Any:
     return typer.Option(*names, help=help, show_default=default, **kw)
 
 
-def train_cmd(  # long: one annotated parameter per option (39 options)
+def train_cmd(  # long: one annotated parameter per option (40 options)
     ctx: typer.Context,
     data: Annotated[str, _opt("--data", "-d", help="Folder of images (searched recursively) or a built-in dataset "
                               "name (scenes).")] = TRAIN["data"],
@@ -123,6 +123,9 @@ def train_cmd(  # long: one annotated parameter per option (39 options)
     augment_target: Annotated[float, _opt("--augment-target", min=0.0, max=0.99, help="Adapt --augment-p to D's "
                                           "overfitting (ADA): keep the mean sign of D's logits on real images at "
                                           "this value (0.6 is ADA's); 0: fixed.")] = TRAIN["augment_target"],
+    g_top_k: Annotated[float, _opt("--g-top-k", min=0.01, max=1.0, help="G learns from this share of each "
+                                   "batch of generated images, those D rates most real (top-k training); 1: "
+                                   "all.")] = TRAIN["g_top_k"],
     ema: Annotated[float, _opt("--ema", help="Keep a moving average of G's weights with this decay (e.g. 0.999) "
                                "and export it; 0: off.")] = TRAIN["ema"],
     sync_bn: Annotated[Optional[bool], _opt("--sync-bn/--no-sync-bn", default="on under torchrun", help="Under "

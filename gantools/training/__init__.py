@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # what tools see; at run time __getattr__ imports these on fi
         default_run_dir, load_checkpoint, models_from_checkpoint, read_stats
     from .exporting import export, recalibrate_batchnorm
     from .loop import TrainResult, train
-    from .losses import R1_EVERY, diff_augment, discriminator_loss, generator_loss, r1_penalty
+    from .losses import R1_EVERY, diff_augment, discriminator_loss, generator_loss, most_real, r1_penalty
     from .monitor import ConceptTracker, plot_concepts, plot_losses
 
 _LAZY = {
@@ -40,7 +40,7 @@ _LAZY = {
     "export": "exporting", "recalibrate_batchnorm": "exporting",
     "TrainResult": "loop", "train": "loop",
     "R1_EVERY": "losses", "diff_augment": "losses", "discriminator_loss": "losses", "generator_loss": "losses",
-    "r1_penalty": "losses",
+    "most_real": "losses", "r1_penalty": "losses",
     "ConceptTracker": "monitor", "plot_concepts": "monitor", "plot_losses": "monitor",
 }
 
@@ -53,5 +53,5 @@ __all__ = ["AUGMENTATIONS", "Augmentation", "BEST_FILE", "BatchStream", "CHECKPO
            "MATERIALIZE_LIMIT", "R1_EVERY", "RECIPES", "RESUMABLE_FIELDS", "STATS_FILE", "TrainConfig",
            "TrainResult", "TrainingImages", "adapted_p", "build_models", "default_run_dir", "derived_seed",
            "diff_augment", "discriminator_loss", "export", "generator_loss", "load_checkpoint",
-           "models_from_checkpoint", "plot_concepts", "plot_losses", "r1_penalty", "read_stats",
+           "models_from_checkpoint", "most_real", "plot_concepts", "plot_losses", "r1_penalty", "read_stats",
            "recalibrate_batchnorm", "resume_config", "train"]

@@ -90,6 +90,9 @@ class TrainConfig(ModelConfig):
         augment_target: when above 0, augment_p adapts to D's overfitting (ADA, Karras et al. 2020): it
             starts at augment_p and moves so that the mean sign of D's logits on real images stays at this
             target (0.6 is ADA's), by up to 1 per 500,000 real images (`training.augment`).
+        g_top_k: share of each batch's generated images that G's loss is taken over: the ones D rates
+            most real (top-k training, Sinha et al. 2020), so that G is not pulled by the gradients of
+            its worst samples; 1 (default): all of them.
         ema: decay of an exponential moving average of G's weights (0: off; 0.999 is typical). With it,
             grids, FID and the exported model use the averaged generator, which smooths out the
             oscillation of the adversarial game (as in ProGAN and StyleGAN). Its BatchNorm statistics
@@ -139,6 +142,7 @@ class TrainConfig(ModelConfig):
     augment: str = ""
     augment_p: float = 1.0
     augment_target: float = 0.0
+    g_top_k: float = 1.0
     ema: float = 0.0
     threads: int = 0
     channels_last: bool = True
@@ -192,6 +196,8 @@ class TrainConfig(ModelConfig):
             raise GantoolsError(f"augment_target must lie in [0, 1), got {self.augment_target}")
         if self.augment_target > 0 and not self.augmentations():
             raise GantoolsError("augment_target adapts how often the augmentation is applied: give augment too")
+        if not 0 < self.g_top_k <= 1:
+            raise GantoolsError(f"g_top_k must lie in (0, 1], got {self.g_top_k}")
         if not 0 <= self.ema < 1:
             raise GantoolsError(f"ema must lie in [0, 1), got {self.ema}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

@@ -404,7 +404,7 @@ class _Trainer:
         try:
             with self._autocast():
                 gen_logits = D(fake).float()
-                loss_g = losses.generator_loss(gen_logits, self.config.loss)
+                loss_g = losses.generator_loss(losses.most_real(gen_logits, self.config.g_top_k), self.config.loss)
             self.opt_g.zero_grad(set_to_none=True)
             self.scaler.scale(loss_g).backward()
             distributed.average_gradients(list(self.G.parameters()))  # no-op alone

@@ -43,6 +43,13 @@ def generator_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> to
     raise GantoolsError(f"unknown loss {kind!r}: use {', '.join(LOSSES)}")
 
 
+def most_real(fake_logits: torch.Tensor, share: float) -> torch.Tensor:
+    """The `share` of the logits that D rates most real, at least one (top-k training, Sinha et al.
+    2020: G's loss over these alone, so that its worst samples do not pull it)."""
+    flat = fake_logits.flatten()
+    return flat if share >= 1 else flat.topk(max(1, round(share * flat.numel()))).values
+
+
 def r1_penalty(discriminator: Any, real: torch.Tensor) -> torch.Tensor:
     """|grad_x D(x)|^2 on real images, summed over pixels and averaged over the batch (R1, without
     gamma / 2). Differentiable with respect to D's weights (create_graph), so it can be minimised."""

@@ -545,8 +545,9 @@ def test_a_stored_run_config_reads_back_flat_and_resumes() -> None:
     c = TrainConfig.from_dict(SHOWCASE_CONFIG)
     stored = {k: v for k, v in SHOWCASE_CONFIG.items() if k not in ("model", "train_images", "total_steps")}
     # every field read as written, and written back flat with the same keys, plus those added since
-    # the run was stored, at their defaults (init: no warm start)
-    assert c.to_dict() == {**stored, "init": None}
+    # the run was stored, at their defaults (init: no warm start; every image augmented when augment
+    # is on, as then; G's loss over the whole batch)
+    assert c.to_dict() == {**stored, "init": None, "augment_p": 1.0, "augment_target": 0.0, "g_top_k": 1.0}
     assert c.model_config() == ModelConfig(64, 3, 100, 48, 48, "batch") == ModelConfig.from_dict(SHOWCASE_CONFIG)
     assert type(c.model_config()) is ModelConfig
     longer = resume_config(stored, {"steps": 6000, "threads": 2, "ngf": 48}, SHOWCASE_CONFIG["out"])

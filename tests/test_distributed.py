@@ -167,9 +167,11 @@ def train_config(data: Path, out: Path, **kw):
 
 
 # "batch": BatchNorm D, EMA, trained 6 steps in one go and 3 + 3 with a resume; "stable": spectral-norm
-# D, hinge loss, the lazy R1 penalty (double backward, at step 0) and DiffAugment (each rank's own RNG).
-TRAININGS = {"batch": dict(ema=0.9, checkpoint_every=3), "stable": dict(recipe="stable", r1=1.0, augment="translation",
-                                                                         steps=4)}
+# D, hinge loss, the lazy R1 penalty (double backward, at step 0) and DiffAugment (each rank's own RNG)
+# on an adaptive share of the images (its counts summed over the ranks: one adjustment in 4 steps).
+TRAININGS = {"batch": dict(ema=0.9, checkpoint_every=3),
+             "stable": dict(recipe="stable", r1=1.0, augment="translation", augment_p=0.5, augment_target=0.6,
+                            steps=4)}
 WRITERS = ("torch_save", "write_json", "write_text", "save_grid", "export", "plot_losses")
 
 
@@ -394,6 +396,10 @@ def test_distributed_training_keeps_the_replicas_identical(world, name):
     done = [torch.load(world / f"train-{name}{rank}.pt", weights_only=True) for rank in range(2)]
     assert done[0]["step"] == done[1]["step"] == (4 if name == "stable" else 6)
     assert done[1]["writes"] == [] and {"torch_save", "write_json", "export"} <= set(done[0]["writes"])
+    if name == "stable":  # one adjustment of the augmentation share, from the signs of both ranks' 4 x 4 reals
+        from gantools.training import load_checkpoint
+
+        assert abs(load_checkpoint(world / "run-stable")["augment"]["p"] - 0.5) == pytest.approx(32 / 500_000)
 
 
 def test_a_distributed_run_records_its_processes_and_resumes_exactly(world):

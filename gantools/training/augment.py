@@ -38,8 +38,8 @@ class Augmentation:
 
     def __init__(self, policy: Sequence[str], p: float = 1.0, target: float = 0.0) -> None:
         self.policy, self.p, self.target = list(policy), float(p), float(target)
-        self.sign_sum = torch.zeros(())  # sum of sign D(x) over the reals seen since the last adjustment
-        self.seen = 0  # reals seen since the last adjustment
+        # since the last adjustment, over all processes: the sum of sign D(x) and the count of reals
+        self.totals = torch.zeros(2)
         self.steps = 0  # D steps since the last adjustment
 
     @property
@@ -57,23 +57,23 @@ class Augmentation:
 
     def observe(self, real_logits: torch.Tensor) -> None:
         """Count one D step's logits on (augmented) real images; every ADAPT_INTERVAL steps, adjust p
-        by the mean sign over those steps (over all processes under torchrun)."""
+        by the mean sign over those steps. Under torchrun the counts are summed over the processes at
+        every step, so every process (and the checkpoint rank 0 writes) holds the same state."""
         if not self.adaptive:
             return
-        self.sign_sum = self.sign_sum.to(real_logits.device) + torch.sign(real_logits.detach().float()).sum()
-        self.seen += real_logits.shape[0]
+        logits = real_logits.detach().float()
+        counts = torch.stack([torch.sign(logits).sum(), logits.new_tensor(float(logits.numel()))])
+        self.totals = self.totals.to(counts.device) + distributed.all_reduce_sum(counts)
         self.steps += 1
         if self.steps < ADAPT_INTERVAL:
             return
-        totals = distributed.all_reduce_sum(torch.stack([self.sign_sum, torch.tensor(float(self.seen),
-                                                                                     device=self.sign_sum.device)]))
-        overfit, images = float(totals[0] / totals[1]), int(totals[1])
+        overfit, images = float(self.totals[0] / self.totals[1]), int(self.totals[1])
         self.p = adapted_p(self.p, overfit, self.target, images)
-        self.sign_sum, self.seen, self.steps = torch.zeros((), device=self.sign_sum.device), 0, 0
+        self.totals, self.steps = torch.zeros(2, device=counts.device), 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"p": self.p, "sign_sum": float(self.sign_sum), "seen": self.seen, "steps": self.steps}
+        return {"p": self.p, "sign_sum": float(self.totals[0]), "seen": int(self.totals[1]), "steps": self.steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.p, self.seen, self.steps = float(state["p"]), int(state["seen"]), int(state["steps"])
-        self.sign_sum = torch.tensor(float(state["sign_sum"]))
+        self.p, self.steps = float(state["p"]), int(state["steps"])
+        self.totals = torch.tensor([float(state["sign_sum"]), float(state["seen"])])

@@ -394,7 +394,8 @@ class _Trainer:
                        "D(G(z))_before": torch.sigmoid(fake_logits).mean(),
                        "D(G(z))_after": torch.sigmoid(gen_logits).mean()}
             if augment.adaptive:  # ADA's overfitting measure and the probability it steers
-                metrics.update({"sign D(x)": torch.sign(real_logits).mean(), "augment_p": torch.tensor(augment.p)})
+                metrics.update({"sign D(x)": torch.sign(real_logits).mean(),
+                                "augment_p": real_logits.new_tensor(augment.p)})
             return metrics
 
     def _generator_step(self, D: Callable[[torch.Tensor], torch.Tensor],

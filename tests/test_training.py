@@ -130,6 +130,8 @@ def test_run_directory(easy_folder: Path, tmp_path: Path) -> None:
         assert torch.equal(v, ck["generator"][k])
     _, meta = read_safetensors(result.model_path)
     assert meta["training"]["step"] == 6 and meta["config"]["image_size"] == 16
+    # ... and the whole run config, so a shipped file says how it was trained
+    assert meta["training"]["config"] == ck["config"]
     # progress: the bar's metrics
     bars = [p for p in seen if p.task == "train"]
     assert bars[-1].completed == 6 and bars[-1].total == 6

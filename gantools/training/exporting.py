@@ -41,7 +41,9 @@ def export(run_dir: str | os.PathLike, best: bool = False, out: str | os.PathLik
                          "seed": config.seed, "recipe": config.recipe, "loss": config.loss,
                          "batch_size": config.batch_size, "lr_g": config.lr_g, "lr_d": config.lr_d,
                          "fid": ckpt.get("fid"), "checkpoint": path.name,
-                         "ema": config.ema if ckpt.get("generator_ema") is not None else 0.0}}
+                         "ema": config.ema if ckpt.get("generator_ema") is not None else 0.0,
+                         # the whole run config (r1, augment, holdout, ...), so the file says how it was made
+                         "config": config.to_dict()}}
     return save_model(out, g.eval(), fold_spectral_norm(d), extra_metadata=meta, half=half)
 
 

@@ -5,7 +5,9 @@ Uses only the public API, the same functions the CLI commands call:
 - mnist32 (`gantools eval --model mnist32 --metrics classes,fid,kid,pr --holdout 500`,
   `gantools classifier eval`): the share of generated digits the shipped classifier labels with
   confidence >= 0.9 (goal >= 90%), each class's share of samples (goal 5-15%), the classifier's
-  accuracy on the 500 held-out digits, and FID/KID/precision/recall against them (classifier features).
+  accuracy on the 500 held-out digits, and FID/KID/precision/recall against them (classifier features);
+  and a memorisation check: how close samples lie to their nearest training digit, against how close
+  the held-out digits lie to theirs (pixel distance on the [0, 1] scale).
 - scenes64 (`gantools segmenter eval`, `gantools eval --metrics concepts,...`, `gantools dissect`,
   `gantools ablate`): the segmenter's mIoU on unseen scenes (seed 12345; goal >= 0.97); every
   concept's pixel share in generated images against real scenes (goal within +-30% for every
@@ -29,6 +31,8 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 import gantools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +49,28 @@ def mnist_card(model: str, data: str, n: int) -> dict:
             "classifier_holdout_accuracy": acc.accuracy, "classifier_holdout_n": acc.n,
             "fid": res.metrics.get("fid"), "kid": res.metrics.get("kid"),
             "precision": res.metrics.get("precision"), "recall": res.metrics.get("recall"),
-            "extractor": (res.extractor or {}).get("name")}
+            "extractor": (res.extractor or {}).get("name"), "memorisation": memorisation(gan, data)}
+
+
+def memorisation(gan: gantools.GAN, data: str, n: int = 1000, holdout: int = 500) -> dict:
+    """Nearest-training-digit distances of n samples (seed 0) against those of the held-out digits.
+
+    A model that copies its training set puts many samples nearer to a training digit than almost any
+    new digit lies: `share_nearer_than_holdout_5pct` is the share of samples closer than the nearest
+    5% of held-out digits (5% when samples are as novel as new digits)."""
+    def nearest(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x.flatten(1), train.flatten(1)).min(1).values
+
+    size, nc = gan.config.image_size, gan.config.nc
+    train = torch.stack(list(gantools.open_split(data, size, nc, holdout=holdout, part="train")))
+    held = torch.stack(list(gantools.open_split(data, size, nc, holdout=holdout, part="holdout")))
+    with torch.no_grad():
+        samples = gantools.sample(gan, n=n, seed=0)
+    train, held = train.float() / 255, held.float() / 255  # datasets hand out uint8; models work in [-1, 1]
+    d_sample, d_held = nearest((samples.float().cpu() + 1) / 2, train), nearest(held, train)
+    q05 = torch.quantile(d_held, 0.05)
+    return {"n": n, "median_sample": float(d_sample.median()), "median_holdout": float(d_held.median()),
+            "share_nearer_than_holdout_5pct": float((d_sample < q05).float().mean())}
 
 
 def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, rank_n: int, out: Path | None,
@@ -161,6 +186,10 @@ def main() -> None:
               f"{card['classifier_holdout_n']} held-out digits {100 * card['classifier_holdout_accuracy']:.1f}%")
         print(f"  FID {card['fid']:.2f}, KID {card['kid']:.4f}, precision {card['precision']:.3f}, "
               f"recall {card['recall']:.3f} (classifier features, vs the 500 held-out digits)")
+        memo = card["memorisation"]
+        print(f"  memorisation ({memo['n']} samples): {100 * memo['share_nearer_than_holdout_5pct']:.1f}% nearer to a "
+              f"training digit than the nearest 5% of held-out digits (5% expected); median distance to the "
+              f"nearest training digit {memo['median_sample']:.2f} vs {memo['median_holdout']:.2f} for held-out digits")
     else:
         card = scenes_card(args.model, args.n, args.dissect_n, args.ablate_n, args.rank_n, args.out, args.baseline)
         print(f"{args.model}: segmenter mIoU {card['segmenter_miou']:.3f} on unseen scenes")

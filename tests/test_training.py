@@ -378,6 +378,27 @@ def test_ema_resume_is_bit_exact_and_can_start_late(easy_folder: Path, tmp_path:
         TrainConfig(ema=1.0)
 
 
+def test_snapshots_keep_each_steps_model_file_and_leave_training_unchanged(easy_folder: Path,
+                                                                          tmp_path: Path) -> None:
+    # augmentation draws from torch's global generator, as building networks to export them does
+    kw = dict(sample_every=0, checkpoint_every=3, ema=0.9, augment="translation,cutout")
+    train(tiny(easy_folder, tmp_path / "plain", steps=4, **kw))
+    # snapshots every 2 steps: in the middle of a run, off the checkpoint schedule, and on the last step
+    train(tiny(easy_folder, tmp_path / "snap", steps=3, snapshot_every=2, **kw))
+    r = train(resume=tmp_path / "snap", steps=4)
+    assert_same_state(tmp_path / "plain", tmp_path / "snap")  # exporting draws no training randomness
+    snaps = sorted(p.name for p in (tmp_path / "snap" / "snapshots").iterdir())
+    assert snaps == ["step_000002.safetensors", "step_000004.safetensors"]
+    last = load_model(tmp_path / "snap" / "snapshots" / snaps[-1])
+    for k, v in load_model(r.model_path).generator.state_dict().items():
+        assert torch.equal(v, last.generator.state_dict()[k]), k  # the last is the run's model file
+    first = load_model(tmp_path / "snap" / "snapshots" / snaps[0])
+    assert read_safetensors(first.path)[1]["training"]["step"] == 2
+    assert not torch.equal(next(iter(first.generator.parameters())), next(iter(last.generator.parameters())))
+    with pytest.raises(GantoolsError, match="snapshot_every must be 0 or more"):
+        TrainConfig(snapshot_every=-1)
+
+
 def test_diff_augment_translation_cutout_and_color() -> None:
     torch.manual_seed(0)
     x = torch.full((64, 1, 16, 16), -1.0)
@@ -548,8 +569,9 @@ def test_a_stored_run_config_reads_back_flat_and_resumes() -> None:
     stored = {k: v for k, v in SHOWCASE_CONFIG.items() if k not in ("model", "train_images", "total_steps")}
     # every field read as written, and written back flat with the same keys, plus those added since
     # the run was stored, at their defaults (init: no warm start; every image augmented when augment
-    # is on, as then; G's loss over the whole batch)
-    assert c.to_dict() == {**stored, "init": None, "augment_p": 1.0, "augment_target": 0.0, "g_top_k": 1.0}
+    # is on, as then; G's loss over the whole batch; no snapshots)
+    assert c.to_dict() == {**stored, "init": None, "augment_p": 1.0, "augment_target": 0.0, "g_top_k": 1.0,
+                           "snapshot_every": 0}
     assert c.model_config() == ModelConfig(64, 3, 100, 48, 48, "batch") == ModelConfig.from_dict(SHOWCASE_CONFIG)
     assert type(c.model_config()) is ModelConfig
     longer = resume_config(stored, {"steps": 6000, "threads": 2, "ngf": 48}, SHOWCASE_CONFIG["out"])

@@ -96,6 +96,9 @@ def train_cmd(  # long: one annotated parameter per option (40 options)
     = TRAIN["sample_every"],
     checkpoint_every: Annotated[int, _opt("--checkpoint-every", help="Steps between checkpoints; 0: at the end "
                                           "only.")] = TRAIN["checkpoint_every"],
+    snapshot_every: Annotated[int, _opt("--snapshot-every", help="Steps between model snapshots "
+                                        "(snapshots/step_NNNNNN.safetensors, each the model file of that step, to "
+                                        "choose among later); 0: none.")] = TRAIN["snapshot_every"],
     log_every: Annotated[int, _opt("--log-every", help="Steps per stats.jsonl line.")] = TRAIN["log_every"],
     eval_every: Annotated[int, _opt("--eval-every", help="Steps between FID evaluations; keeps best.pt (lowest "
                                     "FID). 0: never.")] = TRAIN["eval_every"],

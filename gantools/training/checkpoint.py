@@ -1,7 +1,8 @@
 """A run directory on disk: its file names, checkpoints (read, RNG state), stats.jsonl, fresh networks.
 
 A run directory holds `config.json`, `stats.jsonl` (one line per logged step), `samples/step_NNNNNN.png`,
-`loss_curve.png`, `checkpoint.pt` (+ `best.pt` with eval_every) and, at the end, `model.safetensors`.
+`loss_curve.png`, `checkpoint.pt` (+ `best.pt` with eval_every, `snapshots/step_NNNNNN.safetensors` with
+snapshot_every) and, at the end, `model.safetensors`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
 STATS_FILE = "stats.jsonl"
 CONFIG_FILE = "config.json"
+SNAPSHOTS_DIR = "snapshots"  # model files kept every snapshot_every steps
 CHECKPOINT_FORMAT = "gantools-checkpoint/1"
 
 
@@ -106,5 +108,5 @@ def read_stats(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["BEST_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CONFIG_FILE", "STATS_FILE", "build_models",
-           "default_run_dir", "load_checkpoint", "models_from_checkpoint", "read_stats", "restore_rng", "rng_state"]
+__all__ = ["BEST_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CONFIG_FILE", "SNAPSHOTS_DIR", "STATS_FILE",
+           "build_models", "default_run_dir", "load_checkpoint", "models_from_checkpoint", "read_stats", "restore_rng", "rng_state"]

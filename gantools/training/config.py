@@ -33,7 +33,7 @@ DEFAULT_EPOCHS = 5  # when neither steps nor epochs is given
 # ema too: the average is read from G and never feeds back into training; a run resumed with a new
 # ema starts its average from the generator of the checkpoint.
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "log_every", "sample_every",
-                              "checkpoint_every", "eval_every", "eval_n", "track_concepts", "ema", "threads",
+                              "checkpoint_every", "snapshot_every", "eval_every", "eval_n", "track_concepts", "ema", "threads",
                               "channels_last"})
 
 
@@ -76,6 +76,8 @@ class TrainConfig(ModelConfig):
         log_every: steps between stats.jsonl lines (each line averages the steps since the last).
         sample_every: steps between sample grids (0: only at the end).
         checkpoint_every: steps between checkpoints (0: only at the end).
+        snapshot_every: steps between model snapshots, `snapshots/step_NNNNNN.safetensors` (the model
+            file `export` would write at that step, kept to choose among later; 0: none).
         eval_every: steps between evaluations (0: never): FID, kept as best.pt when lowest, and with
             track_concepts each concept's pixel share in generated images.
         eval_n: generated images per evaluation.
@@ -135,6 +137,7 @@ class TrainConfig(ModelConfig):
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 500
+    snapshot_every: int = 0
     eval_every: int = 0
     eval_n: int = 1000
     track_concepts: str | None = None
@@ -176,7 +179,7 @@ class TrainConfig(ModelConfig):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise GantoolsError(f"{name} must be positive, got {value}")
-        for name in ("sample_every", "checkpoint_every", "eval_every", "holdout", "threads"):
+        for name in ("sample_every", "checkpoint_every", "snapshot_every", "eval_every", "holdout", "threads"):
             if getattr(self, name) < 0:
                 raise GantoolsError(f"{name} must be 0 or more, got {getattr(self, name)}")
         for name in ("lr_g", "lr_d"):

@@ -34,8 +34,8 @@ from ..utils import GantoolsError, ProgressCallback, from_uint8, get_device, not
 from . import losses
 from .augment import Augmentation
 from .batches import BatchStream, TrainingImages, derived_seed
-from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, CONFIG_FILE, STATS_FILE, build_models, \
-    default_run_dir, load_checkpoint, read_stats, restore_rng, rng_state
+from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, CONFIG_FILE, SNAPSHOTS_DIR, STATS_FILE, \
+    build_models, default_run_dir, load_checkpoint, read_stats, restore_rng, rng_state
 from .config import TrainConfig, resume_config
 from .exporting import export, recalibrate_batchnorm
 from .monitor import ConceptTracker, plot_concepts, plot_losses
@@ -295,6 +295,17 @@ class _Trainer:
             self.last_good_step = self.step
         return path
 
+    def save_snapshot(self) -> Path:
+        """Keep the model file of this step in snapshots/ (rank 0), exported from the checkpoint just
+        written. Exporting builds fresh networks, which draws from torch's global generator: it is
+        forked, so a run with snapshots trains exactly as one without."""
+        path = self.run_dir / SNAPSHOTS_DIR / f"step_{self.step:06d}.safetensors"
+        if self.world.is_main:
+            path.parent.mkdir(exist_ok=True)
+            with torch.random.fork_rng(devices=[]):
+                export(self.run_dir / CHECKPOINT_FILE, out=path)
+        return path
+
     def shown_generator(self) -> Generator:
         """The generator that grids, FID and export use: G itself, or its recalibrated average."""
         if self.G_ema is None:
@@ -507,9 +518,12 @@ class _Trainer:
         if c.eval_every and self.step % c.eval_every == 0:
             self._check_finite(window.sums)
             self._evaluate_and_keep_best(log)
-        if c.checkpoint_every and self.step % c.checkpoint_every == 0 and not boundary:
+        snapshot = c.snapshot_every and self.step % c.snapshot_every == 0
+        if (snapshot or c.checkpoint_every and self.step % c.checkpoint_every == 0) and not boundary:
             self._check_finite(window.sums)
             self.save_checkpoint()
+            if snapshot:
+                self.save_snapshot()
         report(self.progress, "train", self.step, self.total, **window.shown)
 
     def _evaluate_and_keep_best(self, log: Any) -> None:
@@ -561,6 +575,8 @@ class _Trainer:
             plot_losses(self.run_dir)
             plot_concepts(self.run_dir)
             model_path = export(self.run_dir)
+            if self.config.snapshot_every and self.step % self.config.snapshot_every == 0:
+                self.save_snapshot()
         distributed.barrier()
         return TrainResult(run_dir=self.run_dir, step=self.step, total_steps=self.total, stats=self.last_stats,
                            model_path=model_path, checkpoint=self.run_dir / CHECKPOINT_FILE,

@@ -109,4 +109,5 @@ def read_stats(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 __all__ = ["BEST_FILE", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CONFIG_FILE", "SNAPSHOTS_DIR", "STATS_FILE",
-           "build_models", "default_run_dir", "load_checkpoint", "models_from_checkpoint", "read_stats", "restore_rng", "rng_state"]
+           "build_models", "default_run_dir", "load_checkpoint", "models_from_checkpoint", "read_stats", "restore_rng",
+           "rng_state"]

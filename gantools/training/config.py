@@ -33,8 +33,8 @@ DEFAULT_EPOCHS = 5  # when neither steps nor epochs is given
 # ema too: the average is read from G and never feeds back into training; a run resumed with a new
 # ema starts its average from the generator of the checkpoint.
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "log_every", "sample_every",
-                              "checkpoint_every", "snapshot_every", "eval_every", "eval_n", "track_concepts", "ema", "threads",
-                              "channels_last"})
+                              "checkpoint_every", "snapshot_every", "eval_every", "eval_n", "track_concepts", "ema",
+                              "threads", "channels_last"})
 
 
 @dataclass

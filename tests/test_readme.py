@@ -212,6 +212,9 @@ class Made:
         if path[1:] == ["train"] and out:
             # None: train's documented defaults (64 px, 3 channels)
             self.models[out] = (params.get("image_size") or 64, params.get("nc") or 3)
+            every, steps = params.get("snapshot_every") or 0, params.get("steps") or 0
+            for step in range(every, steps + 1, every) if every else ():  # --snapshot-every's model files
+                self.models[_key(f"{out}/snapshots/step_{step:06d}.safetensors")] = self.models[out]
         elif path[1:] == ["segmenter", "train"] and out:
             self.segmenters[out] = params.get("nc") or 3
         elif path[1:] == ["dissect"] and out:

@@ -26,7 +26,7 @@ import torch
 
 import gantools
 from gantools.hooks import Trace, generate_from
-from gantools.units import concept_fractions, eval_mode, layer_units, segment
+from gantools.units import check_concept, concept_fractions, eval_mode, layer_units, segment, set_units
 
 
 def shares(gan: gantools.GAN, seg, layer: str, n: int, seed: int, batch_size: int = 100) -> tuple[list, torch.Tensor]:
@@ -47,19 +47,20 @@ def removed(gan: gantools.GAN, seg, layer: str, feats: list, before: torch.Tenso
             units: tuple[int, ...]) -> float:
     """Share of concept ci's pixels (mean over the samples) that zeroing `units` removes."""
     G = gan.generator
+    idx, zero = torch.tensor(units), torch.zeros(1)
     after = []
     with eval_mode(G), torch.no_grad():
         for f in feats:
-            f = f.clone()
-            f[:, list(units)] = 0
-            after.append(concept_fractions(segment(seg, generate_from(G, layer, f)), len(seg.concepts))[:, ci])
+            images = generate_from(G, layer, set_units(f, idx, zero, 1.0))
+            after.append(concept_fractions(segment(seg, images), len(seg.concepts))[:, ci])
     return 1.0 - float(torch.cat(after).mean()) / max(float(before[:, ci].mean()), 1e-12)
 
 
-def search(gan, seg, dissection, layer: str, concept: str, args) -> dict:
+def search(gan, seg, dissection, layer: str, concept: str, selection: tuple[list, torch.Tensor], args) -> dict:
+    """Every k-subset of the concept's pool scored on `selection` (features, shares), the best re-measured."""
     pool = dissection.layer(layer).ranked_units(concept, rank="ace")[: args.pool]
-    ci = list(seg.concepts).index(concept)
-    feats, before = shares(gan, seg, layer, args.select_n, args.select_seed)
+    ci = check_concept(concept, seg.concepts)
+    feats, before = selection
     t = time.time()
     scored = sorted(((removed(gan, seg, layer, feats, before, ci, s), s)
                      for s in itertools.combinations(pool, args.k)), reverse=True)
@@ -97,9 +98,10 @@ def main() -> None:
     dissection = gantools.load_report(gan.companion("dissection", ".json"))
     if args.k is None:
         args.k = max(1, round(0.05 * layer_units(gan, args.layer)))
+    selection = shares(gan, seg, args.layer, args.select_n, args.select_seed)  # the same samples for every concept
     rows = []
     for concept in [c for c in args.concepts.split(",") if c]:
-        row = search(gan, seg, dissection, args.layer, concept, args)
+        row = search(gan, seg, dissection, args.layer, concept, selection, args)
         rows.append(row)
         b = row["best"]
         print(f"{concept}: best of {row['subsets']} {args.k}-unit sets among the {args.pool} best single units "

@@ -68,6 +68,8 @@ class EncoderTrainDefaults:
     pixel_weight: float = 1.0
     perceptual_weight: float = 0.1
     augment: float = 0.5
+    deform: float = 0.0
+    prior_weight: float = 0.0
     holdout: int = 0
     seed: int = 0
 

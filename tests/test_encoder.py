@@ -154,11 +154,57 @@ def test_training_on_real_images_and_augmentation(gan, image_folder):
         train_encoder(gan, steps=1, batch_size=4, data=ImageFolder(image_folder, 16, 1))
 
 
+def test_deformation_moves_real_images_a_little(gan, image_folder):
+    from gantools.data import ImageFolder
+    from gantools.restoration.encoder import deform_for_encoder, train_encoder
+
+    # a bright square on a dark ground: deformed copies keep its size and stay near where it was
+    x = -torch.ones(64, 1, 32, 32)
+    x[:, :, 12:20, 10:18] = 1
+    out = deform_for_encoder(x, torch.Generator().manual_seed(0), p=0.5)
+    moved = (out - x).flatten(1).abs().amax(1) > 1e-4
+    assert out.shape == x.shape and 20 < int(moved.sum()) < 44
+    assert torch.equal(out[~moved], x[~moved])
+    assert out.min() >= -1 - 1e-6 and out.max() <= 1 + 1e-6
+    bright = (out > 0).flatten(1).sum(1).float()
+    assert bright.min() > 0.6 * 64 and bright.max() < 1.5 * 64
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    weight = (out[:, 0] + 1) / 2
+    centre_x = (weight * xs).flatten(1).sum(1) / weight.flatten(1).sum(1)
+    assert (centre_x - 13.5).abs().max() < 4
+    assert torch.equal(deform_for_encoder(x, torch.Generator().manual_seed(0), p=0.5), out)
+    assert torch.equal(deform_for_encoder(x, torch.Generator().manual_seed(0), p=0.0), x)
+
+    res = train_encoder(gan, steps=2, batch_size=4, width=8, data=ImageFolder(image_folder, 16, 3), deform=0.5,
+                        prior_weight=1.0, seed=1)
+    assert res.settings["deform"] == 0.5 and res.settings["prior_weight"] == 1.0
+    with pytest.raises(GantoolsError, match="give data"):
+        train_encoder(gan, steps=1, batch_size=4, deform=0.5)
+
+
+def test_prior_weight_pulls_real_latents_onto_the_shell(gan, image_folder):
+    from gantools.data import ImageFolder, batch_images
+    from gantools.restoration.encoder import train_encoder
+    from gantools.restoration.objectives import latent_prior
+    from gantools.utils import from_uint8
+
+    data = ImageFolder(image_folder, 16, 3)
+    x = from_uint8(batch_images(data, torch.arange(len(data))))
+    off_shell = {}
+    for weight in (0.0, 10.0):
+        enc = train_encoder(gan, steps=30, batch_size=8, width=8, data=data, latent_weight=0.0,
+                            prior_weight=weight, seed=1).encoder
+        with torch.no_grad():
+            off_shell[weight] = float(latent_prior(enc(x)).mean())
+    assert off_shell[10.0] < 0.3 * off_shell[0.0]
+
+
 def test_cli_encoder_train_then_invert(gan, tmp_path, image_folder):
     from typer.testing import CliRunner
 
     from gantools.cli import app
     from gantools.data import save_image
+    from gantools.models import read_safetensors
 
     model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
     runner = CliRunner()
@@ -177,10 +223,13 @@ def test_cli_encoder_train_then_invert(gan, tmp_path, image_folder):
     assert json.loads(res.stdout)["restart_losses"] and "encoder" in (tmp_path / "m" / "encoder.safetensors").name
 
     res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--data", str(image_folder),
-                              "--holdout", "4", "--steps", "2", "--batch-size", "4", "--width", "8",
-                              "--out", str(tmp_path / "e2.safetensors"), "--device", "cpu", "--quiet"])
+                              "--holdout", "4", "--steps", "2", "--batch-size", "4", "--width", "8", "--deform",
+                              "0.5", "--prior-weight", "1", "--out", str(tmp_path / "e2.safetensors"), "--device",
+                              "cpu", "--quiet"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "e2.safetensors").is_file() and "trained" in res.stdout
+    settings = read_safetensors(tmp_path / "e2.safetensors", "encoder")[1]["training"]
+    assert (settings["deform"], settings["prior_weight"]) == (0.5, 1.0)
     res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--data", str(image_folder),
                               "--holdout", "99", "--steps", "2", "--device", "cpu", "--quiet"])
     assert res.exit_code == 1 and "leaves none" in res.output
@@ -223,3 +272,6 @@ def test_cli_encoder_train_weights_and_init(gan, trained, tmp_path):
     res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--init", str(tmp_path / "none.st"),
                               "--device", "cpu", "--quiet"])
     assert res.exit_code == 2 and "no encoder file" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--deform", "0.5", "--device", "cpu",
+                              "--quiet"])
+    assert res.exit_code == 2 and "give --data" in res.output and "Traceback" not in res.output

@@ -40,6 +40,13 @@ def encoder_train_cmd(
     augment: Annotated[float, typer.Option("--augment", min=0.0, max=1.0, help="Probability that an input is "
                                            "degraded (hole, noise, grayscale or low resolution), so that E "
                                            "also starts restorations well.")] = ENCODER_TRAIN.augment,
+    deform: Annotated[float, typer.Option("--deform", min=0.0, max=1.0, help="With --data: probability that a "
+                                          "real image is first rotated, scaled, sheared and shifted a little, so "
+                                          "that a small dataset (digits) is not learnt by heart.")]
+    = ENCODER_TRAIN.deform,
+    prior_weight: Annotated[float, typer.Option("--prior-weight", min=0.0, help="With --data: weight of the "
+                                                "inversion's latent prior (|E(x)|^2/nz - 1)^2 on real images.")]
+    = ENCODER_TRAIN.prior_weight,
     init: Annotated[Optional[Path], typer.Option("--init", help="Continue from this encoder file (its width "
                                                  "wins) instead of a fresh one, e.g. a second stage at a lower "
                                                  "--lr.", show_default=False)] = None,
@@ -56,6 +63,8 @@ def encoder_train_cmd(
         raise typer.BadParameter(f"no encoder file {init}", param_hint="--init")
     if holdout and data is None:
         raise typer.BadParameter("--holdout needs --data FOLDER")
+    if data is None and (deform or prior_weight):
+        raise typer.BadParameter("--deform and --prior-weight act on real images: give --data")
     from ..models import load_model
     from ..restoration.encoder import encoder_dataset, evaluate_encoder, train_encoder
 
@@ -71,7 +80,8 @@ def encoder_train_cmd(
                                             ", with fewer --steps to finish sooner")):
             result = train_encoder(gan, steps=steps, batch_size=batch_size, data=dataset, width=width, lr=lr,
                                    latent_weight=latent_weight, pixel_weight=pixel_weight,
-                                   perceptual_weight=perceptual_weight, augment=augment, out=out, device=device,
+                                   perceptual_weight=perceptual_weight, augment=augment, deform=deform,
+                                   prior_weight=prior_weight, out=out, device=device,
                                    seed=seed, progress=rep, init=init)
     scores = evaluate_encoder(result.encoder, gan)  # on fresh samples, beside an untrained encoder
     summary = {"out": str(result.path), "steps": steps, "seconds": result.settings["seconds"], "data": data,

@@ -4,7 +4,9 @@ An encoder is trained for one generator on its own samples (the true z is known,
 error is supervised), and optionally on real images (where only the reconstruction G(E(x)) ≈ x can
 be asked for). Inputs are randomly degraded the way inversion shows degraded images to the encoder
 (mean-filled holes, noise, grayscale, blurry upsampled low-res), so E also starts inpainting,
-denoising, colorization and super-resolution from a sensible latent.
+denoising, colorization and super-resolution from a sensible latent. Real images can also be
+randomly deformed (`deform_for_encoder`): with a few thousand of them, an encoder otherwise learns
+those images rather than the mapping, and starts unseen ones much further from their optimum.
 
 It is stored with its model: `<model dir>/encoder.safetensors` (`models.companion_path`), tensors
 prefixed "encoder.", its config and the generator's fingerprint in the metadata. `evaluate_encoder`
@@ -30,7 +32,7 @@ from ..models import (GAN, companion_path, component_state, fingerprint, init_we
                       read_safetensors, save_safetensors)
 from ..types import DeviceSpec
 from ..utils import Config, GantoolsError, ProgressCallback, from_uint8, luminance, notice, report, resolve_device
-from .objectives import discriminator_features, perceptual_distance
+from .objectives import discriminator_features, latent_prior, perceptual_distance
 
 
 @dataclass
@@ -101,11 +103,14 @@ class EncoderLossWeights:
         latent: |E(G(z)) - z|^2 (generated images only: their z is known).
         pixel: |G(E(x)) - x|^2.
         perceptual: the discriminator-feature distance between G(E(x)) and x (0 skips it).
+        prior: the inversion objective's latent prior (|E(x)|^2 / nz - 1)^2 (real images only), which
+            keeps E(x) on the shell where the inversion's optimum lies.
     """
 
     latent: float = 1.0
     pixel: float = 1.0
     perceptual: float = 0.1
+    prior: float = 0.0
 
 
 def degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
@@ -140,11 +145,31 @@ def degrade_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -
     return out
 
 
+def deform_for_encoder(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """Randomly deform a batch (N x C x S x S, [-1, 1], CPU): each image, with probability p, is
+    rotated by up to 12 degrees, scaled by up to 10%, sheared by up to 0.15 and shifted by up to 8% of
+    its size, edge pixels filling in. Small enough that a digit stays the same digit."""
+    n = x.shape[0]
+    on = torch.rand(n, generator=gen) < p
+
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(n, generator=gen) * 2 - 1) * limit
+
+    angle, scale, shear = uniform(math.radians(12)), 1 + uniform(0.1), uniform(0.15)
+    shift_x, shift_y = uniform(0.16), uniform(0.16)  # affine_grid's coordinates span 2: 8% of the image
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, shear - sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    theta = torch.where(on[:, None, None], theta, torch.eye(2, 3).expand(n, 2, 3))
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.steps,
                   batch_size: int = ENCODER_TRAIN.batch_size, data: Any = None, width: int = ENCODER_TRAIN.width,
                   lr: float = ENCODER_TRAIN.lr, latent_weight: float = ENCODER_TRAIN.latent_weight,
                   pixel_weight: float = ENCODER_TRAIN.pixel_weight,
                   perceptual_weight: float = ENCODER_TRAIN.perceptual_weight, augment: float = ENCODER_TRAIN.augment,
+                  deform: float = ENCODER_TRAIN.deform, prior_weight: float = ENCODER_TRAIN.prior_weight,
                   out: str | os.PathLike | None = None, device: DeviceSpec = None, seed: int = ENCODER_TRAIN.seed,
                   progress: ProgressCallback | None = None,
                   init: str | os.PathLike | Encoder | None = None) -> EncoderTrainResult:
@@ -161,6 +186,9 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
         latent_weight, pixel_weight, perceptual_weight: weights of |E(G(z)) - z|^2, |G(E(x)) - x|^2
             and the discriminator-feature distance between G(E(x)) and x.
         augment: probability that an input is randomly degraded (see module docstring).
+        deform: probability that a real image is randomly deformed first (`deform_for_encoder`): more
+            real images than the data holds, for small datasets such as digits.
+        prior_weight: weight of the latent prior on E(x) for real images (see `EncoderLossWeights`).
         out: save the encoder here (e.g. `models.companion_path(model_path, "encoder")`).
         device: where to train; None: where a loaded model lives, or 'auto' for a model loaded here.
         seed, progress: as usual.
@@ -171,6 +199,8 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
         raise GantoolsError(f"steps must be at least 1, got {steps}")
     if batch_size < 2:
         raise GantoolsError(f"batch_size must be at least 2, got {batch_size}")
+    if data is None and (deform or prior_weight):
+        raise GantoolsError("deform and prior_weight act on real images: give data")
     dev = resolve_device(device, model if isinstance(model, GAN) else None)
     gan = model if isinstance(model, GAN) else load_model(model, dev)
     gan.to(dev)
@@ -187,14 +217,15 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
         width = enc.config.width
     enc = enc.to(dev).train()
     dataset = _open_data(data, cfg.image_size, cfg.nc, seed, progress) if data is not None else None
-    weights = EncoderLossWeights(latent_weight, pixel_weight, perceptual_weight)
+    weights = EncoderLossWeights(latent_weight, pixel_weight, perceptual_weight, prior_weight)
     t0 = time.monotonic()
     history = _fit(gan, enc, dataset, gen, weights, steps=steps, batch_size=batch_size, lr=lr, augment=augment,
-                   progress=progress)
+                   deform=deform, progress=progress)
     enc.eval()
     settings = {"steps": steps, "batch_size": batch_size, "width": width, "lr": lr, "seed": seed,
                 "latent_weight": latent_weight, "pixel_weight": pixel_weight,
-                "perceptual_weight": perceptual_weight, "augment": augment,
+                "perceptual_weight": perceptual_weight, "augment": augment, "deform": deform,
+                "prior_weight": prior_weight,
                 "data": _describe(data), "seconds": round(time.monotonic() - t0, 1),
                 "model": str(gan.path) if gan.path else None, "init": _describe(init)}
     result = EncoderTrainResult(enc, history, settings)
@@ -212,7 +243,8 @@ def _describe(source: Any) -> str | None:
 
 
 def _fit(gan: GAN, enc: Encoder, dataset: Any, gen: torch.Generator, weights: EncoderLossWeights, *, steps: int,
-         batch_size: int, lr: float, augment: float, progress: ProgressCallback | None) -> list[dict[str, float]]:
+         batch_size: int, lr: float, augment: float, deform: float,
+         progress: ProgressCallback | None) -> list[dict[str, float]]:
     """The training loop: Adam with a cosine-decayed learning rate; returns the logged history."""
     dev = gan.device
     opt = torch.optim.Adam(enc.parameters(), lr=lr, betas=(0.9, 0.999))
@@ -226,7 +258,8 @@ def _fit(gan: GAN, enc: Encoder, dataset: Any, gen: torch.Generator, weights: En
         real_pixel = None
         if dataset is not None:
             idx = torch.randint(len(dataset), (batch_size,), generator=gen)
-            real = from_uint8(batch_images(dataset, idx)).to(dev)
+            real = from_uint8(batch_images(dataset, idx))
+            real = (deform_for_encoder(real, gen, deform) if deform > 0 else real).to(dev)
             loss, rp = _add_real_loss(loss, gan, enc, real, gen, augment, weights)
             real_pixel = float(rp.detach()) / 4
         opt.zero_grad(set_to_none=True)
@@ -265,9 +298,12 @@ def _add_real_loss(loss: torch.Tensor, gan: GAN, enc: Encoder, real: torch.Tenso
     """`loss` plus the reconstruction loss on real images (no z known there); also their pixel MSE."""
     G, D = gan.generator, gan.discriminator
     real_in = degrade_for_encoder(real.cpu(), gen, augment).to(real.device) if augment > 0 else real
-    real_hat = G(enc(real_in))
+    z_hat = enc(real_in)
+    real_hat = G(z_hat)
     rp = (real_hat - real).pow(2).mean()
     loss = loss + weights.pixel * rp
+    if weights.prior > 0:
+        loss = loss + weights.prior * latent_prior(z_hat).mean()
     if weights.perceptual > 0:
         with torch.no_grad():
             rfeats = discriminator_features(D, real)

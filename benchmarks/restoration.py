@@ -278,10 +278,19 @@ def _reference(gan: gantools.GAN, data: str | None) -> tuple[torch.Tensor, str]:
     return from_uint8(torch.stack([load_image(f, cfg.nc, cfg.image_size) for f in files])), data
 
 
-def time_to_quality(gan: gantools.GAN, images: torch.Tensor, encoder, args) -> dict:
+def start_history(gan: gantools.GAN, images: torch.Tensor, encoder, args) -> torch.Tensor:
+    """The loss of each image's single start (E(x), or random with encoder None) before each step:
+    (steps + 1) x N."""
     kw = dict(steps=args.steps, restarts=1, init_samples=1, batch_size=args.batch_size, seed=args.seed)
-    enc = gantools.invert(gan, images, encoder=encoder, **kw).history  # (steps + 1) x N
-    rnd = gantools.invert(gan, images, encoder=None, **kw).history
+    return gantools.invert(gan, images, encoder=encoder, **kw).history
+
+
+def time_to_quality(gan: gantools.GAN, images: torch.Tensor, encoder, args,
+                    random_history: torch.Tensor | None = None) -> dict:
+    """Steps each start takes to reach the larger of the two final losses (see encoder_start.py);
+    `random_history` (from `start_history`) saves inverting from random starts again."""
+    enc = start_history(gan, images, encoder, args)
+    rnd = start_history(gan, images, None, args) if random_history is None else random_history
     target = torch.maximum(enc[-1], rnd[-1])
 
     def first(h: torch.Tensor) -> list[int | None]:

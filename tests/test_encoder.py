@@ -65,7 +65,8 @@ def test_encoder_config_is_a_config_and_reads_old_files():
     from gantools.utils import Config
 
     config = EncoderConfig(16, 3, 8, width=16)
-    assert isinstance(config, Config) and config.to_dict() == {"image_size": 16, "nc": 3, "nz": 8, "width": 16}
+    assert isinstance(config, Config) and config.to_dict() == {"image_size": 16, "nc": 3, "nz": 8, "width": 16,
+                                                         "start_rate": 0.25}
     assert EncoderConfig.from_dict({"image_size": 16, "nc": 3, "nz": 8, "later_key": 1}) == EncoderConfig(16, 3, 8)
     assert config.replace(width=8).width == 8
 
@@ -89,7 +90,7 @@ def test_save_load_roundtrip_and_checks(gan, trained, tmp_path):
     assert enc_path == model_path.parent / "encoder.safetensors"
     tensors, meta = read_safetensors(enc_path)
     assert all(k.startswith("encoder.") for k in tensors)
-    assert meta["encoder_config"] == {"image_size": 16, "nc": 3, "nz": 8, "width": 16}
+    assert meta["encoder_config"] == {"image_size": 16, "nc": 3, "nz": 8, "width": 16, "start_rate": 0.25}
     loaded_gan = load_model(model_path)
     assert loaded_gan.companion("encoder") == enc_path
     enc = load_encoder(loaded_gan)
@@ -256,7 +257,7 @@ def test_cli_encoder_train_weights_and_init(gan, trained, tmp_path):
 
     from gantools.cli import app
     from gantools.models import read_safetensors
-    from gantools.restoration.encoder import save_encoder
+    from gantools.restoration.encoder import load_encoder, save_encoder
 
     model_path = save_model(tmp_path / "m" / "model.safetensors", gan.generator, gan.discriminator)
     first = save_encoder(trained.encoder, tmp_path / "first.safetensors", gan)
@@ -269,6 +270,15 @@ def test_cli_encoder_train_weights_and_init(gan, trained, tmp_path):
     settings = read_safetensors(tmp_path / "e.safetensors", "encoder")[1]["training"]
     assert (settings["pixel_weight"], settings["latent_weight"], settings["perceptual_weight"], settings["augment"],
             settings["width"], settings["init"]) == (20.0, 0.1, 0.5, 0.25, 16, str(first))
+    assert load_encoder(tmp_path / "e.safetensors").config.start_rate == 0.25  # the default, kept from --init
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--steps", "1", "--batch-size", "4",
+                              "--init", str(tmp_path / "e.safetensors"), "--start-rate", "0.1",
+                              "--out", str(tmp_path / "e2.safetensors"), "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert load_encoder(tmp_path / "e2.safetensors").config.start_rate == 0.1
+    res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--start-rate", "0", "--device", "cpu",
+                              "--quiet"])
+    assert res.exit_code == 2 and "start-rate" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["encoder", "train", "--model", str(model_path), "--init", str(tmp_path / "none.st"),
                               "--device", "cpu", "--quiet"])
     assert res.exit_code == 2 and "no encoder file" in res.output and "Traceback" not in res.output

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
 from gantools.restoration.objectives import ObjectiveTerms
 from gantools.restoration.search import ENCODER_LR, Schedule, search_restarts
+from gantools.utils import GantoolsError
 
 NZ = 6
 
@@ -54,6 +56,20 @@ def test_the_encoder_start_takes_a_quarter_of_the_rate():
     step = first_step(FixedEncoder(), restarts=1)  # the encoder's start is the only one
     assert torch.allclose(step, torch.full_like(step, 0.2 * ENCODER_LR), atol=1e-5)
     assert ENCODER_LR == 0.25
+
+
+def test_an_encoder_can_carry_its_own_start_rate():
+    from gantools.restoration.encoder import Encoder, EncoderConfig
+    from gantools.restoration.search import encoder_rate
+
+    assert encoder_rate(FixedEncoder()) == ENCODER_LR  # no config: the default
+    assert encoder_rate(Encoder(EncoderConfig(8, 1, NZ))) == ENCODER_LR
+    careful = FixedEncoder()
+    careful.config = EncoderConfig(8, 1, NZ, start_rate=0.1)
+    step = first_step(careful, restarts=1)
+    assert torch.allclose(step, torch.full_like(step, 0.2 * 0.1), atol=1e-5)
+    with pytest.raises(GantoolsError, match="start_rate"):
+        EncoderConfig(8, 1, NZ, start_rate=0.0)
 
 
 def test_random_starts_take_the_full_rate():

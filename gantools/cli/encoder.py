@@ -50,6 +50,12 @@ def encoder_train_cmd(
     init: Annotated[Optional[Path], typer.Option("--init", help="Continue from this encoder file (its width "
                                                  "wins) instead of a fresh one, e.g. a second stage at a lower "
                                                  "--lr.", show_default=False)] = None,
+    start_rate: Annotated[Optional[float], typer.Option("--start-rate", min=0.0, max=1.0,
+                                                        help="Learning-rate factor of inversion's steps from this "
+                                                        "encoder's start: the more accurate the encoder, the "
+                                                        "smaller (measure it with benchmarks/encoder_start.py "
+                                                        "--start-rates).", show_default="--init's, else 0.25")]
+    = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Encoder file.", show_default="encoder.safetensors "
                                                 "beside the model, where invert finds it")] = None,
     device: DeviceOpt = DEFAULT_DEVICE,
@@ -58,13 +64,8 @@ def encoder_train_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Train an encoder E(x) -> z for a model; `gantools invert` starts from E(x) when it exists."""
-    check_out_file(out)
-    if init is not None and not init.is_file():
-        raise typer.BadParameter(f"no encoder file {init}", param_hint="--init")
-    if holdout and data is None:
-        raise typer.BadParameter("--holdout needs --data FOLDER")
-    if data is None and (deform or prior_weight):
-        raise typer.BadParameter("--deform and --prior-weight act on real images: give --data")
+    _check_options(out, init, data, holdout=holdout, deform=deform, prior_weight=prior_weight,
+                   start_rate=start_rate)
     from ..models import load_model
     from ..restoration.encoder import encoder_dataset, evaluate_encoder, train_encoder
 
@@ -82,7 +83,7 @@ def encoder_train_cmd(
                                    latent_weight=latent_weight, pixel_weight=pixel_weight,
                                    perceptual_weight=perceptual_weight, augment=augment, deform=deform,
                                    prior_weight=prior_weight, out=out, device=device,
-                                   seed=seed, progress=rep, init=init)
+                                   seed=seed, progress=rep, init=init, start_rate=start_rate)
     scores = evaluate_encoder(result.encoder, gan)  # on fresh samples, beside an untrained encoder
     summary = {"out": str(result.path), "steps": steps, "seconds": result.settings["seconds"], "data": data,
                **scores.to_dict()}
@@ -92,6 +93,20 @@ def encoder_train_cmd(
     _show_scores(scores)
     stdout_console().print(f"wrote {result.path} ({steps} steps in {result.settings['seconds']:.0f} s)",
                            highlight=False)
+
+
+def _check_options(out: Optional[Path], init: Optional[Path], data: Optional[str], *, holdout: int, deform: float,
+                   prior_weight: float, start_rate: Optional[float]) -> None:
+    """typer.BadParameter for options that cannot go together or point at nothing."""
+    check_out_file(out)
+    if init is not None and not init.is_file():
+        raise typer.BadParameter(f"no encoder file {init}", param_hint="--init")
+    if holdout and data is None:
+        raise typer.BadParameter("--holdout needs --data FOLDER")
+    if data is None and (deform or prior_weight):
+        raise typer.BadParameter("--deform and --prior-weight act on real images: give --data")
+    if start_rate is not None and start_rate <= 0:
+        raise typer.BadParameter(f"{start_rate} is not above 0", param_hint="--start-rate")
 
 
 def _show_scores(scores: Any) -> None:

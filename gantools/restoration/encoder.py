@@ -33,21 +33,31 @@ from ..models import (GAN, companion_path, component_state, fingerprint, init_we
 from ..types import DeviceSpec
 from ..utils import Config, GantoolsError, ProgressCallback, from_uint8, luminance, notice, report, resolve_device
 from .objectives import discriminator_features, latent_prior, perceptual_distance
+from .search import ENCODER_LR
 
 
 @dataclass
 class EncoderConfig(Config):
-    """Architecture of an encoder.
+    """Architecture of an encoder, and how inversion steps from its start.
 
     Args:
         image_size, nc, nz: the generator's resolution, channels and latent length.
         width: channels of the first conv block (doubled per block down to 4x4).
+        start_rate: the learning-rate factor of inversion's steps from this encoder's start
+            (`search.encoder_rate`; files without one use `search.ENCODER_LR`): the nearer an
+            encoder lands to the optimum, the smaller the first steps it wants
+            (`benchmarks/encoder_start.py --start-rates` measures it).
     """
 
     image_size: int
     nc: int
     nz: int
     width: int = ENCODER_TRAIN.width
+    start_rate: float = ENCODER_LR
+
+    def __post_init__(self) -> None:
+        if not 0 < self.start_rate <= 1:
+            raise GantoolsError(f"start_rate must be in (0, 1], got {self.start_rate}")
 
 
 class Encoder(nn.Module):
@@ -171,8 +181,8 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
                   perceptual_weight: float = ENCODER_TRAIN.perceptual_weight, augment: float = ENCODER_TRAIN.augment,
                   deform: float = ENCODER_TRAIN.deform, prior_weight: float = ENCODER_TRAIN.prior_weight,
                   out: str | os.PathLike | None = None, device: DeviceSpec = None, seed: int = ENCODER_TRAIN.seed,
-                  progress: ProgressCallback | None = None,
-                  init: str | os.PathLike | Encoder | None = None) -> EncoderTrainResult:
+                  progress: ProgressCallback | None = None, init: str | os.PathLike | Encoder | None = None,
+                  start_rate: float | None = None) -> EncoderTrainResult:
     """Train an encoder for a generator.
 
     Args:
@@ -194,6 +204,7 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
         seed, progress: as usual.
         init: continue from this encoder (a file or an Encoder; its width replaces `width`) instead
             of a fresh one: a second, lower-rate stage of training.
+        start_rate: the trained encoder's `EncoderConfig.start_rate`; None keeps init's, or the default.
     """
     if steps < 1:
         raise GantoolsError(f"steps must be at least 1, got {steps}")
@@ -215,6 +226,8 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
     else:
         enc = init if isinstance(init, Encoder) else load_encoder(init, gan, device=dev, progress=progress)
         width = enc.config.width
+    if start_rate is not None:
+        enc.config = enc.config.replace(start_rate=start_rate)
     enc = enc.to(dev).train()
     dataset = _open_data(data, cfg.image_size, cfg.nc, seed, progress) if data is not None else None
     weights = EncoderLossWeights(latent_weight, pixel_weight, perceptual_weight, prior_weight)
@@ -225,7 +238,7 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
     settings = {"steps": steps, "batch_size": batch_size, "width": width, "lr": lr, "seed": seed,
                 "latent_weight": latent_weight, "pixel_weight": pixel_weight,
                 "perceptual_weight": perceptual_weight, "augment": augment, "deform": deform,
-                "prior_weight": prior_weight,
+                "prior_weight": prior_weight, "start_rate": enc.config.start_rate,
                 "data": _describe(data), "seconds": round(time.monotonic() - t0, 1),
                 "model": str(gan.path) if gan.path else None, "init": _describe(init)}
     result = EncoderTrainResult(enc, history, settings)

@@ -158,8 +158,8 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource | Sequence[str | 
             notice warns when the result is worse than either.
         names: stems for tensor inputs.
         batch_size: images per batch (each with `restarts` latents).
-        lr: Adam learning rate (cosine-decayed to 10%); the encoder's start takes a quarter of it
-            (`search.ENCODER_LR`), since it begins next to an optimum.
+        lr: Adam learning rate (cosine-decayed to 10%); the encoder's start takes a fraction of it
+            (its `start_rate`, a quarter by default), since it begins next to an optimum.
         weights: objective weights.
         init_samples: random starts are the best `restarts` of this many random latents per image.
         device: where to run; None: where a loaded model lives, or 'auto' (CUDA when present)

@@ -28,6 +28,7 @@ from .objectives import ObjectiveTerms, ObjectiveWeights, latent_prior, perceptu
 # The layer-wise refinement starts next to an optimum: it takes smaller steps than the z-only search.
 LAYERWISE_LR = 0.25
 # So does the encoder's start: at the full rate its first moves overshoot the optimum it lands next to.
+# An encoder can carry its own factor (`EncoderConfig.start_rate`): the nearer it lands, the smaller.
 ENCODER_LR = 0.25
 # Random candidates are scored this many at a time, so that memory stays bounded for large init_samples.
 START_CHUNK = 256
@@ -43,8 +44,8 @@ class Schedule:
     Args:
         steps: Adam steps of the z-only search.
         restarts: starting points per image, optimised together; the lowest final objective wins.
-        lr: Adam learning rate (cosine-decayed to 10%); the encoder's start takes a quarter of it
-            (`search.ENCODER_LR`), since it begins next to an optimum.
+        lr: Adam learning rate (cosine-decayed to 10%); the encoder's start takes a fraction of it
+            (`encoder_rate`: a quarter unless the encoder says), since it begins next to an optimum.
         init_samples: random starts are the best `restarts` of this many random latents per image.
         seed: random starts are seeded per image (image index and seed), so batching changes nothing.
         layer: canonical name of the layer whose features the layer-wise refinement corrects, or None.
@@ -178,6 +179,11 @@ def starting_latents(objective: Objective, encoder: nn.Module | None, seen: torc
     return out.reshape(bsz * k, nz)
 
 
+def encoder_rate(encoder: nn.Module) -> float:
+    """The learning-rate factor of an encoder's start: its config's `start_rate`, else ENCODER_LR."""
+    return float(getattr(getattr(encoder, "config", None), "start_rate", ENCODER_LR))
+
+
 def search_restarts(objective: Objective, encoder: nn.Module | None, seen: torch.Tensor, index: torch.Tensor,
                     schedule: Schedule, tick: StepCallback) -> SearchOutcome:
     """The z-only search for a batch: every restart optimised at once, the lowest final objective wins.
@@ -197,10 +203,10 @@ def search_restarts(objective: Objective, encoder: nn.Module | None, seen: torch
         z0 = starting_latents(objective, encoder, seen, index, schedule)
         init_terms = per_latent.terms(z0)
     # z = z0 + rate * offset: Adam's steps do not depend on the gradient's scale, so each row's
-    # `rate` scales its learning rate (ENCODER_LR for the encoder's start, 1 for random starts).
+    # `rate` scales its learning rate (`encoder_rate` for the encoder's start, 1 for random starts).
     rate = torch.ones(bsz, k, 1, device=dev)
     if encoder is not None:
-        rate[:, 0] = ENCODER_LR
+        rate[:, 0] = encoder_rate(encoder)
     rate = rate.reshape(bsz * k, 1)
     offset = torch.zeros_like(z0, requires_grad=True)
     history = adam([(offset, schedule.lr)], lambda: per_latent.terms(z0 + rate * offset), steps, tick)

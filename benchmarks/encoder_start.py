@@ -16,7 +16,7 @@ rate; `--start-rates 0.06,0.12,0.25` measures the ratio at each of those instead
 are inverted once), to choose the `--start-rate` that `gantools encoder train` stores.
 
     python benchmarks/encoder_start.py [--models mnist32,scenes64] [--n 32] [--steps 300] [--start-rates R,...]
-        [--json out.json]
+        [--seed 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="Adam steps of each inversion")
     ap.add_argument("--start-rates", default=None,
                     help="comma-separated start rates to measure (default: the encoder's own)")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the random starts (and so each image's target)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
@@ -57,7 +58,7 @@ def main() -> None:
             continue
         encoder = gantools.load_encoder(encoder_path, gan)
         clean, described = load_clean(gan, None, args.n)
-        settings = argparse.Namespace(steps=args.steps, batch_size=50, seed=0)
+        settings = argparse.Namespace(steps=args.steps, batch_size=50, seed=args.seed)
         start = time.time()
         random_history = start_history(gan, clean[: args.n], None, settings)
         rates = [float(r) for r in args.start_rates.split(",")] if args.start_rates else [encoder.config.start_rate]

@@ -238,7 +238,7 @@ def train_encoder(model: GAN | str | os.PathLike, steps: int = ENCODER_TRAIN.ste
     settings = {"steps": steps, "batch_size": batch_size, "width": width, "lr": lr, "seed": seed,
                 "latent_weight": latent_weight, "pixel_weight": pixel_weight,
                 "perceptual_weight": perceptual_weight, "augment": augment, "deform": deform,
-                "prior_weight": prior_weight, "start_rate": enc.config.start_rate,
+                "prior_weight": prior_weight,
                 "data": _describe(data), "seconds": round(time.monotonic() - t0, 1),
                 "model": str(gan.path) if gan.path else None, "init": _describe(init)}
     result = EncoderTrainResult(enc, history, settings)

@@ -276,6 +276,28 @@ def test_superres_size_must_match(gan):
         invert(gan, low, "superres", scale=3, steps=1)
 
 
+def test_superres_result_downsamples_to_the_input(gan):
+    from gantools.restoration.inversion import invert
+
+    _, clean = planted(gan, n=2, seed=4)
+    low = F.avg_pool2d(clean, 4)
+    res = invert(gan, low, "superres", scale=4, steps=3, restarts=1, encoder=None)
+    raw_err = (F.avg_pool2d(res.raw, 4) - low).abs().max()
+    assert raw_err > 1e-2  # a short search leaves G(z) inconsistent with the input
+    # every block that the final clamp to [-1, 1] leaves alone downsamples exactly to the input
+    unclamped = F.max_pool2d((res.images.abs() < 1).float().neg(), 4).neg() > 0
+    assert unclamped.float().mean() > 0.3  # the planted images saturate often
+    assert torch.allclose(F.avg_pool2d(res.images, 4)[unclamped], low[unclamped], atol=1e-5)
+    # the projection moves the result towards any image that downsamples to the input
+    assert (res.images - clean).pow(2).mean() < (res.raw.clamp(-1, 1) - clean).pow(2).mean()
+    # within a block, only the mean changes
+    block_mean = F.interpolate(F.avg_pool2d(res.raw, 4), scale_factor=4, mode="nearest")
+    shift = F.interpolate(low - F.avg_pool2d(res.raw, 4), scale_factor=4, mode="nearest")
+    assert torch.allclose(res.images, (block_mean + (res.raw - block_mean) + shift).clamp(-1, 1), atol=1e-5)
+    off = invert(gan, low, "superres", scale=4, steps=3, restarts=1, encoder=None, composite=False)
+    assert torch.equal(off.images, off.raw.clamp(-1, 1))
+
+
 def test_denoise_estimates_sigma(gan):
     from gantools.restoration.inversion import estimate_noise_sigma, invert
 

@@ -46,7 +46,8 @@ def invert_cmd(  # long: one annotated parameter per option
     layer_steps: Annotated[Optional[int], typer.Option("--layer-steps", min=1, help="Steps of the layer-wise "
                                                        "refinement.", show_default="--steps")] = None,
     composite: Annotated[bool, typer.Option("--composite/--no-composite", help="inpaint: paste the known pixels "
-                                            "back; colorize: keep the input's luminance. --no-composite keeps "
+                                            "back; colorize: keep the input's luminance; superres: shift each "
+                                            "block so that it downsamples exactly to the input. --no-composite keeps "
                                             "the raw generator output.")] = INVERT.composite,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder file to start from.",
                                                     show_default="the model's encoder.safetensors, when present")]

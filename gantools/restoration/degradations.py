@@ -212,7 +212,13 @@ class Denoise(Degradation):
 
 
 class SuperResolution(Degradation):
-    """Low-resolution observation: G(z) is area-downsampled by `scale` (mean of scale x scale blocks)."""
+    """Low-resolution observation: G(z) is area-downsampled by `scale` (mean of scale x scale blocks).
+
+    The output is made consistent with the input: each block of G(z) is shifted so that its mean is the
+    observed pixel. That is the orthogonal projection onto the images that downsample to the input, so
+    it never moves the result away from a true image that does (as pasting known pixels back never
+    does for inpainting).
+    """
 
     task = "superres"
 
@@ -232,6 +238,12 @@ class SuperResolution(Degradation):
 
     def view(self, obs: torch.Tensor) -> torch.Tensor:
         return F.interpolate(obs, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+    def finish(self, raw: torch.Tensor, obs: torch.Tensor, composite: bool = True) -> torch.Tensor:
+        if not composite:
+            return raw
+        correction = obs.to(raw.device) - self.observe(raw)
+        return raw + correction.repeat_interleave(self.scale, -2).repeat_interleave(self.scale, -1)
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task, "scale": self.scale}

@@ -149,7 +149,8 @@ def invert(model: GAN | str | os.PathLike, images: ImageSource | Sequence[str | 
         restarts: K starting points per image, optimised together; the lowest final objective wins.
         layerwise: also refine the features of this generator layer (number or name).
         layer_steps: steps of the layer-wise refinement (default: steps).
-        composite: paste known information back (inpaint: known pixels; colorize: input luminance).
+        composite: paste known information back (inpaint: known pixels; colorize: input luminance;
+            superres: each block's mean made the input pixel's).
         encoder: "auto" (the model's companion encoder.safetensors if present), a path, an Encoder,
             or None for random starts only.
         target: clean images (a file for one input, a folder matched by stem, paths, or a tensor)

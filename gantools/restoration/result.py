@@ -34,7 +34,7 @@ class InversionResult:
         seen: the observations shown at generator resolution (encoder input / display).
         z: N x nz, the winning latent of the z-only optimisation.
         raw: G(z), N x C x S x S.
-        images: the restored images (known pixels composited, luminance kept, ...).
+        images: the restored images (known pixels composited, luminance kept, block means matched).
         losses: per-image final terms of the z-only objective: total, pixel (NLL), perceptual,
             prior, mse (observation space, [0, 1] scale).
         init_loss: per-image objective at the winning restart's starting point.

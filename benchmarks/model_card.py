@@ -21,6 +21,11 @@ Uses only the public API, the same functions the CLI commands call:
 
     python benchmarks/model_card.py --model mnist32 --data ../shared/data/mnist4k
     python benchmarks/model_card.py --model scenes64 [--baseline old/model.safetensors] [--json out.json]
+
+A quicker look at a candidate during training (a snapshot has no companions beside it):
+
+    python benchmarks/model_card.py --model runs/scenes64/snapshots/step_007000.safetensors \
+        --segmenter pretrained/scenes64/segmenter.safetensors --n 1000 --dissect-n 1000 --ablate-n 200 --rank-n 100
 """
 
 from __future__ import annotations
@@ -74,16 +79,16 @@ def memorisation(gan: gantools.GAN, data: str, n: int = 1000, holdout: int = 500
 
 
 def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, rank_n: int, out: Path | None,
-                baseline: str | None) -> dict:
+                baseline: str | None, segmenter: str | None = None) -> dict:
     gan = gantools.load_model(model)
-    seg = gantools.load_segmenter(None, gan=gan)
+    seg = gantools.load_segmenter(segmenter, gan=gan)
     card: dict = {}
     ev = gantools.evaluate_segmenter(seg, gantools.Scenes(500, image_size=gan.config.image_size, seed=12345))
     card["segmenter_miou"] = ev.miou
     card["segmenter_iou"] = dict(zip(ev.concepts, ev.iou))
 
     # One feature extractor for both models: "segmenter" would mean each model's own companion.
-    features = gantools.resolve_extractor("segmenter", gan)
+    features = gantools.resolve_extractor(segmenter or "segmenter", gan)
     res = gantools.evaluate(gan, data="scenes", n=n, metrics="concepts,fid,kid,pr", extractor=features,
                             segmenter=seg)
     c = res.concepts
@@ -173,6 +178,8 @@ def main() -> None:
     ap.add_argument("--dissect-n", type=int, default=2000)
     ap.add_argument("--ablate-n", type=int, default=500)
     ap.add_argument("--rank-n", type=int, default=200, help="samples for the causal ranking of layer 3's units")
+    ap.add_argument("--segmenter", default=None, help="scenes: a segmenter file for the concepts and the "
+                    "FID features (default: the model's companion), e.g. for a training run's snapshot")
     ap.add_argument("--out", type=Path, default=None, help="also save the dissection reports here")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -191,7 +198,8 @@ def main() -> None:
               f"training digit than the nearest 5% of held-out digits (5% expected); median distance to the "
               f"nearest training digit {memo['median_sample']:.2f} vs {memo['median_holdout']:.2f} for held-out digits")
     else:
-        card = scenes_card(args.model, args.n, args.dissect_n, args.ablate_n, args.rank_n, args.out, args.baseline)
+        card = scenes_card(args.model, args.n, args.dissect_n, args.ablate_n, args.rank_n, args.out, args.baseline,
+                           args.segmenter)
         print(f"{args.model}: segmenter mIoU {card['segmenter_miou']:.3f} on unseen scenes")
         print(f"  concept frequencies within +-30%: {card['concepts_within_30']} of {card['concepts_measured']} "
               f"concepts (goal: all; TV distance {card['tv_distance']:.3f})")

@@ -79,7 +79,7 @@ def memorisation(gan: gantools.GAN, data: str, n: int = 1000, holdout: int = 500
 
 
 def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, rank_n: int, out: Path | None,
-                baseline: str | None, segmenter: str | None = None) -> dict:
+                baseline: str | None, segmenter: str | None = None, greedy_pool: int = 10) -> dict:
     gan = gantools.load_model(model)
     seg = gantools.load_segmenter(segmenter, gan=gan)
     card: dict = {}
@@ -139,9 +139,12 @@ def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, rank_n: int, 
     card["rank_n"] = rank_n
     card["ablation_ace"] = _ablations(gan, every, seg, top, "ace", ablate_n)
     # Jointly: the top units chosen greedily (each round the unit that, ablated with those already
-    # chosen, removes most), among each concept's 10 best single units.
+    # chosen, removes most), among each concept's `greedy_pool` best single units (0: among every unit,
+    # as `gantools rank --greedy` does; slower, since each round ablates every unit once).
     t = time.perf_counter()
-    chosen = {c: gantools.greedy_units(gan, "layer3", c, top, units=l3.ranked_units(c, rank="ace")[:10],
+    pool = (lambda c: l3.ranked_units(c, rank="ace")[:greedy_pool]) if greedy_pool > 0 else (lambda c: None)
+    card["greedy_pool"] = greedy_pool
+    chosen = {c: gantools.greedy_units(gan, "layer3", c, top, units=pool(c),
                                        dissection=every, segmenter=seg, n=rank_n, seed=0)
               for c in card["ablation_ace"]}
     card["greedy_seconds"] = time.perf_counter() - t
@@ -180,6 +183,9 @@ def main() -> None:
     ap.add_argument("--rank-n", type=int, default=200, help="samples for the causal ranking of layer 3's units")
     ap.add_argument("--segmenter", default=None, help="scenes: a segmenter file for the concepts and the "
                     "FID features (default: the model's companion), e.g. for a training run's snapshot")
+    ap.add_argument("--greedy-pool", type=int, default=10,
+                    help="scenes: the joint choice looks among each concept's N best single units "
+                         "(0: among every unit, as gantools rank --greedy does)")
     ap.add_argument("--out", type=Path, default=None, help="also save the dissection reports here")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -199,7 +205,7 @@ def main() -> None:
               f"nearest training digit {memo['median_sample']:.2f} vs {memo['median_holdout']:.2f} for held-out digits")
     else:
         card = scenes_card(args.model, args.n, args.dissect_n, args.ablate_n, args.rank_n, args.out, args.baseline,
-                           args.segmenter)
+                           args.segmenter, args.greedy_pool)
         print(f"{args.model}: segmenter mIoU {card['segmenter_miou']:.3f} on unseen scenes")
         print(f"  concept frequencies within +-30%: {card['concepts_within_30']} of {card['concepts_measured']} "
               f"concepts (goal: all; TV distance {card['tv_distance']:.3f})")
@@ -216,7 +222,8 @@ def main() -> None:
         print(f"  layer3 under IQR: {len(card['layer3_iqr_concepts_iou_0.1'])} concepts at IoU >= 0.1 (goal >= 10) "
               f"{card['layer3_iqr_concepts_iou_0.1']}")
         for key, how in (("ablation", "by IoU"), ("ablation_ace", f"by causal effect, N {card['rank_n']}"),
-                         ("ablation_greedy", "jointly (greedy, among the 10 best single units)")):
+                         ("ablation_greedy", "jointly (greedy, among " + (
+                             f"the {card['greedy_pool']} best single units)" if card["greedy_pool"] else "every unit)"))):
             print(f"  ablating the top {card['ablation_top']} units of layer3 (5%), ranked {how}:")
             for name, v in card[key].items():
                 print(f"    {name:9s} {100 * v['before']:5.2f}% -> {100 * v['after']:5.2f}%  removed "

@@ -142,9 +142,9 @@ def scenes_card(model: str, n: int, dissect_n: int, ablate_n: int, rank_n: int, 
     # chosen, removes most), among each concept's `greedy_pool` best single units (0: among every unit,
     # as `gantools rank --greedy` does; slower, since each round ablates every unit once).
     t = time.perf_counter()
-    pool = (lambda c: l3.ranked_units(c, rank="ace")[:greedy_pool]) if greedy_pool > 0 else (lambda c: None)
     card["greedy_pool"] = greedy_pool
-    chosen = {c: gantools.greedy_units(gan, "layer3", c, top, units=pool(c),
+    chosen = {c: gantools.greedy_units(gan, "layer3", c, top,
+                                       units=l3.ranked_units(c, rank="ace")[:greedy_pool] if greedy_pool else None,
                                        dissection=every, segmenter=seg, n=rank_n, seed=0)
               for c in card["ablation_ace"]}
     card["greedy_seconds"] = time.perf_counter() - t
@@ -189,6 +189,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also save the dissection reports here")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.greedy_pool < 0:
+        ap.error(f"--greedy-pool must be 0 (every unit) or more, got {args.greedy_pool}")
     t0 = time.perf_counter()
     gan = gantools.load_model(args.model)
     if gan.config.nc == 1:
@@ -221,9 +223,9 @@ def main() -> None:
                   f"{len(v['concepts_iou_0.1'])}{goal} {v['concepts_iou_0.1']}; best {v['best'][0]} {v['best'][1]:.3f}")
         print(f"  layer3 under IQR: {len(card['layer3_iqr_concepts_iou_0.1'])} concepts at IoU >= 0.1 (goal >= 10) "
               f"{card['layer3_iqr_concepts_iou_0.1']}")
+        pool = f"the {args.greedy_pool} best single units" if args.greedy_pool else "every unit"
         for key, how in (("ablation", "by IoU"), ("ablation_ace", f"by causal effect, N {card['rank_n']}"),
-                         ("ablation_greedy", "jointly (greedy, among " + (
-                             f"the {card['greedy_pool']} best single units)" if card["greedy_pool"] else "every unit)"))):
+                         ("ablation_greedy", f"jointly (greedy, among {pool})")):
             print(f"  ablating the top {card['ablation_top']} units of layer3 (5%), ranked {how}:")
             for name, v in card[key].items():
                 print(f"    {name:9s} {100 * v['before']:5.2f}% -> {100 * v['after']:5.2f}%  removed "

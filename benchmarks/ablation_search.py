@@ -1,6 +1,6 @@
 """Can any k units of a layer remove 70% of a concept? Exhaustive search among its best single units.
 
-Issue 17 asks that ablating the top 5% of scenes64's layer-3 units (3 of 64) remove >= 70% of a
+Issue 17 asks that ablating the top 5% of scenes64's layer-3 units (5 of 96) remove >= 70% of a
 concept's pixels for >= 7 concepts. The card measures three ways of choosing the units (by IoU, by
 causal effect, greedily); this asks the stronger question for the concepts that miss: is there
 *any* set of k units, among the concept's `--pool` best single units by causal effect (the ranking

@@ -117,6 +117,10 @@ def start(device: torch.device | None = None) -> World:
     if cuda:
         torch.cuda.set_device(w.local_rank)
     nccl = torch.cuda.is_available() and dist.is_nccl_available()
+    # torch._dynamo (torch.optim imports it) keeps references to a group that exists when it is first
+    # imported (torch 2.14); destroy_process_group then cannot join gloo's threads, and a process whose last
+    # collective is still being released by one of them aborts at exit. Imported first, it never sees the group.
+    import torch._dynamo  # noqa: F401
     dist.init_process_group(backend="cpu:gloo,cuda:nccl" if nccl else "gloo")
     return w
 

@@ -253,6 +253,15 @@ def _jobs(rank: int, size: int, out_dir: str, model_path: str) -> None:
     _train_and_keep_replicas(rank, out, "first-half", train_config(out / "easy", out / "run-split",
                                                                    **{**TRAININGS["batch"], "steps": 3}))
     _train_and_keep_replicas(rank, out, "resumed", resume=out / "run-split", steps=6)
+    dist_util.stop()
+    torch.save({"threads": gloo_threads()}, out / f"left{rank}.pt")
+
+
+def gloo_threads() -> list[str]:
+    """The names of this process's gloo threads (Linux; empty elsewhere)."""
+    tasks = Path("/proc/self/task")
+    names = [(t / "comm").read_text().strip() for t in tasks.iterdir()] if tasks.is_dir() else []
+    return sorted(n for n in names if "gloo" in n)
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +283,13 @@ def test_two_process_group_sums_gathers_and_broadcasts(world):
         got = torch.load(world / f"primitives{rank}.pt", weights_only=True)
         assert got == {"total": 3.0, "top": 1.0, "gathered": [{"rank": 0}, {"rank": 1}], "chosen": "from rank 0",
                        "decided": "decided by rank 0", "refused": "rank 0 refused"}
+
+
+def test_leaving_the_group_ends_its_threads(world):
+    # A group kept alive after stop() (torch._dynamo, imported after joining, holds one) leaves gloo's
+    # threads running into interpreter shutdown, where one releasing a finished collective aborts the process.
+    for rank in range(2):
+        assert torch.load(world / f"left{rank}.pt", weights_only=True) == {"threads": []}
 
 
 def test_alone_every_helper_is_a_no_op(monkeypatch):

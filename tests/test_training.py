@@ -569,9 +569,9 @@ def test_a_stored_run_config_reads_back_flat_and_resumes() -> None:
     stored = {k: v for k, v in SHOWCASE_CONFIG.items() if k not in ("model", "train_images", "total_steps")}
     # every field read as written, and written back flat with the same keys, plus those added since
     # the run was stored, at their defaults (init: no warm start; every image augmented when augment
-    # is on, as then; G's loss over the whole batch; no snapshots)
+    # is on, as then; G's loss over the whole batch; no snapshots; float32 on the CPU)
     assert c.to_dict() == {**stored, "init": None, "augment_p": 1.0, "augment_target": 0.0, "g_top_k": 1.0,
-                           "snapshot_every": 0}
+                           "snapshot_every": 0, "cpu_amp": False}
     assert c.model_config() == ModelConfig(64, 3, 100, 48, 48, "batch") == ModelConfig.from_dict(SHOWCASE_CONFIG)
     assert type(c.model_config()) is ModelConfig
     longer = resume_config(stored, {"steps": 6000, "threads": 2, "ngf": 48}, SHOWCASE_CONFIG["out"])
@@ -648,6 +648,28 @@ def test_every_option_together_resumes_bit_exactly(easy_folder: Path, tmp_path: 
     assert_same_state(tmp_path / "straight", tmp_path / "resumed")
     rows = [r for r in read_stats(tmp_path / "resumed") if "R1" in r]
     assert rows and all(r["R1"] >= 0 for r in rows)  # R1 is logged (lazily computed, every 16 D steps)
+
+
+def test_cpu_amp_trains_under_bfloat16_autocast_and_resumes_bit_exactly(easy_folder: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    real_autocast, seen = torch.autocast, []
+
+    def spy(device_type, dtype=None, **kw):
+        seen.append((device_type, dtype))
+        return real_autocast(device_type, dtype=dtype, **kw)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    kw = dict(sample_every=0, checkpoint_every=2, r1=1.0)
+    fp32 = train(tiny(easy_folder, tmp_path / "fp32", steps=4, **kw))
+    assert seen == []  # off by default: a CPU run keeps float32
+    train(tiny(easy_folder, tmp_path / "straight", steps=4, cpu_amp=True, **kw))
+    assert set(seen) == {("cpu", torch.bfloat16)}
+    train(tiny(easy_folder, tmp_path / "resumed", steps=2, cpu_amp=True, **kw))
+    train(resume=tmp_path / "resumed", steps=4)
+    assert_same_state(tmp_path / "straight", tmp_path / "resumed")
+    g = "layer1.0.weight"
+    assert not torch.equal(load_checkpoint(fp32.run_dir)["generator"][g],
+                           load_checkpoint(tmp_path / "straight")["generator"][g])
 
 
 def test_track_concepts_logs_and_plots_shares(easy_folder: Path, tmp_path: Path, monkeypatch) -> None:

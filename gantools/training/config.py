@@ -32,7 +32,7 @@ DEFAULT_EPOCHS = 5  # when neither steps nor epochs is given
 # Fields that may change when a run is resumed: when and how long to train, not what to train.
 # ema too: the average is read from G and never feeds back into training; a run resumed with a new
 # ema starts its average from the generator of the checkpoint.
-RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "log_every", "sample_every",
+RESUMABLE_FIELDS = frozenset({"steps", "epochs", "device", "amp", "cpu_amp", "log_every", "sample_every",
                               "checkpoint_every", "snapshot_every", "eval_every", "eval_n", "track_concepts", "ema",
                               "threads", "channels_last"})
 
@@ -69,6 +69,8 @@ class TrainConfig(ModelConfig):
         out: run directory; default runs/<nnnnn>-<data>.
         device: auto, cpu, cuda or cuda:N.
         amp: mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling).
+        cpu_amp: bfloat16 autocast on the CPU too (off by default: it changes a run's numerics). A
+            DCGAN-64 at ngf 56 steps 2.15x faster with it on this project's 2-core CPUs (one run).
         data_n: number of images for generated datasets (scenes); ignored for folders.
         data_seed: seed of generated datasets.
         holdout: leave `holdout` images out of training, for evaluation: the last by sorted file name
@@ -131,6 +133,7 @@ class TrainConfig(ModelConfig):
     out: str | None = None
     device: str = "auto"
     amp: bool = True
+    cpu_amp: bool = False
     data_n: int | None = None
     data_seed: int = 0
     holdout: int = 0

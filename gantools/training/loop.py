@@ -247,6 +247,8 @@ class _Trainer:
         if self.device.type == "cuda" and c.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             torch.backends.cudnn.benchmark = True
+        elif self.device.type == "cpu" and c.cpu_amp:
+            self.amp_dtype = torch.bfloat16
         # Loss scaling only for float16 (bfloat16 has float32's range).
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if ckpt is not None:
@@ -354,7 +356,7 @@ class _Trainer:
     def _autocast(self) -> Any:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _real_batch(self, batch_index: int) -> torch.Tensor:
         x = from_uint8(self.images.get(self.stream.batch(batch_index)))

@@ -118,8 +118,8 @@ def train_cmd(  # long: one annotated parameter per option (40 options)
     data_n: Annotated[Optional[int], _opt("--data-n", default="the dataset's own", help="Images of a generated "
                                           "dataset (scenes).")] = None,
     amp: Annotated[bool, _opt("--amp/--no-amp", help="Mixed precision on CUDA.")] = TRAIN["amp"],
-    cpu_amp: Annotated[bool, _opt("--cpu-amp/--no-cpu-amp", help="bfloat16 autocast on the CPU too: about 2x faster per step on "
-                                  "2 cores, with other numerics than float32.")] = TRAIN["cpu_amp"],
+    cpu_amp: Annotated[bool, _opt("--cpu-amp/--no-cpu-amp", help="bfloat16 autocast on the CPU too: about 2x "
+                                  "faster per step on 2 cores, with other numerics than float32.")] = TRAIN["cpu_amp"],
     augment: Annotated[str, _opt("--augment", default="off", help="Differentiable augmentation of what D sees (real "
                                  "and generated), for small datasets: a comma list of color, translation, "
                                  "cutout.")] = TRAIN["augment"],

@@ -16,6 +16,8 @@
 # 100 samples, ablation on 200, joint choice among each concept's 20 best single units.
 # SMOKE=1 shrinks every N to a few samples, to check the pipeline in minutes rather than hours.
 # THREADS=N: torch threads for every step (default: torch's own).
+# RESTORE_BESIDE=1 (full only): restoration, the longest step (about 46 minutes), runs on one thread in
+# the background from the moment the encoder exists, beside the other steps, rather than last.
 set -euo pipefail
 
 usage() { echo "usage: bash benchmarks/stage_scenes64.sh quick|full SNAPSHOT OUT" >&2; exit 2; }
@@ -71,6 +73,13 @@ cp "$segmenter" "$folder/segmenter.safetensors"
 export GANTOOLS_PRETRAINED=$stage/pretrained
 
 step encoder "${gantools[@]}" encoder train --model scenes64 --data scenes --steps "$enc_steps" -b 32 -q
+restore_step=(step restoration python benchmarks/restoration.py --model scenes64 --layerwise 2 "${restore[@]}"
+    --json "$out/restoration.json")
+restoration_pid=
+if [ "${RESTORE_BESIDE:-0}" = 1 ]; then
+    (export OMP_NUM_THREADS=1; "${restore_step[@]}") &
+    restoration_pid=$!
+fi
 step dissect "${gantools[@]}" dissect --model scenes64 --layer 3 -n "$dissect_n" --seed 1 --out "$stage/layer3" -q
 step rank "${gantools[@]}" rank --model scenes64 --layer 3 --concept all --report "$stage/layer3" -n "$rank_n" \
     --seed 2 -q
@@ -84,6 +93,9 @@ step encoder_start python benchmarks/encoder_start.py --models scenes64 "${start
     --json "$out/encoder_start.json"
 step edit python benchmarks/edit.py --shipped "${edit[@]}" --json "$out/edit.json"
 step paint python benchmarks/paint.py "${paint[@]}" --json "$out/paint.json"
-step restoration python benchmarks/restoration.py --model scenes64 --layerwise 2 "${restore[@]}" \
-    --json "$out/restoration.json"
+if [ -n "$restoration_pid" ]; then
+    wait "$restoration_pid" || exit 1  # its own step() has said what failed
+else
+    "${restore_step[@]}"
+fi
 echo "staged: $folder; results: $out" | tee -a "$out/stage.log"
